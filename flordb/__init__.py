@@ -1,0 +1,28 @@
+"""FlorDB: SQL-queryable hindsight logging for model training.
+
+The record API (``log``, ``arg``, ``loop``, ``checkpointing``, ``commit``) is
+imported eagerly and is cheap; the query side (``query``, ``dataframe``,
+``replay``, ``compare``) is imported on first use, so a training process never
+loads DuckDB.
+"""
+
+from flordb.record.api import arg, checkpointing, commit, log, loop
+
+__all__ = ["log", "arg", "loop", "checkpointing", "commit", "query", "dataframe", "replay", "compare"]
+__version__ = "0.1.0"
+
+_LAZY = {
+    "query": "flordb.query.api",
+    "dataframe": "flordb.query.api",
+    "replay": "flordb.hindsight.api",
+    "compare": "flordb.compare",
+}
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'flordb' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)

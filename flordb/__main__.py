@@ -1,0 +1,3 @@
+from flordb.cli.main import main
+
+main()

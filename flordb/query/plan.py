@@ -1,0 +1,137 @@
+"""SQL over the catalog: parse, resolve the columns of ``logs``, rewrite, run.
+
+Each step is a function on the sqlglot tree; the user's statement is parsed
+once and SQL is generated once. ``logs`` is replaced by a subquery built for
+exactly the columns the statement names (DESIGN decision 3), so cost follows
+the query, not the history.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import sqlglot
+from sqlglot import exp
+from sqlglot.errors import OptimizeError, ParseError, SqlglotError
+from sqlglot.optimizer.qualify import qualify
+from sqlglot.schema import MappingSchema
+
+from flordb.errors import QueryError, UnknownColumnError
+from flordb.query.logs import build_logs
+from flordb.query.schema import LogsSchema
+
+DIALECT = "duckdb"
+LOGS = "logs"
+READ_ONLY = (exp.Query, exp.Describe, exp.Show, exp.Pragma)
+WRITES = (exp.Insert, exp.Update, exp.Delete, exp.Create, exp.Drop, exp.Alter, exp.Merge, exp.Copy,
+          exp.TruncateTable, exp.Set, exp.Use, exp.Transaction, exp.Commit, exp.Rollback)
+_UNRESOLVED = re.compile(r"Column '(.+?)' could not be resolved")
+
+
+@dataclass
+class Plan:
+    """A statement ready to run, with what hindsight needs to know about it."""
+
+    tree: exp.Expression
+    logs_columns: list[str]  # columns of `logs` the statement reads (empty: no `logs`)
+    sql: str
+
+
+def parse(sql: str) -> exp.Expression:
+    """One statement, read-only. ``;`` at the end is fine."""
+    try:
+        trees = [t for t in sqlglot.parse(sql, read=DIALECT) if t is not None]
+    except ParseError as exc:
+        errors = exc.errors[0] if exc.errors else {}
+        where = f" at line {errors.get('line')}, column {errors.get('col')}" if errors else ""
+        desc = errors.get("description", str(exc)).splitlines()[0] if errors else str(exc).splitlines()[0]
+        raise QueryError(f"SQL syntax error{where}: {desc}") from None
+    except SqlglotError as exc:
+        raise QueryError(f"SQL syntax error: {str(exc).splitlines()[0]}") from None
+    if not trees:
+        raise QueryError("empty query: write a SELECT statement")
+    if len(trees) > 1:
+        raise QueryError("one statement at a time, please")
+    tree = trees[0]
+    if isinstance(tree, WRITES):
+        raise QueryError(
+            f"only read-only statements (SELECT, WITH, DESCRIBE, SHOW) are allowed, not {tree.key.upper()}"
+        )
+    if not isinstance(tree, READ_ONLY) and not isinstance(tree, exp.Command):
+        raise QueryError(f"SQL syntax error: expected a SELECT statement, got {sql.strip()[:40]!r}")
+    if isinstance(tree, exp.Command) and tree.name.upper() not in {"SHOW", "DESCRIBE", "SUMMARIZE", "EXPLAIN"}:
+        raise QueryError(f"only read-only statements are allowed, not {tree.name.upper()}")
+    return tree
+
+
+def reads_logs(tree: exp.Expression) -> bool:
+    ctes = {c.alias_or_name for c in tree.find_all(exp.CTE)}
+    return any(t.name == LOGS and not t.db and LOGS not in ctes for t in tree.find_all(exp.Table))
+
+
+def resolve(tree: exp.Expression, logs: LogsSchema, tables: dict[str, dict[str, str]]) -> list[str]:
+    """The columns of ``logs`` the statement reads; unknown ones raise UnknownColumnError.
+
+    sqlglot's ``qualify`` does the resolution against a schema of every table;
+    each unresolved name is noted and retried as a placeholder, so one error
+    lists every missing column at once.
+    """
+    schema_map = dict(tables)
+    schema_map[LOGS] = dict(logs.types())
+    missing: list[str] = []
+    for _ in range(50):
+        try:
+            qualified = qualify(
+                tree.copy(), schema=MappingSchema(schema_map, dialect=DIALECT), dialect=DIALECT,
+                quote_identifiers=False, validate_qualify_columns=True,
+            )
+            break
+        except OptimizeError as exc:
+            m = _UNRESOLVED.search(str(exc))
+            if not m or m.group(1) in schema_map[LOGS]:
+                return _fallback_columns(tree, logs, missing)
+            missing.append(m.group(1))
+            schema_map[LOGS][m.group(1)] = "VARCHAR"
+        except SqlglotError:
+            return _fallback_columns(tree, logs, missing)
+    else:
+        return _fallback_columns(tree, logs, missing)
+    if missing:
+        raise UnknownColumnError(missing, logs.names)
+    aliases = {t.alias_or_name for t in qualified.find_all(exp.Table) if t.name == LOGS}
+    used = [c.name for c in qualified.find_all(exp.Column) if c.table in aliases and c.name in logs.columns]
+    return list(dict.fromkeys(used))
+
+
+def _fallback_columns(tree: exp.Expression, logs: LogsSchema, missing: list[str]) -> list[str]:
+    """When qualify cannot follow the statement, take every name that could mean a logs column."""
+    if missing:
+        raise UnknownColumnError(missing, logs.names)
+    if any(isinstance(s, exp.Star) for s in tree.find_all(exp.Star)):
+        return logs.names
+    names = {c.name for c in tree.find_all(exp.Column)} | {i.name for i in tree.find_all(exp.Identifier)}
+    return [n for n in logs.names if n in names]
+
+
+def rewrite(tree: exp.Expression, logs: LogsSchema, columns: list[str]) -> exp.Expression:
+    """Replace each reference to ``logs`` by the relation built for ``columns``."""
+    relation = build_logs(logs, columns)
+
+    def swap(node: exp.Expression) -> exp.Expression:
+        if isinstance(node, exp.Table) and node.name == LOGS and not node.db:
+            return relation.copy().subquery(exp.to_identifier(node.alias_or_name, quoted=True))
+        return node
+
+    return tree.copy().transform(swap)
+
+
+def plan(sql: str, logs: LogsSchema, tables: dict[str, dict[str, str]]) -> Plan:
+    tree = parse(sql)
+    if not reads_logs(tree):
+        return Plan(tree=tree, logs_columns=[], sql=tree.sql(dialect=DIALECT))
+    columns = resolve(tree, logs, tables)
+    if not columns:
+        columns = ["run_id"]
+    out = rewrite(tree, logs, columns)
+    return Plan(tree=out, logs_columns=columns, sql=out.sql(dialect=DIALECT))

@@ -1,0 +1,248 @@
+"""Checkpoint writer (off the training thread) and the adaptive checkpoint policy.
+
+Strategy. ``CheckpointWriter.submit`` captures a copy of the state on the
+training thread (tensors cloned, see :mod:`flordb.record.state`) and hands it to
+one background thread that serializes it, hashes it and writes it into the
+object store. ``benchmarks/checkpoint_strategies.py`` compares this with a fully
+synchronous checkpoint and with an ``os.fork``ed child that serializes from a
+copy-on-write snapshot. On the development machine (2 CPU cores, ext4, torch
+2.13 CPU; MLP of 33.6 MB of parameters + Adam = 101 MB of state; median of 3):
+
+    strategy            blocking/ckpt   loop wall time (20 it, ckpt every it)
+    none                      -          1.00x   (66 ms / iteration)
+    (a) synchronous        413 ms        7.64x
+    (b) clone + thread      45 ms        5.73x   <- kept
+    (c) fork                18 ms        6.08x
+
+With a checkpoint every iteration the writer's throughput is the bound for
+both (b) and (c) (the bounded queue / one child at a time make training wait),
+and the fork's copy-on-write page faults cost the parent more than the clone
+does; with a checkpoint every k iterations (the policy's normal regime) the
+training thread pays only the blocking column. Fork also cannot be used once
+CUDA is initialized and is unsafe with threads the user started, so the writer
+keeps the clone + background thread strategy.
+
+The writer never raises into training: a failure is reported once per object
+on stderr (``flordb: checkpoint of 'model' failed: ...``) and that checkpoint
+is skipped (a checkpoint missing an object could not restore the state).
+"""
+
+from __future__ import annotations
+
+import atexit
+import math
+import os
+import queue
+import sys
+import threading
+import time
+from typing import Any, Callable
+
+from flordb.errors import ConfigError
+from flordb.record.state import RNG_NAME, StateCopy, capture, serialize_one, serialize_rng
+from flordb.store.objects import ObjectStore
+
+# (object_name, format, digest, nbytes, seconds)
+Entry = tuple[str, str, str, int, float]
+OnWritten = Callable[[int, list[Entry]], None]
+
+_STOP = object()
+
+
+class CheckpointWriter:
+    """Capture on the caller's thread, serialize + write on one background thread.
+
+    At most ``max_pending`` captured checkpoints wait in memory; when the
+    queue is full ``submit`` blocks (and that time is counted in what it
+    returns), so memory stays bounded and the policy sees the real cost.
+    ``on_written(iteration, entries)`` runs on the writer thread once every
+    blob of the checkpoint is durable in the store.
+    """
+
+    def __init__(self, store: ObjectStore, on_written: OnWritten, *, max_pending: int = 2):
+        if max_pending < 1:
+            raise ConfigError("max_pending must be at least 1")
+        self.store = store
+        self.on_written = on_written
+        self.max_pending = max_pending
+        self.errors: list[tuple[int, str, BaseException]] = []
+        self._reported: set[str] = set()
+        self._lock = threading.Lock()
+        self._closed = False
+        self._pid = os.getpid()
+        self._queue: queue.Queue = queue.Queue(maxsize=max_pending)
+        self._thread: threading.Thread | None = None
+        atexit.register(self.close)
+
+    # -- training thread ------------------------------------------------------
+    def submit(self, iteration: int, objects: dict[str, Any]) -> float:
+        """Checkpoint ``objects`` at ``iteration``; returns the caller's seconds spent."""
+        t0 = time.perf_counter()
+        failed: list[str] = []
+
+        def on_error(name: str, exc: BaseException) -> None:
+            failed.append(name)
+            self._report(iteration, name, exc)
+
+        try:
+            copy = capture(objects, on_error=on_error)
+        except Exception as e:  # RNG capture or a reserved name
+            self._report(iteration, RNG_NAME, e)
+            return time.perf_counter() - t0
+        if failed:
+            return time.perf_counter() - t0
+        if self._closed:
+            self._write(iteration, copy)  # after close: stay correct, synchronously
+        else:
+            self._ensure_thread()
+            self._queue.put((iteration, copy))
+        return time.perf_counter() - t0
+
+    def flush(self) -> None:
+        """Wait until every submitted checkpoint has been written (or failed)."""
+        if self._thread is not None and self._pid == os.getpid():
+            self._queue.join()
+
+    def close(self, timeout: float | None = None) -> None:
+        """Wait for pending writes and stop the thread (idempotent, atexit-safe)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        try:
+            atexit.unregister(self.close)
+        except Exception:
+            pass
+        thread = self._thread
+        if thread is None or self._pid != os.getpid() or not thread.is_alive():
+            return
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            self._queue.put(_STOP, timeout=timeout)
+        except queue.Full:
+            pass
+        thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        if thread.is_alive():
+            print(
+                f"flordb: checkpoint writer still busy after {timeout}s;"
+                " the last checkpoints may be incomplete",
+                file=sys.stderr,
+            )
+
+    # -- writer thread --------------------------------------------------------
+    def _ensure_thread(self) -> None:
+        if self._pid != os.getpid():  # forked child: the parent's thread is not here
+            self._pid = os.getpid()
+            self._queue = queue.Queue(maxsize=self.max_pending)
+            self._thread = None
+        if self._thread is None or not self._thread.is_alive():
+            with self._lock:
+                if self._thread is None or not self._thread.is_alive():
+                    self._thread = threading.Thread(
+                        target=self._run, name="flordb-checkpoint-writer", daemon=True
+                    )
+                    self._thread.start()
+
+    def _run(self) -> None:
+        q = self._queue
+        while True:
+            item = q.get()
+            try:
+                if item is _STOP:
+                    return
+                self._write(*item)
+            finally:
+                item = None  # drop the captured copy before blocking again
+                q.task_done()
+
+    def _write(self, iteration: int, copy: StateCopy) -> None:
+        entries: list[Entry] = []
+        jobs: list[tuple[str, Callable[[], tuple[str, bytes]]]] = [
+            (name, (lambda k=kind, p=payload: serialize_one(k, p)))
+            for name, (kind, payload) in copy.entries.items()
+        ]
+        jobs.append((RNG_NAME, lambda: serialize_rng(copy.rng)))
+        for name, job in jobs:
+            t0 = time.perf_counter()
+            try:
+                fmt, data = job()
+                digest = self.store.put(data)
+            except Exception as e:
+                self._report(iteration, name, e)
+                return
+            entries.append((name, fmt, digest, len(data), time.perf_counter() - t0))
+            del data
+        try:
+            self.on_written(iteration, entries)
+        except Exception as e:
+            self._report(iteration, "<on_written>", e)
+
+    def _report(self, iteration: int, name: str, exc: BaseException) -> None:
+        self.errors.append((iteration, name, exc))
+        if name in self._reported:
+            return
+        self._reported.add(name)
+        try:
+            print(
+                f"flordb: checkpoint of {name!r} failed: {type(exc).__name__}: {exc}"
+                f" (iteration {iteration}; further failures of {name!r} are not reported)",
+                file=sys.stderr,
+            )
+        except Exception:
+            pass
+
+
+class CheckpointPolicy:
+    """Adaptive checkpoint period under an overhead budget.
+
+    Always checkpoints the first call (to measure) and the last iteration;
+    otherwise every ``period()`` iterations, the smallest ``k >= 1`` with
+    ``checkpoint_cost / (k * iteration_time) <= overhead``, both estimated by
+    exponential moving averages of what :meth:`observe` reports.
+    ``iteration_seconds`` is the iteration's time without the checkpoint;
+    ``checkpoint_seconds`` is the training thread's time spent checkpointing
+    (``CheckpointWriter.submit``'s return value), ``None`` when none was taken.
+    Deterministic given the observed timings.
+    """
+
+    def __init__(self, overhead: float = 0.05, *, alpha: float = 0.3):
+        if not (overhead > 0):
+            raise ConfigError(f"checkpoint overhead must be positive, got {overhead!r}")
+        if not (0 < alpha <= 1):
+            raise ConfigError(f"alpha must be in (0, 1], got {alpha!r}")
+        self.overhead = float(overhead)
+        self.alpha = float(alpha)
+        self.iteration_ema: float | None = None
+        self.checkpoint_ema: float | None = None
+        self.last_checkpoint: int | None = None
+
+    def _ema(self, old: float | None, x: float) -> float:
+        return x if old is None else old + self.alpha * (x - old)
+
+    def observe(self, iteration_seconds: float, checkpoint_seconds: float | None) -> None:
+        self.iteration_ema = self._ema(self.iteration_ema, max(0.0, float(iteration_seconds)))
+        if checkpoint_seconds is not None:
+            self.checkpoint_ema = self._ema(self.checkpoint_ema, max(0.0, float(checkpoint_seconds)))
+
+    def period(self) -> int:
+        it, ck = self.iteration_ema, self.checkpoint_ema
+        if it is None or ck is None or ck <= 0:
+            return 1
+        if it <= 0:
+            return sys.maxsize
+        ratio = ck / (self.overhead * it)
+        if ratio > sys.maxsize:
+            return sys.maxsize
+        return max(1, math.ceil(ratio * (1 - 1e-9)))  # 0.5/0.05 is 10.000000000000002
+
+    def should_checkpoint(self, iteration: int, is_last: bool) -> bool:
+        last = self.last_checkpoint
+        take = (
+            is_last
+            or last is None
+            or iteration < last  # a new loop / restart: measure again
+            or iteration - last >= self.period()
+        )
+        if take:
+            self.last_checkpoint = iteration
+        return take

@@ -1,0 +1,280 @@
+"""One recorded run: its identity, its buffers, its loops and its end.
+
+A run starts lazily at the first FlorDB call and ends at process exit, at
+``flor.commit()``, or with an uncaught exception. Everything here must stay
+cheap: no DuckDB, no query code, and nothing that can raise into training.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import secrets
+import socket
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from flordb.store.layout import Layout
+from flordb.store.segments import SegmentWriter, write_json_atomic
+
+TOP = ((), ())  # the loop context outside any flor.loop: (path, coord)
+
+
+def report(message: str) -> None:
+    """A logging problem is reported on stderr; training goes on."""
+    try:
+        print(f"flordb: {message}", file=sys.stderr)
+    except Exception:
+        pass
+
+
+def new_run_id() -> str:
+    """Sortable by start time, unique across processes and hosts."""
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
+
+
+def flush_interval() -> float:
+    try:
+        return float(os.environ.get("FLORDB_FLUSH_INTERVAL", "0"))
+    except ValueError:
+        return 0.0
+
+
+class Run:
+    """Record mode: buffers events and writes them as segments."""
+
+    mode = "record"
+
+    def __init__(self, layout: Layout, overrides: dict[str, str]):
+        self.layout = layout
+        self.run_id = new_run_id()
+        self.dir = layout.run_dir(self.run_id)
+        self.overrides = overrides
+        self.used_overrides: set[str] = set()
+        self.args: dict[str, Any] = {}
+        self.buffer: list = []  # (name, value, ctx) triples, appended by flor.log
+        self.pending_args: list = []
+        self.events: list = []  # loop/iter/ckpt rows
+        self.cur = [TOP]  # cur[0] is the current loop context (path, coord)
+        self.depth = 0
+        self.objects: dict[str, Any] = {}
+        self.nested_exit: float | None = None
+        self.finished = False
+        self.lock = threading.Lock()
+        self.writer = SegmentWriter(self.dir)
+        self.min_flush = flush_interval()
+        self.last_flush = 0.0
+        self.start()
+
+    # -- lifecycle -----------------------------------------------------------
+
+    def start(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.started = time.time()
+        script = os.path.abspath(sys.argv[0]) if sys.argv and sys.argv[0] else "<interactive>"
+        meta = {
+            "run_id": self.run_id,
+            "mode": self.mode,
+            "script": _relative(script, self.layout.work_tree),
+            "argv": sys.argv[1:],
+            "started": self.started,
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "work_tree": str(self.layout.work_tree),
+        }
+        meta.update(self.version_info())
+        meta.update(self.extra_meta())
+        write_json_atomic(self.dir / "run.json", meta)
+        atexit.register(self.finish)
+        _chain_excepthook(self)
+
+    def version_info(self) -> dict:
+        """Snapshot the code on a private git ref; never touches the user's git state."""
+        try:
+            from flordb.version import snapshot
+
+            snap = snapshot(self.layout.work_tree, self.layout.private_git)
+            return {
+                "version": snap.commit,
+                "git_dir": snap.git_dir,
+                "user_head": snap.head,
+                "user_branch": snap.branch,
+                "skipped": list(snap.skipped),
+                "private_git": snap.private,
+            }
+        except Exception as exc:  # versioning must not stop training
+            report(f"could not snapshot the code version: {exc}")
+            return {"version": None}
+
+    def extra_meta(self) -> dict:
+        return {}
+
+    def finish(self, status: str = "finished", error: str | None = None) -> None:
+        with self.lock:
+            if self.finished:
+                return
+            self.finished = True
+        self.flush(force=True)
+        self.close_checkpoints()
+        unused = set(self.overrides) - self.used_overrides
+        if unused:
+            report(f"--kwargs {', '.join(sorted(unused))} matched no flor.arg call")
+        try:
+            write_json_atomic(
+                self.dir / "end.json",
+                {"status": status, "ended": time.time(), "error": error},
+            )
+        except Exception as exc:
+            report(f"could not close the run: {exc}")
+
+    def close_checkpoints(self) -> None:
+        pass
+
+    # -- buffers ---------------------------------------------------------------
+
+    def flush(self, force: bool = False) -> None:
+        """Write what is buffered as one segment; called per main-loop iteration and at exit."""
+        now = time.perf_counter()
+        if not force and now - self.last_flush < self.min_flush:
+            return
+        self.last_flush = now
+        logs = self.buffer[:]
+        del self.buffer[: len(logs)]
+        args, self.pending_args = self.pending_args, []
+        events = self.events[:]
+        del self.events[: len(events)]
+        try:
+            self.writer.write(logs, args, events)
+        except Exception as exc:
+            report(f"could not write records ({len(logs)} lost): {exc}")
+
+    # -- user calls ----------------------------------------------------------------
+
+    def make_log(self):
+        """The bound ``flor.log`` of this run: one tuple and one append per call."""
+        append, cur = self.buffer.append, self.cur
+
+        def log(name, value):
+            append((name, value, cur[0]))
+            return value
+
+        return log
+
+    def register(self, objects: dict, overhead: float | None) -> None:
+        self.objects.update(objects)
+
+    def unregister(self, objects: dict) -> None:
+        for key in objects:
+            self.objects.pop(key, None)
+
+    def arg(self, name: str, default: Any) -> Any:
+        value = default
+        if name in self.overrides:
+            self.used_overrides.add(name)
+            from flordb.record.args import cast
+
+            try:
+                value = cast(self.overrides[name], default)
+            except ValueError as exc:
+                report(f"--kwargs {name}: {exc}; using the default {default!r}")
+        if name in self.args and self.args[name] != value:
+            report(f"flor.arg({name!r}) called twice with different values; keeping the first")
+            return self.args[name]
+        if name not in self.args:
+            self.args[name] = value
+            self.pending_args.append((name, value))
+        return value
+
+    def loop(self, name: str, iterable: Iterable) -> Iterator:
+        parent = self.cur[0]
+        path = parent[0] + (str(name),)
+        if len(path) == 1:
+            return self.outer_loop(path, iterable)
+        return self.inner_loop(path, parent, iterable)
+
+    def outer_loop(self, path: tuple, iterable: Iterable) -> Iterator:
+        """A top-level loop: timed per iteration, flushed per iteration, with a progress bar."""
+        cur, events, perf = self.cur, self.events, time.perf_counter
+        bar = _progress(path[0], iterable)
+        i = -1
+        try:
+            for i, item in enumerate(iterable):
+                ctx = (path, (i,))
+                cur[0] = ctx
+                self.nested_exit = None
+                t0 = perf()
+                yield item
+                t1 = perf()
+                cur[0] = TOP
+                events.append({"kind": "iter", "path": path, "coord": (i,), "t0": t0, "t1": t1,
+                               "t2": self.nested_exit})
+                self.end_iteration(i, t0, t1)
+                if bar is not None:
+                    bar.update(1)
+        finally:
+            cur[0] = TOP
+            if bar is not None:
+                bar.close()
+
+    def end_iteration(self, i: int, t0: float, t1: float) -> None:
+        self.flush()
+
+    def inner_loop(self, path: tuple, parent: tuple, iterable: Iterable) -> Iterator:
+        cur = self.cur
+        coord = parent[1]
+        t0 = time.perf_counter()
+        n = 0
+        try:
+            for item in iterable:
+                cur[0] = (path, coord + (n,))
+                n += 1
+                yield item
+        finally:
+            cur[0] = parent
+            t1 = time.perf_counter()
+            self.events.append({"kind": "loop", "path": path, "coord": coord, "n": n, "t0": t0, "t1": t1})
+            if len(path) == 2:
+                self.nested_exit = t1
+                self.on_nested_exit(coord[0])
+
+    def on_nested_exit(self, iteration: int) -> None:
+        pass
+
+
+def _relative(path: str, root: Path) -> str:
+    try:
+        return os.path.relpath(path, root) if not os.path.relpath(path, root).startswith("..") else path
+    except ValueError:
+        return path
+
+
+def _progress(name: str, iterable: Iterable):
+    if os.environ.get("FLORDB_PROGRESS", "1") == "0":
+        return None
+    try:
+        from tqdm import tqdm
+
+        total = len(iterable)  # type: ignore[arg-type]
+    except TypeError:
+        total = None
+    except ImportError:
+        return None
+    return tqdm(total=total, desc=name, file=sys.stderr, disable=None, leave=False, dynamic_ncols=True)
+
+
+def _chain_excepthook(run: Run) -> None:
+    """Mark the run failed on an uncaught exception, then defer to the previous hook."""
+    previous = sys.excepthook
+
+    def hook(exc_type, exc, tb):
+        try:
+            message = "".join(traceback.format_exception_only(exc_type, exc)).strip()
+            run.finish("failed", message)
+        finally:
+            previous(exc_type, exc, tb)
+
+    sys.excepthook = hook

@@ -1,0 +1,257 @@
+"""The DuckDB catalog: the only code that opens or writes ``flor.duckdb``.
+
+Training processes never open it (DESIGN decision 1). The query side opens it
+for the length of one operation, ingests whatever complete segments appeared
+since, does its work and closes it again, so a shell left open never blocks a
+run and two query processes take turns instead of failing.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+import time
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Callable
+
+import duckdb
+
+from flordb.errors import CatalogBusyError, StoreError
+from flordb.store.layout import Layout
+from flordb.store.segments import iter_run_dirs, read_json, segment_files
+
+Tracer = Callable[[str, Any], None]
+
+
+def migrations() -> list[tuple[int, str, str]]:
+    """(number, name, sql) of every ``schema/NNN_name.sql``, in order."""
+    found = []
+    for entry in resources.files("flordb.schema").iterdir():
+        name = entry.name
+        if name.endswith(".sql") and name[:3].isdigit():
+            found.append((int(name[:3]), name[:-4], entry.read_text()))
+    return sorted(found)
+
+
+@dataclass
+class IngestStats:
+    segments: int = 0
+    rows: int = 0
+    runs: int = 0
+
+
+def _is_lock_error(exc: Exception) -> bool:
+    text = str(exc).lower()
+    return "lock" in text or "conflicting" in text
+
+
+class Catalog:
+    """One open connection to the catalog, used as a context manager."""
+
+    def __init__(self, layout: Layout, *, timeout: float | None = None, tracer: Tracer | None = None):
+        self.layout = layout
+        self.path = layout.catalog
+        self.timeout = float(os.environ.get("FLORDB_LOCK_TIMEOUT", "120")) if timeout is None else timeout
+        self.tracer = tracer
+        self.con: duckdb.DuckDBPyConnection | None = None
+
+    # -- connection ---------------------------------------------------------------
+
+    def __enter__(self) -> "Catalog":
+        self.open()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def open(self) -> None:
+        self.layout.home.mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + self.timeout
+        delay = 0.01
+        while True:
+            try:
+                self.con = duckdb.connect(str(self.path))
+                break
+            except duckdb.Error as exc:
+                if not _is_lock_error(exc):
+                    raise StoreError(f"cannot open the catalog {self.path}: {exc}") from None
+                if time.monotonic() > deadline:
+                    raise CatalogBusyError(
+                        f"the catalog {self.path} stayed locked by another process for {self.timeout:.0f} s;"
+                        " retry, or raise FLORDB_LOCK_TIMEOUT"
+                    ) from None
+                time.sleep(delay * (1 + random.random()))
+                delay = min(delay * 2, 0.5)
+        self.migrate()
+
+    def close(self) -> None:
+        if self.con is not None:
+            self.con.close()
+            self.con = None
+
+    def execute(self, sql: str, params: Any = None) -> duckdb.DuckDBPyConnection:
+        """Every statement goes through here, so ``tracer`` sees them all."""
+        if self.tracer is not None:
+            self.tracer(sql, params)
+        assert self.con is not None, "catalog is not open"
+        return self.con.execute(sql, params) if params is not None else self.con.execute(sql)
+
+    def migrate(self) -> None:
+        self.execute(
+            "CREATE TABLE IF NOT EXISTS schema_version"
+            " (version INTEGER PRIMARY KEY, name VARCHAR, applied TIMESTAMPTZ DEFAULT current_timestamp)"
+        )
+        done = {row[0] for row in self.execute("SELECT version FROM schema_version").fetchall()}
+        for number, name, sql in migrations():
+            if number in done:
+                continue
+            self.execute("BEGIN TRANSACTION")
+            try:
+                self.execute(sql)
+                self.execute("INSERT INTO schema_version (version, name) VALUES (?, ?)", [number, name])
+                self.execute("COMMIT")
+            except duckdb.Error:
+                self.execute("ROLLBACK")
+                raise
+
+    @property
+    def schema_version(self) -> int:
+        return self.execute("SELECT max(version) FROM schema_version").fetchone()[0]
+
+    # -- ingest ---------------------------------------------------------------------
+
+    def ingest(self) -> IngestStats:
+        """Load every complete segment not loaded yet, in one transaction.
+
+        Idempotent: a segment is listed in ``segments`` in the same transaction
+        that loads its rows, so a crash mid-ingest loads it again next time.
+        """
+        stats = IngestStats()
+        complete = {r[0] for r in self.execute("SELECT run_id FROM runs WHERE complete").fetchall()}
+        seen: dict[str, set[str]] = {}
+        for run_id, seg in self.execute(
+            "SELECT s.run_id, s.segment FROM segments s JOIN runs r USING (run_id) WHERE NOT r.complete"
+        ).fetchall():
+            seen.setdefault(run_id, set()).add(seg)
+        run_rows, files, owners = [], [], []
+        for run_dir in iter_run_dirs(self.layout.segments):
+            run_id = run_dir.name
+            if run_id in complete:
+                continue
+            meta = read_json(run_dir / "run.json")
+            if meta is None:
+                continue  # the run is still being created
+            end = read_json(run_dir / "end.json")  # read before listing: see docstring of segments
+            new = [f for f in segment_files(run_dir) if f.name not in seen.get(run_id, ())]
+            run_rows.append(self._run_row(meta, end, done=end is not None))
+            for f in new:
+                files.append(str(f))
+                owners.append((str(f), run_id, meta.get("replay_of") or run_id, meta.get("replay_id"), f.name))
+        if not run_rows:
+            return stats
+        self.execute("BEGIN TRANSACTION")
+        try:
+            self._upsert_runs(run_rows)
+            if files:
+                stats.rows = self._load_segments(files, owners)
+            self.execute("COMMIT")
+        except BaseException:
+            self.execute("ROLLBACK")
+            raise
+        stats.segments, stats.runs = len(files), len(run_rows)
+        return stats
+
+    def _run_row(self, meta: dict, end: dict | None, done: bool) -> tuple:
+        if end is not None:
+            status, ended, error = end.get("status", "finished"), end.get("ended"), end.get("error")
+        else:
+            status, ended, error = ("running" if _alive(meta) else "interrupted"), None, None
+        started = meta.get("started")
+        duration = (ended - started) if ended and started else None
+        return (
+            meta["run_id"], meta.get("version"), meta.get("script"), meta.get("argv") or [],
+            status, error, started, ended, duration, meta.get("pid"), meta.get("host"),
+            meta.get("user_head"), meta.get("user_branch"), meta.get("skipped") or [],
+            meta.get("mode", "record"), meta.get("replay_of"), meta.get("replay_id"), done,
+            meta.get("git_dir"), meta.get("work_tree"),
+        )
+
+    def _upsert_runs(self, rows: list[tuple]) -> None:
+        self.con.executemany(
+            """INSERT OR REPLACE INTO runs (run_id, version, script, argv, status, error, started, ended,
+                   duration, pid, host, user_head, user_branch, skipped, mode, replay_of, replay_id, complete)
+               VALUES (?, ?, ?, ?, ?, ?, to_timestamp(?), to_timestamp(?), ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+            [r[:-2] for r in rows],
+        )
+        versions = {(r[1], r[-2], r[-1]) for r in rows if r[1]}
+        if versions:
+            self.con.executemany(
+                "INSERT OR IGNORE INTO versions (version, git_dir, work_tree, kind) VALUES (?, ?, ?, 'snapshot')",
+                [list(v) for v in versions],
+            )
+
+    def _load_segments(self, files: list[str], owners: list[tuple]) -> int:
+        self.execute("CREATE OR REPLACE TEMP TABLE seg_owner (filename VARCHAR, run_id VARCHAR,"
+                     " target VARCHAR, replay_id VARCHAR, segment VARCHAR)")
+        self.con.executemany("INSERT INTO seg_owner VALUES (?, ?, ?, ?, ?)", owners)
+        self.execute(
+            "CREATE OR REPLACE TEMP TABLE seg_new AS SELECT s.*, o.target, o.replay_id"
+            " FROM read_parquet(?, filename = true, union_by_name = true) s JOIN seg_owner o USING (filename)",
+            [files],
+        )
+        self.execute(
+            "INSERT INTO records SELECT target, seq, name, path, coord, vtype, num, txt, replay_id"
+            " FROM seg_new WHERE kind = 'log'"
+        )
+        self.execute(
+            "INSERT INTO log_names SELECT target, name, path, vtype, count(*) FROM seg_new"
+            " WHERE kind = 'log' GROUP BY ALL"
+        )
+        self.execute(
+            "INSERT INTO args SELECT target, name, vtype, num, txt FROM seg_new"
+            " WHERE kind = 'arg' AND replay_id IS NULL"
+        )
+        self.execute(
+            "INSERT INTO loops SELECT target, kind, path, coord, n, t0, t1, t2, replay_id FROM seg_new"
+            " WHERE kind IN ('iter', 'loop')"
+        )
+        self.execute(
+            "INSERT INTO checkpoints SELECT target, coord[1], name, txt, aux, n, t0 FROM seg_new"
+            " WHERE kind = 'ckpt' AND replay_id IS NULL"
+        )
+        self.execute(
+            "INSERT INTO segments (run_id, segment, nrows) SELECT o.run_id, o.segment, count(s.filename)"
+            " FROM seg_owner o LEFT JOIN seg_new s USING (filename) GROUP BY ALL"
+        )
+        rows = self.execute("SELECT count(*) FROM seg_new").fetchone()[0]
+        self.execute("DROP TABLE seg_new")
+        self.execute("DROP TABLE seg_owner")
+        return rows
+
+
+def _alive(meta: dict) -> bool:
+    """Is the process that wrote this run still running? Unknowable on another host."""
+    pid = meta.get("pid")
+    if meta.get("host") != socket.gethostname():
+        return True
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def open_catalog(layout: Layout | None = None, **kwargs) -> Catalog:
+    """An unopened catalog for the current project; use ``with open_catalog() as cat:``."""
+    if layout is None:
+        from flordb.store.layout import locate
+
+        layout = locate()
+    return Catalog(layout, **kwargs)

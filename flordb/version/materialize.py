@@ -1,0 +1,67 @@
+"""Read an old version back: into a fresh directory, one file, or a file list.
+
+Everything here reads the object database with a temporary index and an
+explicit destination; the repository's HEAD, index, refs and work tree are
+never written.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from flordb.errors import VersionError
+from flordb.version._git import GitFailed, git, repo_path, resolve_commit, split_nul
+
+
+def materialize(snap_git_dir, commit, dest) -> Path:
+    """Write the files of ``commit`` into the new directory ``dest``; return it.
+
+    ``dest`` must not exist or be empty; it gets no ``.git``. Plumbing
+    (``read-tree`` into a temporary index, then ``checkout-index``) is used
+    rather than ``git archive``, which would apply ``export-ignore`` and
+    ``export-subst`` attributes and so change the files. Modes (executable
+    bits, symlinks) are kept. On failure ``dest`` is removed again.
+    """
+    dest = Path(dest).absolute()
+    commit = resolve_commit(snap_git_dir, commit)
+    existed = dest.exists()
+    if existed and (not dest.is_dir() or any(dest.iterdir())):
+        raise VersionError(f"cannot materialize into {dest}: it exists and is not an empty directory")
+    dest.mkdir(parents=True, exist_ok=True)
+    gitargs = ("-c", "core.sparseCheckout=false", "--git-dir", snap_git_dir, "--work-tree", dest)
+    try:
+        with tempfile.TemporaryDirectory(prefix="flordb-index-") as tmp:
+            env = {"GIT_INDEX_FILE": os.path.join(tmp, "index")}
+            git(*gitargs, "read-tree", commit, cwd=dest, env=env)
+            git(*gitargs, "checkout-index", "-a", "-f", cwd=dest, env=env)
+    except BaseException:
+        if existed:
+            for child in dest.iterdir():
+                shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+        else:
+            shutil.rmtree(dest, ignore_errors=True)
+        raise
+    return dest
+
+
+def read_file(snap_git_dir, commit, path) -> str:
+    """The text (UTF-8) of the repository-relative ``path`` at ``commit``."""
+    rel = repo_path(path)
+    commit = resolve_commit(snap_git_dir, commit)
+    try:
+        data = git("--git-dir", snap_git_dir, "cat-file", "blob", f"{commit}:{rel}")
+    except GitFailed:
+        raise VersionError(f"{rel!r} is not a file in version {commit[:12]}") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise VersionError(f"{rel!r} in version {commit[:12]} is not UTF-8 text") from None
+
+
+def list_files(snap_git_dir, commit) -> list[str]:
+    """Repository-relative paths of every file in ``commit``, in git's order."""
+    commit = resolve_commit(snap_git_dir, commit)
+    return split_nul(git("--git-dir", snap_git_dir, "ls-tree", "-r", "-z", "--name-only", "--full-tree", commit))

@@ -1,0 +1,252 @@
+"""Snapshot the working tree into a commit without touching the user's repository.
+
+A snapshot is what is on disk at run start: tracked files with their
+uncommitted changes (deleted tracked files are absent), untracked files that
+.gitignore does not ignore, minus the FlorDB store (``.flordb/``) and untracked
+files over a size limit. It is written with plumbing only (``add`` into a
+temporary index, ``write-tree``, ``commit-tree``, ``update-ref``), so the
+user's branch, HEAD, index and files stay exactly as they were and no hook
+runs. The commit has no parent and a fixed identity and date: identical code
+gives the identical commit id, whatever the user's HEAD. It is kept alive by
+the ref ``refs/flordb/snapshots/<id>``.
+
+Outside a git repository the same is done in a private git directory (for
+example ``<project>/.flordb/git``) whose work tree is the project directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import stat
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from flordb.errors import VersionError
+from flordb.version._git import GitFailed, commit_tree, git, git_text, keep_ref, split_nul
+
+SNAPSHOT_REF = "refs/flordb/snapshots/"
+SNAPSHOT_MESSAGE = "flordb snapshot"
+
+# Extra lines for a private repository's info/exclude: a project outside git
+# has no .gitignore to keep caches out of its snapshots.
+_PRIVATE_EXCLUDES = ("__pycache__/", "*.py[cod]", ".ipynb_checkpoints/", ".venv/")
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One code version: the snapshot commit and where it came from.
+
+    ``head`` and ``branch`` record the user's position at snapshot time; they
+    are not part of the commit, so that identical files give the identical
+    ``commit`` on any branch.
+    """
+
+    commit: str  # 40-hex id of the snapshot commit: the "version"
+    git_dir: str  # the git directory holding it (the user's .git, or the private one)
+    work_tree: str  # the snapshotted directory (git top level, or the project dir)
+    head: str | None  # user's HEAD commit at the time (None in an empty repo / private)
+    branch: str | None  # user's branch name (None when detached / private)
+    skipped: tuple[str, ...]  # untracked files left out for size (repo-relative paths)
+    private: bool  # True when outside any git repository
+
+
+def find_git_top(path) -> Path | None:
+    """The top level of the git work tree containing ``path``, else None.
+
+    A repository git refuses to use (``safe.directory``) is an error, not
+    "no repository": snapshotting it privately would hide the problem.
+    """
+    loc = _locate(Path(path))
+    return None if loc is None else Path(loc[0])
+
+
+def _locate(path: Path) -> tuple[str, str, str, str, str] | None:
+    """(top, git dir, common git dir, index path, info/exclude path) or None."""
+    path = path.resolve()
+    while not path.is_dir():  # a file, or a directory not made yet: ask its parent
+        if path.parent == path:
+            return None
+        path = path.parent
+    try:
+        out = git_text(
+            "rev-parse",
+            "--path-format=absolute",
+            "--show-toplevel",
+            "--absolute-git-dir",
+            "--git-common-dir",
+            "--git-path",
+            "index",
+            "--git-path",
+            "info/exclude",
+            cwd=path,
+        )
+    except GitFailed as e:
+        if "dubious ownership" in e.stderr or "safe.directory" in e.stderr:
+            raise VersionError(f"git refuses the repository at {path}: {e.stderr.strip()}") from None
+        return None  # not a repository, a bare one, or inside a .git directory
+    lines = out.split("\n")
+    if len(lines) != 5 or not lines[0]:
+        return None
+    return tuple(lines)  # type: ignore[return-value]
+
+
+def snapshot(
+    work_tree,
+    private_git_dir,
+    *,
+    max_untracked_bytes: int | None = 10 * 2**20,
+    exclude=(".flordb",),
+) -> Snapshot:
+    """Write the working tree as a commit on ``refs/flordb/snapshots/<id>``.
+
+    Inside a git repository the whole top level is snapshotted into the
+    user's object database (``private_git_dir`` is unused); outside one,
+    into ``private_git_dir`` (created on first use). Paths whose first
+    component is in ``exclude`` and untracked files larger than
+    ``max_untracked_bytes`` (None: no limit) are left out; the latter are
+    listed in ``Snapshot.skipped``.
+    """
+    work_tree = Path(work_tree).resolve()
+    if not work_tree.is_dir():
+        raise VersionError(f"cannot snapshot {work_tree}: not a directory")
+    exclude = tuple(dict.fromkeys(exclude))
+    loc = _locate(work_tree)
+    if loc is None:
+        return _snapshot_private(work_tree, Path(private_git_dir).resolve(), max_untracked_bytes, exclude)
+
+    top, git_dir, common_dir, index, info_exclude = loc
+    ensure_excluded(Path(info_exclude), [f"{name}/" for name in exclude])
+    head, branch = _user_position(git_dir)
+    gitargs = ("--git-dir", git_dir, "--work-tree", top)
+    with tempfile.TemporaryDirectory(prefix="flordb-index-") as tmp:
+        tmp_index = os.path.join(tmp, "index")
+        commit, skipped = _write_commit(gitargs, top, index, tmp_index, exclude, max_untracked_bytes)
+    keep_ref(common_dir, SNAPSHOT_REF + commit, commit)
+    return Snapshot(commit, common_dir, top, head, branch, skipped, False)
+
+
+def _snapshot_private(work_tree: Path, gdir: Path, max_bytes, exclude) -> Snapshot:
+    _init_private(gdir)
+    ensure_excluded(gdir / "info" / "exclude", [f"{name}/" for name in exclude] + list(_PRIVATE_EXCLUDES))
+    # A private git dir placed inside the work tree, but not under an excluded
+    # directory, must not snapshot itself.
+    own: tuple[str, ...] = ()
+    with contextlib.suppress(ValueError):
+        rel = gdir.relative_to(work_tree).as_posix()
+        if rel != "." and rel.split("/", 1)[0] not in exclude:
+            own = (rel,)
+    gitargs = ("--git-dir", gdir, "--work-tree", work_tree)
+    # The temporary index lives in the private dir, so that it can replace the
+    # persistent one atomically and keep git's stat cache warm for next time.
+    with tempfile.TemporaryDirectory(prefix="tmp-index-", dir=gdir) as tmp:
+        tmp_index = os.path.join(tmp, "index")
+        commit, skipped = _write_commit(gitargs, work_tree, gdir / "index", tmp_index, exclude, max_bytes, own)
+        os.replace(tmp_index, gdir / "index")
+    keep_ref(gdir, SNAPSHOT_REF + commit, commit)
+    return Snapshot(commit, str(gdir), str(work_tree), None, None, skipped, True)
+
+
+def _write_commit(gitargs, top, seed_index, tmp_index, exclude, max_bytes, own=()) -> tuple[str, tuple[str, ...]]:
+    """Add the work tree to a copy of ``seed_index``; return (commit id, skipped).
+
+    Untracked files under ``exclude`` are already ignored through info/exclude
+    (naming an ignored path in an exclude pathspec makes ``git add`` fail);
+    tracked ones are removed from the temporary index after the add. ``own``
+    are further untracked paths to leave out (a private git dir).
+    """
+    if os.path.exists(seed_index):
+        shutil.copy2(seed_index, tmp_index)  # keeps mtime: git's racy-entry check stays right
+    env = {"GIT_INDEX_FILE": tmp_index}
+
+    skipped: list[str] = []
+    if max_bytes is not None:
+        untracked = split_nul(git(*gitargs, "ls-files", "-z", "--others", "--exclude-standard", cwd=top, env=env))
+        for rel in untracked:
+            if rel.split("/", 1)[0] in exclude:
+                continue
+            try:
+                st = os.lstat(os.path.join(top, rel))
+            except FileNotFoundError:  # removed meanwhile
+                continue
+            if stat.S_ISREG(st.st_mode) and st.st_size > max_bytes:
+                skipped.append(rel)
+
+    drop = [f":(top,exclude,literal){p}" for p in (*own, *skipped)]
+    spec = b"\0".join(map(os.fsencode, [":/", *drop]))
+    git(*gitargs, "add", "-A", "--pathspec-from-file=-", "--pathspec-file-nul", cwd=top, env=env, input=spec)
+    if exclude:  # tracked files under an excluded directory (seeded from the user's index)
+        spec = b"\0".join(os.fsencode(f":(top,literal){p}") for p in exclude)
+        git(*gitargs, "rm", "--cached", "-r", "-f", "-q", "--ignore-unmatch",
+            "--pathspec-from-file=-", "--pathspec-file-nul", cwd=top, env=env, input=spec)  # fmt: skip
+    tree = git_text(*gitargs, "write-tree", cwd=top, env=env)
+    commit = commit_tree(gitargs[1], tree, SNAPSHOT_MESSAGE)
+    return commit, tuple(skipped)
+
+
+def _user_position(git_dir: str) -> tuple[str | None, str | None]:
+    """(HEAD commit, branch name) of the user's repository; None where absent."""
+    try:
+        head = git_text("--git-dir", git_dir, "rev-parse", "-q", "--verify", "HEAD^{commit}")
+    except GitFailed:
+        head = None  # no commit yet
+    try:
+        branch = git_text("--git-dir", git_dir, "symbolic-ref", "-q", "--short", "HEAD")
+    except GitFailed:
+        branch = None  # detached
+    return head, branch
+
+
+def _init_private(gdir: Path) -> None:
+    """Create the private git directory once, safely against concurrent callers.
+
+    It is made under a temporary name and renamed into place: a racing
+    process either wins the rename or finds the directory complete.
+    """
+    if (gdir / "HEAD").exists():
+        return
+    gdir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{gdir.name}.init-", dir=gdir.parent))
+    try:
+        git("init", "-q", "--bare", "--template=", tmp)
+        (tmp / "info").mkdir(exist_ok=True)
+        try:
+            os.rename(tmp, gdir)
+        except OSError:
+            if not (gdir / "HEAD").exists():
+                raise VersionError(f"cannot create the private git directory {gdir}: it exists and is not one")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def ensure_excluded(exclude_file: Path, lines: list[str]) -> None:
+    """Append each of ``lines`` to a git exclude file unless present (in any anchoring)."""
+
+    def missing(text: str) -> list[str]:
+        have = {ln.strip().strip("/") for ln in text.splitlines()}
+        return [ln for ln in lines if ln.strip("/") not in have]
+
+    with contextlib.suppress(FileNotFoundError):
+        if not missing(exclude_file.read_text(encoding="utf-8", errors="replace")):
+            return  # the common case: nothing to write, no lock needed
+    exclude_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(exclude_file, "a+", encoding="utf-8", errors="replace") as f:
+        _lock(f)
+        f.seek(0)
+        text = f.read()
+        todo = missing(text)
+        if todo:
+            prefix = "" if not text or text.endswith("\n") else "\n"
+            f.write(prefix + "".join(f"{ln}\n" for ln in todo))
+            f.flush()
+
+
+def _lock(f) -> None:
+    """Exclusive lock until ``f`` closes (where the platform has one)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: a duplicate line is harmless
+        return
+    fcntl.flock(f.fileno(), fcntl.LOCK_EX)
