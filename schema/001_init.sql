@@ -20,7 +20,10 @@ CREATE TABLE runs (
     mode        VARCHAR,            -- record | replay
     replay_of   VARCHAR,            -- for replay workers: the recorded run they extend
     replay_id   VARCHAR,
-    complete    BOOLEAN DEFAULT false  -- ended and every segment ingested
+    complete    BOOLEAN DEFAULT false, -- ended and every segment ingested
+    clock0      DOUBLE,             -- the run's monotonic clock at start (loop times are on it)
+    startup     DOUBLE,             -- seconds from process start to the first FlorDB call
+    cwd         VARCHAR             -- working directory, relative to the project root
 );
 
 -- Code versions: snapshots taken at run start and patched versions made by hindsight.
@@ -56,11 +59,24 @@ CREATE TABLE records (
 
 -- Per run and name: where and with which types it was logged (drives the `logs` schema).
 CREATE TABLE log_names (
-    run_id VARCHAR,
-    name   VARCHAR,
-    path   VARCHAR[],
-    vtype  TINYINT,
-    n      BIGINT
+    run_id   VARCHAR,
+    name     VARCHAR,
+    path     VARCHAR[],
+    vtype    TINYINT,
+    n        BIGINT,
+    replayed BOOLEAN              -- true when only hindsight replay produced it
+);
+
+-- Values a replay logged again for names the run had recorded: checked, not served.
+CREATE TABLE fidelity (
+    run_id    VARCHAR,
+    replay_id VARCHAR,
+    name      VARCHAR,
+    path      VARCHAR[],
+    coord     BIGINT[],
+    vtype     TINYINT,
+    num       DOUBLE,
+    txt       VARCHAR
 );
 
 CREATE TABLE args (

@@ -85,6 +85,26 @@ def shell(fmt: str) -> None:
 
 
 @cli.command()
+@click.argument("names", nargs=-1, required=True)
+@click.option("--where", "-w", default=None, help="SQL predicate over run, arg and main-loop columns.")
+@click.option("--workers", "-j", type=click.IntRange(min=1), default=None, help="Parallel workers (default: cores).")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@handle_errors
+def replay(names: tuple[str, ...], where: str | None, workers: int | None, yes: bool) -> None:
+    """Fill in NAMES for recorded runs by replaying them with the current flor.log statements.
+
+    \b
+    flordb replay weight_norm
+    flordb replay grad_norm --where "epoch >= 3" --workers 2 --yes
+    """
+    from flordb.hindsight.api import replay as run_replay
+
+    report = run_replay(list(names), where=where, workers=workers, yes=yes)
+    if report.failed or report.diverged:
+        sys.exit(1)
+
+
+@cli.command()
 @click.option("--dir", "directory", type=click.Path(file_okay=False), default=None,
               help="Where to build the demo project (default: a new temporary directory).")
 @click.option("--yes", "-y", is_flag=True, default=True, hidden=True)

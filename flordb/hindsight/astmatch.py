@@ -213,17 +213,19 @@ def _align_gap(new_block, old_block, n0, n1, o0, o1, passes) -> list[Pair]:
 # ---------------------------------------------------------------- renaming evidence
 
 def name_pairs(new: ast.stmt, old: ast.stmt, new_info: ModuleInfo, old_info: ModuleInfo):
-    """Yield (new name, old name) for identifiers in the same position.
+    """Yield (new name, old name, weight) for identifiers in the same position.
 
     Only called on statements whose abstract keys are equal, so walking both
-    trees in the same order visits corresponding identifiers.
+    trees in the same order visits corresponding identifiers. A pair where
+    both sides bind the name (assignment, loop target, parameter) weighs 2:
+    the same value is given a different name. A pair of mere uses weighs 1.
     """
     if isinstance(new, (ast.For, ast.AsyncFor)):
         (nt, ni), (ot, oi) = core_iter(new, new_info), core_iter(old, old_info)
         parts = [(ni, oi)] + ([(nt, ot)] if ast.dump(_shape(nt)) == ast.dump(_shape(ot)) else [])
     elif isinstance(new, (ast.FunctionDef, ast.AsyncFunctionDef)):
         na, oa = _params(new), _params(old)
-        yield from zip(na, oa) if len(na) == len(oa) else ()
+        yield from ((n, o, 2) for n, o in zip(na, oa)) if len(na) == len(oa) else ()
         return
     elif isinstance(new, (ast.With, ast.AsyncWith)) and len(new.items) == len(old.items):
         parts = list(zip(new.items, old.items))
@@ -231,11 +233,38 @@ def name_pairs(new: ast.stmt, old: ast.stmt, new_info: ModuleInfo, old_info: Mod
         parts = list(zip(header_nodes(new), header_nodes(old)))
     else:
         parts = [(new, old)]
+    seen: dict[tuple[str, str], int] = {}
     for n, o in parts:
-        nn = [x.id for x in ast.walk(n) if isinstance(x, ast.Name)]
-        on = [x.id for x in ast.walk(o) if isinstance(x, ast.Name)]
+        nn = [x for x in ast.walk(n) if isinstance(x, ast.Name)]
+        on = [x for x in ast.walk(o) if isinstance(x, ast.Name)]
         if len(nn) == len(on):
-            yield from zip(nn, on)
+            for a, b in zip(nn, on):
+                binds = isinstance(a.ctx, ast.Store) and isinstance(b.ctx, ast.Store)
+                seen[(a.id, b.id)] = max(seen.get((a.id, b.id), 0), 2 if binds else 1)
+    yield from ((n, o, w) for (n, o), w in seen.items())
+
+
+def call_site_pairs(fn: ast.FunctionDef | ast.AsyncFunctionDef, tree: ast.Module):
+    """Yield (parameter, argument name, 2) from the calls of ``fn`` in its module.
+
+    When the old code has inline what the current code moved into ``fn``,
+    a parameter stands for whatever its callers pass.
+    """
+    params = _params(fn)
+    for call in (c for c in ast.walk(tree) if isinstance(c, ast.Call)):
+        f = call.func
+        if isinstance(f, ast.Name) and f.id == fn.name:
+            offset = 0
+        elif isinstance(f, ast.Attribute) and f.attr == fn.name and params[:1] == ["self"]:
+            offset = 1
+        else:
+            continue
+        for param, arg in zip(params[offset:], call.args):
+            if isinstance(arg, ast.Name):
+                yield param, arg.id, 2
+        for kw in call.keywords:
+            if kw.arg in params and isinstance(kw.value, ast.Name):
+                yield kw.arg, kw.value.id, 2
 
 
 def _shape(node: ast.AST) -> ast.AST:
@@ -254,7 +283,7 @@ def _params(fn: ast.FunctionDef | ast.AsyncFunctionDef) -> list[str]:
 
 def collect_votes(new_block: list[ast.stmt], old_block: list[ast.stmt],
                   new_info: ModuleInfo, old_info: ModuleInfo, votes: Counter | None = None) -> Counter:
-    """Count (new name, old name) pairs over two aligned blocks, recursively.
+    """Weigh (new name, old name) pairs over two aligned blocks, recursively.
 
     Unchanged statements vote for identity, renamed ones for the rename, so a
     single coincidental match cannot outvote consistent usage.
@@ -264,11 +293,18 @@ def collect_votes(new_block: list[ast.stmt], old_block: list[ast.stmt],
         if pair.strength == SHAPE:
             continue
         n, o = new_block[pair.new], old_block[pair.old]
-        votes.update(name_pairs(n, o, new_info, old_info))
+        add_votes(votes, name_pairs(n, o, new_info, old_info))
         if type(n) is type(o) and isinstance(n, COMPOUND):
             for field_name in BLOCK_FIELDS:
                 if hasattr(n, field_name):
                     collect_votes(getattr(n, field_name), getattr(o, field_name), new_info, old_info, votes)
+    return votes
+
+
+def add_votes(votes: Counter, weighted) -> Counter:
+    """Add (new, old, weight) triples to a vote counter keyed by (new, old)."""
+    for n, o, w in weighted:
+        votes[(n, o)] += w
     return votes
 
 

@@ -60,6 +60,7 @@ class CheckpointWriter:
     """
 
     def __init__(self, store: ObjectStore, on_written: OnWritten, *, max_pending: int = 2):
+        # max_pending counts the copy being written plus those queued behind it
         if max_pending < 1:
             raise ConfigError("max_pending must be at least 1")
         self.store = store
@@ -70,7 +71,9 @@ class CheckpointWriter:
         self._lock = threading.Lock()
         self._closed = False
         self._pid = os.getpid()
-        self._queue: queue.Queue = queue.Queue(maxsize=max_pending)
+        self._queue: queue.Queue = queue.Queue(maxsize=max(1, max_pending - 1))
+        self._slot = threading.Semaphore(max_pending)  # copies alive at once
+        self._spare: list[StateCopy] = []  # a written copy whose buffers can be recycled
         self._thread: threading.Thread | None = None
         atexit.register(self.close)
 
@@ -78,6 +81,25 @@ class CheckpointWriter:
     def submit(self, iteration: int, objects: dict[str, Any]) -> float:
         """Checkpoint ``objects`` at ``iteration``; returns the caller's seconds spent."""
         t0 = time.perf_counter()
+        if self._closed:  # after close: stay correct, synchronously
+            copy = self._capture(iteration, objects, None)
+            if copy is not None:
+                self._write(iteration, copy)
+            return time.perf_counter() - t0
+        self._ensure_thread()
+        self._slot.acquire()  # blocks while max_pending copies are alive
+        try:
+            reuse = self._spare.pop() if self._spare else None
+        except IndexError:
+            reuse = None
+        copy = self._capture(iteration, objects, reuse)
+        if copy is None:
+            self._slot.release()
+        else:
+            self._queue.put((iteration, copy))
+        return time.perf_counter() - t0
+
+    def _capture(self, iteration: int, objects: dict[str, Any], reuse: StateCopy | None):
         failed: list[str] = []
 
         def on_error(name: str, exc: BaseException) -> None:
@@ -85,18 +107,11 @@ class CheckpointWriter:
             self._report(iteration, name, exc)
 
         try:
-            copy = capture(objects, on_error=on_error)
+            copy = capture(objects, on_error=on_error, reuse=reuse)
         except Exception as e:  # RNG capture or a reserved name
             self._report(iteration, RNG_NAME, e)
-            return time.perf_counter() - t0
-        if failed:
-            return time.perf_counter() - t0
-        if self._closed:
-            self._write(iteration, copy)  # after close: stay correct, synchronously
-        else:
-            self._ensure_thread()
-            self._queue.put((iteration, copy))
-        return time.perf_counter() - t0
+            return None
+        return None if failed else copy
 
     def flush(self) -> None:
         """Wait until every submitted checkpoint has been written (or failed)."""
@@ -133,7 +148,9 @@ class CheckpointWriter:
     def _ensure_thread(self) -> None:
         if self._pid != os.getpid():  # forked child: the parent's thread is not here
             self._pid = os.getpid()
-            self._queue = queue.Queue(maxsize=self.max_pending)
+            self._queue = queue.Queue(maxsize=max(1, self.max_pending - 1))
+            self._slot = threading.Semaphore(self.max_pending)
+            self._spare = []
             self._thread = None
         if self._thread is None or not self._thread.is_alive():
             with self._lock:
@@ -151,7 +168,10 @@ class CheckpointWriter:
                 if item is _STOP:
                     return
                 self._write(*item)
+                self._spare[:] = [item[1]]  # recycle its buffers for the next capture
             finally:
+                if item is not _STOP:
+                    self._slot.release()
                 item = None  # drop the captured copy before blocking again
                 q.task_done()
 

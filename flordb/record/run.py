@@ -62,7 +62,13 @@ class Run:
         self.cur = [TOP]  # cur[0] is the current loop context (path, coord)
         self.depth = 0
         self.objects: dict[str, Any] = {}
+        self.outer_path: tuple = ()
         self.nested_exit: float | None = None
+        self.outer_total: int | None = None
+        self.checkpointed: int | None = None  # iteration checkpointed in the current iteration
+        self.ckpt_writer = None
+        self.ckpt_policy = None
+        self.ckpt_seconds: float | None = None
         self.finished = False
         self.lock = threading.Lock()
         self.writer = SegmentWriter(self.dir)
@@ -85,6 +91,9 @@ class Run:
             "pid": os.getpid(),
             "host": socket.gethostname(),
             "work_tree": str(self.layout.work_tree),
+            "perf_start": time.perf_counter(),  # loop times are on this clock
+            "startup": _process_age(),
+            "cwd": _relative(os.getcwd(), self.layout.work_tree),
         }
         meta.update(self.version_info())
         meta.update(self.extra_meta())
@@ -118,8 +127,8 @@ class Run:
             if self.finished:
                 return
             self.finished = True
-        self.flush(force=True)
         self.close_checkpoints()
+        self.flush(force=True)
         unused = set(self.overrides) - self.used_overrides
         if unused:
             report(f"--kwargs {', '.join(sorted(unused))} matched no flor.arg call")
@@ -132,7 +141,11 @@ class Run:
             report(f"could not close the run: {exc}")
 
     def close_checkpoints(self) -> None:
-        pass
+        if self.ckpt_writer is not None:
+            try:
+                self.ckpt_writer.close()
+            except Exception as exc:
+                report(f"checkpoints may be incomplete: {exc}")
 
     # -- buffers ---------------------------------------------------------------
 
@@ -165,7 +178,33 @@ class Run:
         return log
 
     def register(self, objects: dict, overhead: float | None) -> None:
+        """Objects saved at each main-loop iteration (DESIGN decision 4)."""
         self.objects.update(objects)
+        if self.ckpt_writer is None:
+            from flordb.record.checkpoint import CheckpointPolicy, CheckpointWriter
+            from flordb.store.objects import ObjectStore
+
+            self.ckpt_policy = CheckpointPolicy(0.05 if overhead is None else overhead)
+            self.ckpt_writer = CheckpointWriter(ObjectStore(self.layout.objects), self._checkpoint_written)
+
+    def _checkpoint_written(self, iteration: int, entries: list) -> None:
+        """Called from the writer thread once the blobs are durable."""
+        path = self.outer_path
+        for name, fmt, digest, nbytes, seconds in entries:
+            self.events.append({"kind": "ckpt", "name": name, "path": path, "coord": (iteration,),
+                                "txt": digest, "aux": fmt, "n": nbytes, "t0": seconds})
+
+    def maybe_checkpoint(self, iteration: int) -> None:
+        """Checkpoint at the nested loop's exit, or at the end of an iteration without one."""
+        if self.checkpointed == iteration or not self.objects or self.ckpt_writer is None:
+            return
+        self.checkpointed = iteration
+        is_last = self.outer_total is not None and iteration == self.outer_total - 1
+        try:
+            if self.ckpt_policy.should_checkpoint(iteration, is_last):
+                self.ckpt_seconds = self.ckpt_writer.submit(iteration, self.objects)
+        except Exception as exc:
+            report(f"checkpoint of iteration {iteration} failed: {exc}")
 
     def unregister(self, objects: dict) -> None:
         for key in objects:
@@ -200,12 +239,16 @@ class Run:
         """A top-level loop: timed per iteration, flushed per iteration, with a progress bar."""
         cur, events, perf = self.cur, self.events, time.perf_counter
         bar = _progress(path[0], iterable)
+        self.outer_path = path
+        self.outer_total = _length(iterable)
         i = -1
         try:
             for i, item in enumerate(iterable):
                 ctx = (path, (i,))
                 cur[0] = ctx
                 self.nested_exit = None
+                self.checkpointed = None
+                self.ckpt_seconds = None
                 t0 = perf()
                 yield item
                 t1 = perf()
@@ -221,6 +264,10 @@ class Run:
                 bar.close()
 
     def end_iteration(self, i: int, t0: float, t1: float) -> None:
+        if self.objects:
+            self.maybe_checkpoint(i)
+            if self.ckpt_policy is not None:
+                self.ckpt_policy.observe(t1 - t0, self.ckpt_seconds)
         self.flush()
 
     def inner_loop(self, path: tuple, parent: tuple, iterable: Iterable) -> Iterator:
@@ -237,12 +284,14 @@ class Run:
             cur[0] = parent
             t1 = time.perf_counter()
             self.events.append({"kind": "loop", "path": path, "coord": coord, "n": n, "t0": t0, "t1": t1})
-            if len(path) == 2:
+            if len(path) == 2 and self.nested_exit is None:
                 self.nested_exit = t1
                 self.on_nested_exit(coord[0])
 
     def on_nested_exit(self, iteration: int) -> None:
-        pass
+        """The first nested loop of a main-loop iteration ended: its exit state is worth saving."""
+        if self.objects:
+            self.maybe_checkpoint(iteration)
 
 
 def _relative(path: str, root: Path) -> str:
@@ -252,18 +301,31 @@ def _relative(path: str, root: Path) -> str:
         return path
 
 
+def _process_age() -> float | None:
+    """Seconds since this process started (Linux), for replay cost estimates."""
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return max(0.0, uptime - ticks / os.sysconf("SC_CLK_TCK"))
+    except Exception:
+        return None
+
+
+def _length(iterable: Iterable) -> int | None:
+    try:
+        return len(iterable)  # type: ignore[arg-type]
+    except Exception:
+        return None
+
+
 def _progress(name: str, iterable: Iterable):
     if os.environ.get("FLORDB_PROGRESS", "1") == "0":
         return None
     try:
         from tqdm import tqdm
-
-        total = len(iterable)  # type: ignore[arg-type]
-    except TypeError:
-        total = None
     except ImportError:
         return None
-    return tqdm(total=total, desc=name, file=sys.stderr, disable=None, leave=False, dynamic_ncols=True)
+    return tqdm(total=_length(iterable), desc=name, file=sys.stderr, disable=None, leave=False, dynamic_ncols=True)
 
 
 def _chain_excepthook(run: Run) -> None:

@@ -100,24 +100,56 @@ def _has_state_dict(obj: Any) -> bool:
     )
 
 
-def _clone_tree(obj: Any, memo: dict[int, Any]) -> Any:
-    """Deep copy of a state dict: tensors detach().clone()d (aliasing kept)."""
+def _same_layout(a: Any, b: Any) -> bool:
+    return (
+        a.shape == b.shape
+        and a.dtype == b.dtype
+        and a.device == b.device
+        and a.layout == b.layout
+        and a.stride() == b.stride()
+        and not a.requires_grad
+        and not b.is_sparse
+    )
+
+
+def _clone_tree(obj: Any, memo: dict[Any, Any], reuse: Any = None) -> Any:
+    """Deep copy of a state dict: tensors detach().clone()d (aliasing kept).
+
+    ``reuse`` is an earlier copy of the same tree that nobody uses any more:
+    its tensors are overwritten with ``copy_`` where shapes match, which avoids
+    allocating (and page-faulting) fresh memory on every checkpoint.
+    """
     torch = _torch()
     np = _numpy()
     if torch is not None and isinstance(obj, torch.Tensor):
-        key = id(obj)
+        try:  # the same memory seen twice (tied weights: state_dict detaches each)
+            key = (
+                obj.device, obj.dtype, obj.untyped_storage().data_ptr(),
+                obj.storage_offset(), tuple(obj.shape), obj.stride(),
+            )
+        except (RuntimeError, NotImplementedError):  # sparse etc.
+            key = id(obj)
         got = memo.get(key)
         if got is None:
-            got = obj.detach().clone()
+            if (
+                isinstance(reuse, torch.Tensor)
+                and ("reused", id(reuse)) not in memo
+                and _same_layout(reuse, obj)
+            ):
+                got = reuse.copy_(obj.detach())
+                memo[("reused", id(reuse))] = reuse
+            else:
+                got = obj.detach().clone()
             memo[key] = got
-            memo[-key - 1] = obj  # keep the original alive so its id is not reused
+            memo[("src", id(obj))] = obj  # keep it alive so its id is not reused
         return got
     if np is not None and isinstance(obj, np.ndarray):
         return obj.copy()
     if isinstance(obj, dict):
         out = obj.__class__() if type(obj) is not dict else {}
+        old = reuse if isinstance(reuse, dict) else {}
         for k, v in obj.items():
-            out[k] = _clone_tree(v, memo)
+            out[k] = _clone_tree(v, memo, old.get(k))
         meta = getattr(obj, "_metadata", None)  # nn.Module.state_dict() versions
         if meta is not None:
             try:
@@ -125,10 +157,9 @@ def _clone_tree(obj: Any, memo: dict[int, Any]) -> Any:
             except AttributeError:
                 pass
         return out
-    if isinstance(obj, list):
-        return [_clone_tree(v, memo) for v in obj]
-    if type(obj) is tuple:
-        return tuple(_clone_tree(v, memo) for v in obj)
+    if isinstance(obj, (list, tuple)) and type(obj) in (list, tuple):
+        old = reuse if type(reuse) is type(obj) and len(reuse) == len(obj) else (None,) * len(obj)
+        return type(obj)(_clone_tree(v, memo, o) for v, o in zip(obj, old))
     if obj is None or isinstance(obj, (bool, int, float, complex, str, bytes)):
         return obj
     return _copy.deepcopy(obj)
@@ -148,9 +179,10 @@ def capture_rng() -> dict[str, Any]:
     return rng
 
 
-def capture_one(obj: Any) -> tuple[str, Any]:
+def capture_one(obj: Any, reuse: tuple[str, Any] | None = None) -> tuple[str, Any]:
     if _has_state_dict(obj):
-        return _KIND_SD, _clone_tree(obj.state_dict(), {})
+        old = reuse[1] if reuse is not None and reuse[0] == _KIND_SD else None
+        return _KIND_SD, _clone_tree(obj.state_dict(), {}, old)
     np = _numpy()
     if np is not None and isinstance(obj, np.ndarray):
         if obj.dtype.hasobject:
@@ -163,18 +195,22 @@ def capture(
     objects: dict[str, Any],
     *,
     on_error: Callable[[str, BaseException], None] | None = None,
+    reuse: StateCopy | None = None,
 ) -> StateCopy:
     """Copy the state of ``objects`` and the RNG states (synchronous).
 
     Without ``on_error`` a failure raises; with it, the failing object is left
-    out of the copy and ``on_error(name, exc)`` is called.
+    out of the copy and ``on_error(name, exc)`` is called. ``reuse``: a former
+    copy that is no longer needed (already serialized); its tensor buffers are
+    recycled, so it must not be used afterwards.
     """
+    old = reuse.entries if reuse is not None else {}
     out = StateCopy()
     for name, obj in objects.items():
         if name == RNG_NAME:
             raise StoreError(f"{RNG_NAME!r} is reserved for the RNG states")
         try:
-            out.entries[name] = capture_one(obj)
+            out.entries[name] = capture_one(obj, old.get(name))
         except Exception as e:
             if on_error is None:
                 raise

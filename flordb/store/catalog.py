@@ -176,14 +176,16 @@ class Catalog:
             status, error, started, ended, duration, meta.get("pid"), meta.get("host"),
             meta.get("user_head"), meta.get("user_branch"), meta.get("skipped") or [],
             meta.get("mode", "record"), meta.get("replay_of"), meta.get("replay_id"), done,
+            meta.get("perf_start"), meta.get("startup"), meta.get("cwd"),
             meta.get("git_dir"), meta.get("work_tree"),
         )
 
     def _upsert_runs(self, rows: list[tuple]) -> None:
         self.con.executemany(
             """INSERT OR REPLACE INTO runs (run_id, version, script, argv, status, error, started, ended,
-                   duration, pid, host, user_head, user_branch, skipped, mode, replay_of, replay_id, complete)
-               VALUES (?, ?, ?, ?, ?, ?, to_timestamp(?), to_timestamp(?), ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                   duration, pid, host, user_head, user_branch, skipped, mode, replay_of, replay_id, complete,
+                   clock0, startup, cwd)
+               VALUES (?, ?, ?, ?, ?, ?, to_timestamp(?), to_timestamp(?), ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
             [r[:-2] for r in rows],
         )
         versions = {(r[1], r[-2], r[-1]) for r in rows if r[1]}
@@ -192,6 +194,51 @@ class Catalog:
                 "INSERT OR IGNORE INTO versions (version, git_dir, work_tree, kind) VALUES (?, ?, ?, 'snapshot')",
                 [list(v) for v in versions],
             )
+
+    def record_version(self, version: str, git_dir: str, parent: str | None = None) -> None:
+        """A patched version made by hindsight; its parent is the original snapshot."""
+        self.execute(
+            "INSERT OR IGNORE INTO versions (version, git_dir, work_tree, parent, kind)"
+            " VALUES (?, ?, ?, ?, 'patched')",
+            [version, git_dir, str(self.layout.work_tree), parent],
+        )
+
+    def record_replay(self, **row: Any) -> None:
+        cols = ["replay_id", "run_id", "names", "version", "statement", "strategy", "iterations",
+                "seconds", "estimate", "status", "fidelity"]
+        self.execute(
+            f"INSERT OR REPLACE INTO replays ({', '.join(cols)}, started)"
+            f" VALUES ({', '.join('?' for _ in cols)}, current_timestamp)",
+            [row[c] for c in cols],
+        )
+
+    def _load_replayed(self) -> None:
+        """Route replay workers' records before the bulk insert.
+
+        A name the run recorded itself is a fidelity check, not data: it goes
+        to ``fidelity``. A hindsight value replaces any earlier replay's value
+        at the same coordinates, so replaying twice never duplicates rows.
+        """
+        self.execute(
+            "CREATE OR REPLACE TEMP TABLE seg_recorded AS SELECT DISTINCT l.run_id, l.name FROM log_names l"
+            " JOIN (SELECT DISTINCT target FROM seg_new WHERE replay_id IS NOT NULL) t ON l.run_id = t.target"
+            " WHERE NOT l.replayed"
+        )
+        self.execute(
+            "INSERT INTO fidelity SELECT s.target, s.replay_id, s.name, s.path, s.coord, s.vtype, s.num, s.txt"
+            " FROM seg_new s JOIN seg_recorded r ON r.run_id = s.target AND r.name = s.name"
+            " WHERE s.kind = 'log' AND s.replay_id IS NOT NULL"
+        )
+        self.execute(
+            "DELETE FROM seg_new s USING seg_recorded r WHERE r.run_id = s.target AND r.name = s.name"
+            " AND s.kind = 'log' AND s.replay_id IS NOT NULL"
+        )
+        self.execute(
+            "DELETE FROM records r USING seg_new s WHERE s.kind = 'log' AND s.replay_id IS NOT NULL"
+            " AND r.replay_id IS NOT NULL AND r.run_id = s.target AND r.name = s.name"
+            " AND r.path = s.path AND r.coord = s.coord"
+        )
+        self.execute("DROP TABLE seg_recorded")
 
     def _load_segments(self, files: list[str], owners: list[tuple]) -> int:
         self.execute("CREATE OR REPLACE TEMP TABLE seg_owner (filename VARCHAR, run_id VARCHAR,"
@@ -202,13 +249,14 @@ class Catalog:
             " FROM read_parquet(?, filename = true, union_by_name = true) s JOIN seg_owner o USING (filename)",
             [files],
         )
+        self._load_replayed()
         self.execute(
             "INSERT INTO records SELECT target, seq, name, path, coord, vtype, num, txt, replay_id"
             " FROM seg_new WHERE kind = 'log'"
         )
         self.execute(
-            "INSERT INTO log_names SELECT target, name, path, vtype, count(*) FROM seg_new"
-            " WHERE kind = 'log' GROUP BY ALL"
+            "INSERT INTO log_names SELECT target, name, path, vtype, count(*), replay_id IS NOT NULL"
+            " FROM seg_new WHERE kind = 'log' GROUP BY ALL"
         )
         self.execute(
             "INSERT INTO args SELECT target, name, vtype, num, txt FROM seg_new"

@@ -83,15 +83,23 @@ def _encode_slow(name: str, value: Any) -> tuple[int, float | None, str | None]:
             f"flordb: value of {name!r} has type {type(value).__name__}; storing its repr",
             file=sys.stderr,
         )
-    return REPR, None, repr(value)
+    try:
+        text = repr(value)
+    except Exception as exc:  # a broken __repr__ must not lose the rest of the segment
+        text = f"<{type(value).__name__} object: repr failed: {type(exc).__name__}>"
+    return REPR, None, text
 
 
 def _json_default(value: Any) -> Any:
-    vtype, num, txt = encode("", value) if not isinstance(value, (list, tuple, dict)) else (REPR, None, None)
-    if vtype in (FLOAT, INT, BOOL):
-        return int(num) if vtype == INT else (bool(num) if vtype == BOOL else num)
-    if vtype in (STR, NULL):
-        return txt
+    """numpy scalars and 0-d tensors inside a list/dict; anything else makes the container a repr."""
+    item = getattr(value, "item", None)
+    if item is not None and not isinstance(value, (list, tuple, dict)):
+        try:
+            inner = item()
+        except Exception:
+            raise TypeError from None
+        if inner is None or type(inner) in (bool, int, float, str):
+            return inner
     raise TypeError
 
 

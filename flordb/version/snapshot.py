@@ -231,16 +231,19 @@ def ensure_excluded(exclude_file: Path, lines: list[str]) -> None:
     with contextlib.suppress(FileNotFoundError):
         if not missing(exclude_file.read_text(encoding="utf-8", errors="replace")):
             return  # the common case: nothing to write, no lock needed
-    exclude_file.parent.mkdir(parents=True, exist_ok=True)
-    with open(exclude_file, "a+", encoding="utf-8", errors="replace") as f:
-        _lock(f)
-        f.seek(0)
-        text = f.read()
-        todo = missing(text)
-        if todo:
-            prefix = "" if not text or text.endswith("\n") else "\n"
-            f.write(prefix + "".join(f"{ln}\n" for ln in todo))
-            f.flush()
+    try:
+        exclude_file.parent.mkdir(parents=True, exist_ok=True)
+        with open(exclude_file, "a+", encoding="utf-8", errors="replace") as f:
+            _lock(f)
+            f.seek(0)
+            text = f.read()
+            todo = missing(text)
+            if todo:
+                prefix = "" if not text or text.endswith("\n") else "\n"
+                f.write(prefix + "".join(f"{ln}\n" for ln in todo))
+                f.flush()
+    except OSError as e:
+        raise VersionError(f"cannot add {', '.join(lines)} to {exclude_file}: {e.strerror}") from None
 
 
 def _lock(f) -> None:

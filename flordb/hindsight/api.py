@@ -1,0 +1,217 @@
+"""Hindsight replay: ``flor.replay(...)``, ``flordb replay``, and the query hook.
+
+The catalog is held only while planning and while ingesting the results,
+never while workers run, so queries and training go on during a replay.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+
+from flordb.errors import HindsightError, UnknownColumnError
+from flordb.hindsight.executor import LocalExecutor, TaskResult
+from flordb.hindsight.fidelity import Fidelity, check
+from flordb.hindsight.plan import ReplayPlan, plan_replay
+from flordb.store.catalog import Catalog, open_catalog
+from flordb.store.layout import Layout, locate
+
+
+@dataclass
+class ReplayReport:
+    plan: ReplayPlan
+    results: list[TaskResult] = field(default_factory=list)
+    fidelity: dict[str, Fidelity] = field(default_factory=dict)  # replay_id -> result
+    seconds: float = 0.0
+
+    @property
+    def failed(self) -> list[TaskResult]:
+        return [r for r in self.results if not r.ok]
+
+    @property
+    def diverged(self) -> list[str]:
+        return [rid for rid, f in self.fidelity.items() if f.status == "diverged"]
+
+
+def say(text: str) -> None:
+    print(text, file=sys.stderr)
+
+
+def render_plan(plan: ReplayPlan) -> str:
+    lines = []
+    for st in plan.statements:
+        lines.append(f"{st.name} is logged by {st.script}:{st.lineno}: {st.text.strip()}")
+    if plan.runs:
+        varying = _varying_args(plan)
+        head = ["run", "version", *varying, "strategy", "iterations", "checkpoints", "tasks", "est."]
+        rows = [head]
+        for r in plan.runs:
+            rows.append([
+                r.run_id, r.version[:7], *(str(r.args.get(a, "")) for a in varying), r.strategy,
+                _ranges(r.iterations) if r.strategy in ("skip", "reexec") else "-",
+                f"{r.checkpoints[0]}/{r.checkpoints[1]}", str(len(r.tasks)), f"{r.estimate:.1f} s",
+            ])
+        widths = [max(len(row[k]) for row in rows) for k in range(len(head))]
+        lines += ["  " + "  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
+        notes = sorted({r.note for r in plan.runs if r.note})
+        lines += [f"  note: {n}" for n in notes]
+    for run_id, version, reason in plan.refused:
+        lines.append(f"  left out: run {run_id} (version {version[:7] or '?'}): {reason}")
+    return "\n".join(lines)
+
+
+def _varying_args(plan: ReplayPlan) -> list[str]:
+    names = list(dict.fromkeys(a for r in plan.runs for a in r.args))
+    return [a for a in names if len({repr(r.args.get(a)) for r in plan.runs}) > 1][:4]
+
+
+def _ranges(its: list[int]) -> str:
+    if not its:
+        return "-"
+    out, start, prev = [], its[0], its[0]
+    for i in its[1:] + [None]:
+        if i is not None and i == prev + 1:
+            prev = i
+            continue
+        out.append(f"{start}" if start == prev else f"{start}-{prev}")
+        if i is not None:
+            start = prev = i
+    return ",".join(out)
+
+
+def confirm(question: str, mode: str) -> bool:
+    """``yes`` goes ahead, ``no`` never; ``ask`` prompts on a terminal, else refuses."""
+    if mode == "yes":
+        return True
+    if mode == "no":
+        return False
+    if not sys.stdin.isatty():
+        raise HindsightError(f"{question.rstrip('?')} needs confirmation: pass --yes (or replay='yes')")
+    import click
+
+    return click.confirm(question, default=True, err=True)
+
+
+def replay(names, where: str | None = None, workers: int | None = None, yes: bool = False,
+           layout: Layout | None = None, only_missing: bool = False, confirm_mode: str | None = None,
+           progress: bool = True) -> ReplayReport:
+    """Fill in ``names`` for recorded runs by replaying them with the current statements.
+
+    ``where`` is a SQL predicate over run, arg and main-loop columns of
+    ``logs`` that narrows the runs and iterations replayed.
+    """
+    names = [names] if isinstance(names, str) else list(names)
+    if not names:
+        raise HindsightError("name at least one column to replay")
+    layout = layout or locate()
+    with open_catalog(layout) as cat:
+        cat.ingest()
+        plan = plan_replay(cat, names, where=where, workers=workers, only_missing=only_missing)
+        git_dirs = _git_dirs(cat, plan)
+    report = ReplayReport(plan)
+    say(render_plan(plan))
+    if not plan.runs:
+        say("Nothing to replay.")
+        return report
+    n_tasks = len(plan.tasks)
+    question = (f"Replay {len(plan.runs)} run{'s' if len(plan.runs) != 1 else ''} ({n_tasks} task"
+                f"{'s' if n_tasks != 1 else ''}) on {min(plan.workers, n_tasks)} worker"
+                f"{'s' if min(plan.workers, n_tasks) != 1 else ''}, about {plan.estimate:.0f} s?")
+    if not confirm(question, confirm_mode or ("yes" if yes else "ask")):
+        say("Replay cancelled.")
+        return report
+    t0 = time.perf_counter()
+    report.results = LocalExecutor(layout, git_dirs, plan.workers, progress=progress).run(plan.tasks)
+    report.seconds = time.perf_counter() - t0
+    with open_catalog(layout) as cat:
+        cat.ingest()
+        _finish(cat, report)
+    _summarize(report)
+    return report
+
+
+def _git_dirs(cat: Catalog, plan: ReplayPlan) -> dict[str, str]:
+    out = {}
+    for r in plan.runs:
+        row = cat.execute("SELECT git_dir FROM versions WHERE version = ?", [r.version]).fetchone()
+        out[r.patched] = row[0]
+        cat.record_version(r.patched, row[0], parent=r.version)
+    return out
+
+
+def _finish(cat: Catalog, report: ReplayReport) -> None:
+    plan = report.plan
+    by_replay: dict[str, list[TaskResult]] = {}
+    for res in report.results:
+        by_replay.setdefault(res.task.replay_id, []).append(res)
+    statement = "; ".join(f"{s.script}:{s.lineno}: {s.text.strip()}" for s in plan.statements)
+    for r in plan.runs:
+        results = by_replay.get(r.replay_id, [])
+        fid = check(cat, r.replay_id)
+        report.fidelity[r.replay_id] = fid
+        failed = [x for x in results if not x.ok]
+        status = "failed" if failed else fid.status
+        cat.record_replay(
+            replay_id=r.replay_id, run_id=r.run_id, names=plan.names, version=r.patched, statement=statement,
+            strategy=r.strategy, iterations=_ranges(r.iterations), seconds=max((x.seconds for x in results), default=0.0),
+            estimate=r.estimate, status=status, fidelity=fid.first,
+        )
+
+
+def _summarize(report: ReplayReport) -> None:
+    plan = report.plan
+    say(f"Replayed {len(plan.runs)} run(s) in {report.seconds:.1f} s (estimated {plan.estimate:.1f} s).")
+    for res in report.failed:
+        tail = res.log.read_text(errors="replace").strip().splitlines()[-1:] if res.log.exists() else []
+        say(f"  task {res.task.task_id} (run {res.task.run_id}) failed with exit code {res.returncode}:"
+            f" {tail[0] if tail else ''}  [log: {res.log}]")
+    for r in plan.runs:
+        fid = report.fidelity.get(r.replay_id)
+        if fid and fid.status == "diverged":
+            say(f"  run {r.run_id} DIVERGED: {fid.first}")
+    checked = [f for f in report.fidelity.values() if f.status == "ok"]
+    if checked and not report.diverged:
+        say(f"  fidelity: {sum(f.compared for f in checked)} recorded values reproduced exactly.")
+
+
+def _missing_column_hook(cat: Catalog, err: UnknownColumnError, sql: str, mode: str) -> bool:
+    """flor.query found columns no run recorded: replay them if the current code logs them."""
+    from flordb.hindsight.plan import locate_statements
+
+    found = locate_statements(cat.layout.work_tree, err.names)
+    if set(found) != set(err.names):
+        return False
+    cat.close()  # never hold the catalog while workers run
+    try:
+        report = replay(err.names, workers=None, layout=cat.layout, only_missing=True, confirm_mode=mode,
+                        where=_where_of(sql))
+    finally:
+        cat.open()
+    return bool(report.results) or not report.plan.runs
+
+
+def _where_of(sql: str) -> str | None:
+    import sqlglot
+    from sqlglot import exp
+
+    try:
+        tree = sqlglot.parse_one(sql, read="duckdb")
+    except Exception:
+        return None
+    for select in tree.find_all(exp.Select):
+        tables = [t.name for t in select.args.get("from_", select.args.get("from")).find_all(exp.Table)] \
+            if select.args.get("from_") or select.args.get("from") else []
+        where = select.args.get("where")
+        if "logs" in tables and where is not None and not select.args.get("joins"):
+            return where.this.sql(dialect="duckdb")
+    return None
+
+
+def _register() -> None:
+    import flordb.query.api as qapi
+
+    qapi.missing_column_hook = _missing_column_hook
+
+
+_register()

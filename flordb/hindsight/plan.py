@@ -1,0 +1,478 @@
+"""Plan a hindsight replay: which runs, which versions, which iterations, how.
+
+For every selected run lacking the names: take its code version, place the
+current statements into it (:func:`flordb.hindsight.propagate.propagate`),
+record the patched version as a commit whose parent is the snapshot, decide
+the strategy from the patched tree (:mod:`flordb.hindsight.analyze`), cut the
+needed main-loop iterations into tasks and estimate their cost from the run's
+recorded timings. Versions where placement refuses are listed, not guessed.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import secrets
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import sqlglot
+from sqlglot import exp
+
+from flordb.errors import HindsightError, PropagationError, QueryError, UnknownColumnError
+from flordb.hindsight.analyze import AFTER, BEFORE, NESTED, PREFIX, SUFFIX, placement
+from flordb.hindsight.locate import LogStatement, find_log_statements
+from flordb.hindsight.propagate import propagate
+from flordb.query.engine import prepare, run_plan
+from flordb.query.logs import ident
+from flordb.query.schema import LogsSchema, load_schema
+from flordb.store.catalog import Catalog
+from flordb.store.objects import ObjectStore
+from flordb.store.segments import decode
+
+LOAD_BYTES_PER_SECOND = 200e6  # checkpoint restore throughput assumed by the estimate
+WORKER_START = 1.0  # seconds a worker needs before the script's first FlorDB call, when unknown
+
+
+@dataclass(frozen=True)
+class Statement:
+    name: str
+    script: str  # path relative to the project root
+    lineno: int
+    text: str
+
+
+@dataclass
+class Task:
+    """One worker's job: the executor interface's unit (DESIGN decision 7)."""
+
+    task_id: str
+    replay_id: str
+    run_id: str
+    version: str  # the patched version the worker runs
+    script: str
+    cwd: str
+    argv: list[str]
+    main_loop: str
+    start: int  # first iteration that logs
+    stop: int  # iterations >= stop are not run
+    warm: int  # first iteration executed (silently before start)
+    restore_before: int | None  # flat loops: end state to restore before `warm`
+    strategy: str  # skip | reexec | prefix | suffix
+    nested: bool
+    suffix: bool
+    prefix_live: bool
+    checkpoints: dict[int, dict[str, list[str]]]
+    names: list[str]
+    fidelity: list[str]
+    args: dict
+    estimate: float
+
+    def payload(self) -> dict:
+        d = dict(self.__dict__)
+        d["checkpoints"] = {str(k): v for k, v in self.checkpoints.items()}
+        return d
+
+
+@dataclass
+class RunPlan:
+    run_id: str
+    version: str
+    args: dict
+    strategy: str
+    iterations: list[int]
+    checkpoints: tuple[int, int]  # (usable, iterations)
+    estimate: float
+    replay_id: str
+    patched: str | None = None
+    tasks: list[Task] = field(default_factory=list)
+    note: str = ""
+
+
+@dataclass
+class ReplayPlan:
+    names: list[str]
+    statements: list[Statement]
+    runs: list[RunPlan]
+    refused: list[tuple[str, str, str]]  # (run_id, version, reason)
+    workers: int
+    where: str | None = None
+
+    @property
+    def tasks(self) -> list[Task]:
+        return [t for r in self.runs for t in r.tasks]
+
+    @property
+    def estimate(self) -> float:
+        """Wall-clock estimate: longest-task-first packing onto the workers."""
+        loads = [0.0] * max(1, self.workers)
+        for t in sorted(self.tasks, key=lambda t: -t.estimate):
+            loads[loads.index(min(loads))] += t.estimate
+        return max(loads) if self.tasks else 0.0
+
+
+# -- locating the statements ---------------------------------------------------------
+
+
+def python_files(work_tree: Path) -> list[Path]:
+    skip = {".git", ".flordb", ".venv", "venv", "node_modules", "__pycache__", ".tox", "build", "dist"}
+    out = []
+    for root, dirs, files in os.walk(work_tree):
+        dirs[:] = [d for d in dirs if d not in skip and not d.startswith(".")]
+        out += [Path(root) / f for f in files if f.endswith(".py")]
+    return sorted(out)
+
+
+def locate_statements(work_tree: Path, names: list[str], scripts: set[str] | None = None) -> dict[str, Statement]:
+    """The current code's ``flor.log("<name>", ...)`` for each name (first match wins,
+    preferring the scripts the runs recorded)."""
+    found: dict[str, Statement] = {}
+    files = python_files(work_tree)
+    if scripts:
+        files.sort(key=lambda f: str(f.relative_to(work_tree)) not in scripts)
+    for path in files:
+        try:
+            source = path.read_text()
+        except (OSError, UnicodeDecodeError):
+            continue
+        if not any(f'"{n}"' in source or f"'{n}'" in source for n in names if n not in found):
+            continue
+        for st in find_log_statements(source):
+            if st.name in names and st.name not in found:
+                found[st.name] = Statement(st.name, str(path.relative_to(work_tree)), st.lineno, st.text)
+    return found
+
+
+# -- reading what a run recorded ----------------------------------------------------------
+
+
+@dataclass
+class RunFacts:
+    run_id: str
+    version: str
+    git_dir: str
+    script: str
+    cwd: str
+    argv: list[str]
+    args: dict
+    iterations: list[tuple[int, float, float, float | None, float | None]]  # i, t0, t1, nested t0, nested t1
+    checkpoints: dict[int, dict[str, list[str]]]
+    ckpt_bytes: dict[int, int]
+    recorded: set[str]
+    clock0: float | None
+    startup: float | None
+    duration: float | None
+
+
+def run_facts(cat: Catalog, run_id: str, main_loop: str, store: ObjectStore) -> RunFacts:
+    ex = cat.execute
+    row = ex(
+        "SELECT r.version, v.git_dir, r.script, r.cwd, r.argv, r.clock0, r.startup, r.duration"
+        " FROM runs r LEFT JOIN versions v USING (version) WHERE r.run_id = ?",
+        [run_id],
+    ).fetchone()
+    version, git_dir, script, cwd, argv, clock0, startup, duration = row
+    args = {n: decode(vt, num, txt) for n, vt, num, txt in
+            ex("SELECT name, vtype, num, txt FROM args WHERE run_id = ?", [run_id]).fetchall()}
+    iters = ex(
+        """SELECT i.coord[1], i.t0, i.t1, l.t0, l.t1 FROM loops i
+           LEFT JOIN (SELECT coord, min(t0) AS t0, arg_min(t1, t0) AS t1 FROM loops
+                      WHERE run_id = ? AND kind = 'loop' AND len(path) = 2 AND path[1] = ? AND replay_id IS NULL
+                      GROUP BY coord) l ON l.coord = i.coord
+           WHERE i.run_id = ? AND i.kind = 'iter' AND i.path = [?] AND i.replay_id IS NULL
+           ORDER BY 1""",
+        [run_id, main_loop, run_id, main_loop],
+    ).fetchall()
+    ckpts: dict[int, dict[str, list[str]]] = {}
+    sizes: dict[int, int] = {}
+    for it, name, digest, fmt, nbytes in ex(
+        "SELECT iteration, name, digest, format, nbytes FROM checkpoints WHERE run_id = ? ORDER BY iteration",
+        [run_id],
+    ).fetchall():
+        ckpts.setdefault(it, {})[name] = [fmt, digest]
+        sizes[it] = sizes.get(it, 0) + (nbytes or 0)
+    usable = {i: c for i, c in ckpts.items() if "__rng__" in c and all(store.has(d) for _, d in c.values())}
+    recorded = {r[0] for r in ex("SELECT DISTINCT name FROM log_names WHERE run_id = ? AND NOT replayed",
+                                 [run_id]).fetchall()}
+    return RunFacts(run_id, version, git_dir, script, cwd or ".", list(argv or []), args, iters, usable,
+                    sizes, recorded, clock0, startup, duration)
+
+
+# -- choosing runs and iterations from WHERE ------------------------------------------------
+
+
+def pushdown(where: str | None, schema: LogsSchema, main_loop: str | None) -> exp.Expression | None:
+    """The conjuncts of ``where`` that only use run, arg and main-loop columns.
+
+    Others (log values, inner loops) cannot narrow a replay, so they are
+    dropped: the replay then covers more, never less, than the query needs.
+    """
+    if not where:
+        return None
+    try:
+        cond = sqlglot.parse_one(where, read="duckdb", into=exp.Condition) if isinstance(where, str) else where
+    except sqlglot.errors.ParseError as exc:
+        raise QueryError(f"cannot parse --where {where!r}: {str(exc).splitlines()[0]}") from None
+    keep = []
+    for conj in cond.flatten() if isinstance(cond, exp.And) else [cond]:
+        cols = {c.name for c in conj.find_all(exp.Column)}
+        unknown = [c for c in cols if c not in schema.columns]
+        if unknown:
+            raise UnknownColumnError(unknown, schema.names)
+        if all(schema.columns[c].kind in ("run", "arg") or c == main_loop for c in cols):
+            keep.append(conj)
+    return exp.and_(*keep) if keep else None
+
+
+def selected_iterations(cat: Catalog, cond: exp.Expression | None, main_loop: str,
+                        run_ids: list[str]) -> dict[str, list[int]]:
+    select = exp.select(exp.column(ident("run_id")), exp.column(ident(main_loop))).distinct().from_("logs")
+    if cond is not None:
+        select = select.where(cond.copy())
+    p, _ = prepare(cat, select.sql(dialect="duckdb"))
+    df = run_plan(cat, p)
+    out: dict[str, list[int]] = {r: [] for r in run_ids}
+    for run_id, i in df.itertuples(index=False, name=None):
+        if run_id in out and i is not None and not (isinstance(i, float) and math.isnan(i)):
+            out[run_id].append(int(i))
+    return {r: sorted(v) for r, v in out.items()}
+
+
+# -- patching ---------------------------------------------------------------------------------
+
+
+def patch_source(old: str, current: str, statements: list[Statement]) -> str:
+    """Insert each statement of the current code into the old source, one line each."""
+    patched = old
+    for st in statements:
+        patched = propagate(current, st.lineno, patched)
+    return patched
+
+
+# -- cost and tasks -----------------------------------------------------------------------------
+
+
+def iteration_cost(facts: RunFacts, i: int, skip: bool) -> float:
+    row = next((r for r in facts.iterations if r[0] == i), None)
+    if row is None:
+        return 0.0
+    _, t0, t1, n0, n1 = row
+    full = (t1 - t0) if t1 is not None and t0 is not None else 0.0
+    if skip and n0 is not None and n1 is not None and i in facts.checkpoints:
+        return max(0.0, full - (n1 - n0)) + 0.01 + facts.ckpt_bytes.get(i, 0) / LOAD_BYTES_PER_SECOND
+    return full
+
+
+def prefix_cost(facts: RunFacts) -> float:
+    first = facts.iterations[0][1] if facts.iterations else None
+    pre = (first - facts.clock0) if first is not None and facts.clock0 is not None else 0.0
+    return (facts.startup if facts.startup is not None else WORKER_START) + max(0.0, pre)
+
+
+def suffix_cost(facts: RunFacts) -> float:
+    if not facts.iterations or facts.duration is None or facts.clock0 is None:
+        return 0.0
+    return max(0.0, facts.duration - (facts.iterations[-1][2] - facts.clock0))
+
+
+def warm_start(facts: RunFacts, start: int, nested: bool) -> tuple[int, int | None]:
+    """First iteration to execute, and for flat loops the end state to restore first.
+
+    With a nested loop, checkpoint c is the exit state of c's nested loop:
+    execute from c with its nested loop skipped. Without one, checkpoint c is
+    the state at the end of c: restore it and execute from c + 1.
+    """
+    earlier = [c for c in facts.checkpoints if c < start]
+    if not earlier or start == 0:
+        return 0, None
+    c = max(earlier)
+    return (c, None) if nested else (c + 1, c)
+
+
+def make_tasks(run: RunPlan, facts: RunFacts, st_place, statements: list[Statement], names: list[str],
+               patched_version: str, chunks: int) -> list[Task]:
+    nested = any(r[3] is not None for r in facts.iterations)
+    total = len(facts.iterations)
+    strategy = run.strategy
+    fidelity = sorted(facts.recorded - set(names))
+    base = dict(
+        replay_id=run.replay_id, run_id=facts.run_id, version=patched_version, script=statements[0].script,
+        cwd=facts.cwd, argv=facts.argv, main_loop=st_place.main_loop or "", nested=nested,
+        names=names, fidelity=fidelity, args=facts.args,
+    )
+    skip = strategy == "skip"
+    if strategy == "prefix":
+        ranges = [(0, 0)]
+    elif strategy == "suffix":
+        ranges = [(total, total)]
+    else:
+        its = run.iterations
+        ranges = _contiguous(its)
+        if chunks > 1:
+            ranges = [piece for a, b in ranges for piece in _split(a, b, chunks)]
+    tasks = []
+    for k, (a, b) in enumerate(ranges):
+        warm, restore_before = warm_start(facts, a, nested)
+        needed = {i: facts.checkpoints[i] for i in facts.checkpoints if warm <= i < b or i == restore_before}
+        cost = prefix_cost(facts) + sum(iteration_cost(facts, i, skip or i < a) for i in range(warm, b))
+        if restore_before is not None:
+            cost += facts.ckpt_bytes.get(restore_before, 0) / LOAD_BYTES_PER_SECOND
+        if strategy == "suffix":
+            cost += suffix_cost(facts)
+        tasks.append(Task(
+            task_id=f"{run.replay_id}-{k}", start=a, stop=b, warm=warm, restore_before=restore_before,
+            strategy=strategy, suffix=strategy == "suffix", prefix_live=(k == 0 and strategy == "prefix"),
+            checkpoints=needed, estimate=cost, **base,
+        ))
+    return tasks
+
+
+def _contiguous(its: list[int]) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    for i in its:
+        if out and out[-1][1] == i:
+            out[-1] = (out[-1][0], i + 1)
+        else:
+            out.append((i, i + 1))
+    return out
+
+
+def _split(a: int, b: int, parts: int) -> list[tuple[int, int]]:
+    n = b - a
+    parts = max(1, min(parts, n))
+    edges = [a + (n * k) // parts for k in range(parts + 1)]
+    return [(edges[k], edges[k + 1]) for k in range(parts) if edges[k] < edges[k + 1]]
+
+
+# -- the planner --------------------------------------------------------------------------
+
+
+def plan_replay(cat: Catalog, names: list[str], where: str | None = None, workers: int | None = None,
+                only_missing: bool = False, work_tree: Path | None = None) -> ReplayPlan:
+    """Everything a replay needs, before anything runs."""
+    from flordb.version import commit_patched, read_file
+
+    workers = workers or os.cpu_count() or 1
+    layout = cat.layout
+    work_tree = work_tree or layout.work_tree
+    schema = load_schema(cat)
+    runs = cat.execute(
+        "SELECT run_id, version, script FROM runs WHERE mode = 'record' AND status <> 'running' ORDER BY started"
+    ).fetchall()
+    scripts = {r[2] for r in runs if r[2]}
+    found = locate_statements(work_tree, names, scripts)
+    missing = [n for n in names if n not in found]
+    if missing:
+        raise UnknownColumnError(missing, schema.names)
+    statements = [found[n] for n in names]
+    script = statements[0].script
+    if any(s.script != script for s in statements):
+        raise HindsightError("the statements to replay are in different files; replay them one file at a time")
+    current = (work_tree / script).read_text()
+    places = {n: placement(current, found[n].lineno) for n in names}
+    main_loop = next((p.main_loop for p in places.values() if p.main_loop), None)
+
+    candidates = [r for r in runs if r[2] == script]
+    cond = pushdown(where, schema, main_loop)
+    run_cond = cond
+    if main_loop and cond is not None:
+        its = selected_iterations(cat, cond, main_loop, [r[0] for r in candidates])
+    else:
+        its = None
+    if cond is not None and its is None:
+        sel = exp.select(exp.column(ident("run_id"))).distinct().from_("logs").where(run_cond.copy())
+        chosen = set(run_plan(cat, prepare(cat, sel.sql(dialect="duckdb"))[0])["run_id"])
+        candidates = [r for r in candidates if r[0] in chosen]
+
+    store = ObjectStore(layout.objects)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    patched_cache: dict[str, tuple[str | None, str | None]] = {}
+    plan = ReplayPlan(names=names, statements=statements, runs=[], refused=[], workers=workers, where=where)
+    for run_id, version, _ in candidates:
+        if not version:
+            plan.refused.append((run_id, "", "the run has no recorded code version"))
+            continue
+        facts = run_facts(cat, run_id, main_loop or "", store)
+        if version not in patched_cache:
+            try:
+                old = read_file(facts.git_dir, version, script)
+                patched = patch_source(old, current, statements)
+                commit = commit_patched(facts.git_dir, version, {script: patched},
+                                        f"flordb hindsight: {', '.join(names)}")
+                patched_cache[version] = (commit, None)
+            except PropagationError as exc:
+                patched_cache[version] = (None, exc.reason)
+            except Exception as exc:  # a version we cannot read: say so, keep the others
+                patched_cache[version] = (None, str(exc))
+        commit, reason = patched_cache[version]
+        if commit is None:
+            plan.refused.append((run_id, version, reason or "no confident place"))
+            continue
+        patched_text = read_file(facts.git_dir, commit, script)
+        lineno = _line_of(patched_text, names[0])
+        place = placement(patched_text, lineno, main_loop) if lineno else places[names[0]]
+        positions = {placement(patched_text, _line_of(patched_text, n) or 1, main_loop).position for n in names}
+        strategy, note = _strategy(positions, place, facts)
+        iterations = [r[0] for r in facts.iterations]
+        if its is not None:
+            iterations = [i for i in iterations if i in set(its.get(run_id, []))]
+        if only_missing:
+            have = _have(cat, run_id, names)
+            if have and strategy in ("prefix", "suffix"):
+                continue
+            iterations = [i for i in iterations if i not in have]
+            if not iterations and strategy not in ("prefix", "suffix"):
+                continue
+        if strategy in ("skip", "reexec") and not iterations:
+            continue
+        rp = RunPlan(
+            run_id=run_id, version=version, args=facts.args, strategy=strategy, iterations=iterations,
+            checkpoints=(len(facts.checkpoints), len(facts.iterations)), estimate=0.0,
+            replay_id=f"{stamp}-{secrets.token_hex(2)}", patched=commit, note=note,
+        )
+        plan.runs.append(rp)
+        plan.runs[-1].tasks = []  # filled below, once the number of runs is known
+        rp._facts, rp._place = facts, place  # type: ignore[attr-defined]
+    per_run = max(1, math.ceil(workers / max(1, len(plan.runs))))
+    for rp in plan.runs:
+        chunks = per_run if rp.strategy == "reexec" else (per_run if len(plan.runs) < workers else 1)
+        rp.tasks = make_tasks(rp, rp._facts, rp._place, statements, names, rp.patched, chunks)
+        rp.estimate = sum(t.estimate for t in rp.tasks)
+    return plan
+
+
+def _line_of(source: str, name: str) -> int | None:
+    hits = find_log_statements(source, name)
+    return hits[0].lineno if hits else None
+
+
+def _strategy(positions: set[str], place, facts: RunFacts) -> tuple[str, str]:
+    if positions == {PREFIX}:
+        return "prefix", "statement before the main loop: only the prefix runs"
+    if positions == {SUFFIX}:
+        return "suffix", "statement after the main loop: restore the last state, run the suffix"
+    if SUFFIX in positions or PREFIX in positions:
+        raise HindsightError("replay one statement position at a time (prefix, loop and suffix names mixed)")
+    if NESTED in positions:
+        note = "statement inside the nested loop: re-run the nested loop"
+        return "reexec", note
+    if not place.skip_nested:
+        return "reexec", f"nested loop re-run: {place.reason}"
+    if not facts.checkpoints:
+        return "reexec", "no usable checkpoints: full re-execution of the needed iterations"
+    missing = len(facts.iterations) - len([i for i, *_ in facts.iterations if i in facts.checkpoints])
+    note = "nested loop skipped (restored from checkpoints)"
+    if missing:
+        note += f"; {missing} iteration(s) without checkpoint re-run"
+    return "skip", note
+
+
+def _have(cat: Catalog, run_id: str, names: list[str]) -> set[int]:
+    """Main-loop iterations where every name already has a value for this run."""
+    rows = cat.execute(
+        "SELECT coord[1], count(DISTINCT name) FROM records WHERE run_id = ? AND list_contains(?, name)"
+        " AND len(coord) >= 1 GROUP BY 1",
+        [run_id, names],
+    ).fetchall()
+    return {int(i) for i, n in rows if n == len(set(names)) and i is not None}
