@@ -1,6 +1,6 @@
 """Which way to checkpoint: synchronous, clone + background thread, or fork.
 
-Synthetic MLP (torch.nn.Sequential of Linear layers, ~34 MB of parameters)
+Synthetic MLP (torch.nn.Sequential of Linear layers, ~26 MB of parameters)
 with Adam (whose state doubles that), trained on a fixed random batch on CPU.
 
 Measures, in one process, the wall time of an ``--iters``-iteration training
@@ -161,7 +161,7 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=20)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--every", type=int, default=5, help="the sparse checkpoint period")
-    ap.add_argument("--width", type=int, default=2048)
+    ap.add_argument("--width", type=int, default=1792)
     ap.add_argument("--layers", type=int, default=2)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--dir", type=Path, default=None, help="where to write (default: a temp dir)")

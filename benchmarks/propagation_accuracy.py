@@ -2,8 +2,11 @@
 
 The number we promise is zero silent misplacements: a refusal costs the user
 a question, a wrong placement a wrong answer. Each case in
-tests/fixtures/propagate/<case>/ has new.py, old.py, case.json and, for
-inserts, expected.py written by hand.
+tests/fixtures/propagate/<case>/ has new.py, old.py, case.json
+({"lineno", "description", "expect": "insert" | "unchanged" | "refuse"}) and,
+for inserts, expected.py written by hand. "unchanged" cases (the old version
+already has the statement) count as correct placements when the old text
+comes back untouched.
 
     python benchmarks/propagation_accuracy.py
 """

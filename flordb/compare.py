@@ -33,6 +33,8 @@ from __future__ import annotations
 import difflib
 import math
 import re
+import sys
+import types
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -259,6 +261,9 @@ class Comparison:
         if len(loops) == 1 and sub[loops[0]].notna().all() and sub[loops[0]].is_unique:
             x = sub[loops[0]].astype(float).to_numpy()
             xlabel = loops[0]
+            from matplotlib.ticker import MaxNLocator
+
+            bottom.xaxis.set_major_locator(MaxNLocator(integer=True))
         else:
             x = np.arange(len(sub), dtype=float)
             xlabel = f"{' / '.join(loops)} (aligned order)" if loops else "value (aligned order)"
@@ -360,8 +365,9 @@ def align(
     key = list(shared)
     if extra_a and extra_b:
         # different inner loops (epoch/step vs epoch/batch): pair in order within each shared coordinate
-        for f, loops in ((fa, loops_a), (fb, loops_b)):
-            f.sort_values(loops, inplace=True, kind="stable")
+        fa = fa.sort_values(loops_a, kind="stable").reset_index(drop=True)
+        fb = fb.sort_values(loops_b, kind="stable").reset_index(drop=True)
+        for f in (fa, fb):
             f["\x1fk"] = f.groupby(shared, sort=False).cumcount() if shared else np.arange(len(f))
         key.append("\x1fk")
     elif not key:
@@ -553,8 +559,10 @@ def _predicate_runs(cat, text: str, label: str) -> list[tuple]:
 
 
 def _log_names(cat, run_id: str) -> list[str]:
+    """The names a run logged, in the order it first logged them."""
     rows = cat.execute(
-        "SELECT name FROM log_names WHERE run_id = ? GROUP BY name ORDER BY min(rowid)", [run_id]
+        "SELECT name FROM records WHERE run_id = ? GROUP BY name ORDER BY bool_or(replay_id IS NOT NULL), min(seq),"
+        " name", [run_id]
     ).fetchall()
     return [r[0] for r in rows]
 
@@ -834,3 +842,15 @@ def _nanmax(s: pd.Series) -> float:
     v = pd.to_numeric(s, errors="coerce").astype(float).to_numpy()
     v = v[~np.isnan(v)]
     return float(v.max()) if len(v) else float("nan")
+
+
+# ``flordb.compare`` is both this module and (lazily, see flordb/__init__.py) the
+# function above. Once the module has been imported, Python binds the attribute
+# ``flordb.compare`` to the module, so make the module callable as the function:
+# ``flordb.compare(a, b, ...)`` then works whichever of the two it resolves to.
+class _CallableModule(types.ModuleType):
+    def __call__(self, *args, **kwargs) -> Comparison:
+        return compare(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -356,3 +356,57 @@ def test_policy_restart_measures_again():
     p = CheckpointPolicy(0.05)
     drive(p, 12, 1.0, 0.5)
     assert p.should_checkpoint(0, False)  # a new loop starts again at 0
+
+
+# -- GPU (runs only where CUDA is available) ------------------------------------
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_roundtrip_rng_and_writer(tmp_path):
+    dev = torch.device("cuda")
+
+    def job(seed):
+        torch.manual_seed(seed)
+        m = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.Dropout(0.5), torch.nn.Linear(64, 4)).to(dev)
+        return m, torch.optim.Adam(m.parameters(), lr=0.01)
+
+    def step(m, o):
+        x = torch.randn(32, 64, device=dev)  # CUDA RNG
+        loss = m(x).pow(2).mean()  # dropout: CUDA RNG
+        o.zero_grad()
+        loss.backward()
+        o.step()
+
+    m, o = job(0)
+    for _ in range(3):
+        step(m, o)
+    copy = capture({"model": m, "optimizer": o})
+    assert "cuda" in copy.rng
+    assert copy.entries["model"][1]["0.weight"].device.type == "cuda"
+    for _ in range(2):
+        step(m, o)
+    expected = params(m)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.mul_(0)  # mutate after capture
+    blobs = serialize(copy)
+    m2, o2 = job(1)
+    restore({"model": m2, "optimizer": o2}, blobs)
+    assert m2[0].weight.device.type == "cuda"
+    for _ in range(2):
+        step(m2, o2)
+    assert_bitwise(params(m2), expected)
+
+    written = {}
+    w = CheckpointWriter(ObjectStore(tmp_path, fsync=False), lambda it, e: written.update({it: e}))
+    snaps = {}
+    for it in range(4):
+        step(m2, o2)
+        w.submit(it, {"model": m2})
+        snaps[it] = params(m2)
+    w.close()
+    assert sorted(written) == [0, 1, 2, 3] and not w.errors
+    store = ObjectStore(tmp_path)
+    for it, entries in written.items():
+        blobs = {n: (f, store.get(d)) for n, f, d, _b, _s in entries}
+        m3, _ = job(2)
+        restore({"model": m3}, blobs, rng=False)
+        assert_bitwise(params(m3), snaps[it])

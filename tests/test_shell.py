@@ -239,6 +239,7 @@ def test_completer_is_rebuilt_in_background_and_releases_catalog(home):
 
 
 def test_completer_yields_prompt_toolkit_completions(home):
+    from prompt_toolkit.completion import CompleteEvent
     from prompt_toolkit.document import Document
 
     sh = Shell(interactive=True)
@@ -248,6 +249,9 @@ def test_completer_yields_prompt_toolkit_completions(home):
     assert [c.text for c in got][:1] == ["loss"] and got[0].start_position == -2
     got = list(sh.completer.get_completions(Document(".sch"), None))
     assert [c.text for c in got] == [".schema"] and got[0].start_position == -4
+    # While typing, no menu before a word is begun; Tab asks for everything.
+    assert list(sh.completer.get_completions(Document("SELECT "), CompleteEvent(text_inserted=True))) == []
+    assert len(list(sh.completer.get_completions(Document("SELECT "), CompleteEvent(completion_requested=True)))) > 20
 
 
 def test_config_file_overrides_defaults(home, tmp_path):

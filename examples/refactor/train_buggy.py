@@ -1,19 +1,14 @@
-"""The MLP of ``examples/mlp/train.py``, written a second way.
+"""The refactored MLP with a deliberate bug: the wrong learning-rate schedule.
 
-Same data, same initialisation, same hyper-parameters, but
-
-- the forward pass and the cross-entropy are written by hand
-  (``relu(x W1^T + b1) W2^T + b2`` and ``logsumexp - logit[y]``),
-- Adam is written out: explicit first/second moments and bias correction,
-  updating the parameters in place instead of calling ``torch.optim.Adam``,
-- the loop is restructured: each epoch's mini-batches are built up front.
-
-It should compute the same losses and accuracies as the original up to float
-rounding, which is what ``flordb compare`` checks::
+Identical to ``train_refactored.py`` except one line in the training loop:
+from epoch 2 on, the learning rate is multiplied by 10 where a decay (x 0.1)
+was meant. ``flordb compare`` reports the first divergence at (epoch 2,
+step 1): the loss logged at step 0 of epoch 2 is computed before the first
+update that uses the wrong rate, so it still agrees.
 
     python examples/mlp/train.py --kwargs epochs=3
-    python examples/refactor/train_refactored.py --kwargs epochs=3
-    flordb compare <original run> <refactored run>
+    python examples/refactor/train_buggy.py --kwargs epochs=3
+    flordb compare "script = 'train.py'" "script = 'train_buggy.py'"
 """
 
 import math

@@ -124,7 +124,7 @@ def is_complete(text: str) -> bool:
     if is_blank(text) or text.lstrip().startswith("."):
         return True
     stmts, start, state, _ = _scan(text)
-    return bool(stmts) and state is None and is_blank(text[start:])
+    return bool(stmts) and state in (None, "--") and is_blank(text[start:])
 
 
 # -- suggestions -----------------------------------------------------------------------
@@ -182,7 +182,8 @@ def _context(text_before_cursor: str, vocab: Vocabulary, full_text: str | None =
         names = list(vocab.tables) if after_from else _columns(current, vocab)
         return word, ['"' + n.replace('"', '""') + '"' for n in names]
     stripped = current.lstrip()
-    if stripped.startswith("."):
+    lead = current[: len(current) - len(stripped)]
+    if stripped.startswith(".") and ("\n" in lead or is_blank(text_before_cursor[:start])):
         name, space, arg = stripped.partition(" ")
         if not space:
             return name, list(vocab.commands)

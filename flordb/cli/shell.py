@@ -310,6 +310,9 @@ class _Completer(Completer):
     def get_completions(self, document, complete_event):
         before = document.text_before_cursor
         word = word_before_cursor(before, self.vocab)
+        asked = complete_event is None or complete_event.completion_requested
+        if not word and not asked and not before.endswith("."):
+            return  # while typing, pop up only once a word is begun (Tab shows everything)
         for text in suggest(before, self.vocab, full_text=document.text):
             yield Completion(text, start_position=-len(word))
 

@@ -132,15 +132,27 @@ def exact_key(stmt: ast.stmt) -> str:
     return ast.dump(stmt)
 
 
-def abstract_key(stmt: ast.stmt, info: ModuleInfo) -> str:
-    """Equal when the statement is the same up to renamed local variables."""
+def abstract_key(stmt: ast.stmt, info: ModuleInfo) -> str | None:
+    """Equal when the statement is the same up to renamed local variables.
+
+    A tiny statement made only of local names (``b()``, ``x = y``) has no
+    key: once its names are abstracted nothing is left to recognise it by.
+    """
     if isinstance(stmt, (ast.For, ast.AsyncFor)):
         return f"{_kind(stmt)}|{loop_name(stmt, info)}|" + abstract_dump([core_iter(stmt, info)[1]], info.keep)
     if isinstance(stmt, (ast.With, ast.AsyncWith)):
         return _kind(stmt) + "|" + abstract_dump([i.context_expr for i in stmt.items], info.keep)
     if isinstance(stmt, COMPOUND):
         return _kind(stmt) + "|" + abstract_dump(header_nodes(stmt), info.keep)
-    return abstract_dump([stmt], info.keep)
+    return abstract_dump([stmt], info.keep) if _recognisable(stmt, info) else None
+
+
+def _recognisable(stmt: ast.stmt, info: ModuleInfo, min_nodes: int = 6) -> bool:
+    """Whether a statement keeps something to recognise it by once its names are abstracted."""
+    nodes = [n for n in ast.walk(stmt) if not isinstance(n, (ast.expr_context, ast.operator))]
+    anchored = any(isinstance(n, (ast.Attribute, ast.Constant)) or (isinstance(n, ast.Name) and n.id in info.keep)
+                   for n in nodes)
+    return anchored or len(nodes) >= min_nodes
 
 
 def shape_key(stmt: ast.stmt, info: ModuleInfo) -> str | None:
@@ -154,7 +166,8 @@ def shape_key(stmt: ast.stmt, info: ModuleInfo) -> str | None:
     if isinstance(stmt, (ast.AugAssign, ast.AnnAssign)):
         return type(stmt).__name__ + "|" + ast.dump(stmt.target)
     if isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Call):
-        return "Call|" + abstract_dump([stmt.value.func], info.keep)
+        func = stmt.value.func  # a method keeps its name, a function its whole name
+        return "Call|" + (func.id if isinstance(func, ast.Name) else abstract_dump([func], info.keep))
     if isinstance(stmt, (ast.For, ast.AsyncFor)):
         return "For|" + abstract_dump([core_iter(stmt, info)[1]], info.keep)
     if isinstance(stmt, ast.Return):
@@ -282,22 +295,28 @@ def _params(fn: ast.FunctionDef | ast.AsyncFunctionDef) -> list[str]:
 
 
 def collect_votes(new_block: list[ast.stmt], old_block: list[ast.stmt],
-                  new_info: ModuleInfo, old_info: ModuleInfo, votes: Counter | None = None) -> Counter:
+                  new_info: ModuleInfo, old_info: ModuleInfo, seen: set | None = None) -> Counter:
     """Weigh (new name, old name) pairs over two aligned blocks, recursively.
 
     Unchanged statements vote for identity, renamed ones for the rename, so a
-    single coincidental match cannot outvote consistent usage.
+    single coincidental match cannot outvote consistent usage. ``seen``
+    holds statement pairs that already voted: callers that widen the search
+    block by block pass the same set, so no pair votes twice.
     """
-    votes = Counter() if votes is None else votes
+    seen = set() if seen is None else seen
+    votes: Counter = Counter()
     for pair in align(new_block, old_block, new_info, old_info):
         if pair.strength == SHAPE:
             continue
         n, o = new_block[pair.new], old_block[pair.old]
-        add_votes(votes, name_pairs(n, o, new_info, old_info))
+        if (id(n), id(o)) not in seen:
+            seen.add((id(n), id(o)))
+            add_votes(votes, name_pairs(n, o, new_info, old_info))
         if type(n) is type(o) and isinstance(n, COMPOUND):
             for field_name in BLOCK_FIELDS:
                 if hasattr(n, field_name):
-                    collect_votes(getattr(n, field_name), getattr(o, field_name), new_info, old_info, votes)
+                    votes.update(collect_votes(getattr(n, field_name), getattr(o, field_name),
+                                               new_info, old_info, seen))
     return votes
 
 

@@ -136,4 +136,4 @@ def _bar(total: int, enabled: bool):
         return None
     from tqdm import tqdm
 
-    return tqdm(total=total, desc="replay", unit="task", file=sys.stderr, leave=False)
+    return tqdm(total=total, desc="replay", unit="task", file=sys.stderr, leave=False, disable=None)

@@ -97,7 +97,7 @@ def propagate(new_source: str, lineno: int, old_source: str) -> str:
     when there is no confident place.
     """
     new, old = Version.parse(new_source, "current"), Version.parse(old_source, "old")
-    frames, t = target_path(new.tree, lineno, new.info.flor)
+    frames, t = target_path(new.tree, lineno, new.info.flor, source_lines(new_source))
     stmt = frames[-1].block[t]
     match = match_frames(frames, new, old)
     new_block = match.new_block
@@ -115,13 +115,17 @@ def propagate(new_source: str, lineno: int, old_source: str) -> str:
 
 # ---------------------------------------------------------------- step 1: where it is now
 
-def target_path(tree: ast.Module, lineno: int, flor: FlorNames | None = None) -> tuple[list[Frame], int]:
+def target_path(tree: ast.Module, lineno: int, flor: FlorNames | None = None,
+                lines: list[str] | None = None) -> tuple[list[Frame], int]:
     """The chain of blocks holding the statement at ``lineno``, and its index in the last.
 
     Only simple statements can be propagated: inserting a compound statement
     would mean inserting its body too, which is more than one statement.
+    Given the source ``lines``, a blank or comment line gets its own reason.
     """
     flor = flor or flor_names(tree)
+    if lines is not None and (not 0 < lineno <= len(lines) or lines[lineno - 1].strip()[:1] in ("", "#")):
+        raise PropagationError(f"line {lineno} of the current code is blank, a comment, or missing")
     frames = [Frame(tree, "body")]
     while True:
         block = frames[-1].block
@@ -384,13 +388,13 @@ def rename_map(stmt: ast.stmt, new_block: list[ast.stmt], old_frame: Frame, matc
     names = list(dict.fromkeys(n.id for n in free_name_nodes(stmt)))
     renames = {n: flor_spelling(n, new, old) for n in names if new.info.flor.refers_to_flordb(n)}
     others = [s for s in new_block if s is not stmt]
-    levels = [lambda: collect_votes(others, old_frame.block, new.info, old.info)]
+    seen: set = set()
+    levels = [lambda: collect_votes(others, old_frame.block, new.info, old.info, seen)]
     levels += [lambda fn=fn: add_votes(Counter(), call_site_pairs(fn, new.tree))
                for fn in match.dropped if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef))]
     levels += [lambda fn=fn: add_votes(Counter(), ((a, p, w) for p, a, w in call_site_pairs(fn, old.tree)))
                for fn in entered_functions(old_frame, match, old)]
-    levels += [lambda n=n, o=o: _frame_votes(n, o, new, old, with_block=o != old_frame)
-               for n, o in match.pairs]
+    levels += [lambda n=n, o=o: _frame_votes(n, o, new, old, seen) for n, o in match.pairs]
     pending = [n for n in names if n not in renames]
     votes: Counter = Counter()
     for level in levels:
@@ -420,14 +424,11 @@ def entered_functions(old_frame: Frame, match: Match, old: Version) -> list[ast.
     return found
 
 
-def _frame_votes(new_fr: Frame, old_fr: Frame, new: Version, old: Version, with_block: bool) -> Counter:
-    """Votes from a matched enclosing block and its header (loop targets, parameters).
-
-    The block that receives the statement was already counted first, so it
-    is skipped here (``with_block``) rather than counted twice.
-    """
-    votes = collect_votes(new_fr.block, old_fr.block, new.info, old.info) if with_block else Counter()
-    if isinstance(new_fr.node, ast.stmt) and new_fr.field == "body":
+def _frame_votes(new_fr: Frame, old_fr: Frame, new: Version, old: Version, seen: set) -> Counter:
+    """Votes from a matched enclosing block and its header (loop targets, parameters)."""
+    votes = collect_votes(new_fr.block, old_fr.block, new.info, old.info, seen)
+    if isinstance(new_fr.node, ast.stmt) and new_fr.field == "body" and (id(new_fr.node), id(old_fr.node)) not in seen:
+        seen.add((id(new_fr.node), id(old_fr.node)))
         add_votes(votes, name_pairs(new_fr.node, old_fr.node, new.info, old.info))
     return votes
 

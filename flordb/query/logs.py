@@ -29,6 +29,11 @@ def col(name: str, table: str | None = None) -> exp.Column:
     return exp.column(ident(name), table=ident(table) if table else None)
 
 
+def raw(table: str) -> exp.Table:
+    """A catalog table, schema-qualified so that a user's CTE of the same name cannot capture it."""
+    return exp.table_(ident(table), db=ident("main"))
+
+
 def str_array(items: Iterable[str]) -> exp.Array:
     return exp.Array(expressions=[exp.Literal.string(x) for x in items])
 
@@ -60,7 +65,7 @@ def names_group(i: int, path: Path, cols: list[Column]) -> exp.Select:
     loops = [exp.alias_(coord_at(d), ident(loop)) for d, loop in enumerate(path)]
     return (
         exp.select(col("run_id"), *loops, *aggs)
-        .from_("records")
+        .from_(raw("records"))
         .where(where)
         .group_by(col("run_id"), col("coord"))
     )
@@ -80,7 +85,7 @@ def loop_group(path: Path) -> exp.Select:
         exp.EQ(this=col("path"), expression=str_array(path)),
         fragment("replay_id IS NULL"),
     )
-    return exp.select(col("run_id"), *outer, last).distinct().from_("loops").where(where)
+    return exp.select(col("run_id"), *outer, last).distinct().from_(raw("loops")).where(where)
 
 
 def is_prefix(a: Path, b: Path) -> bool:
@@ -88,30 +93,40 @@ def is_prefix(a: Path, b: Path) -> bool:
 
 
 def join_groups(groups: dict[Path, exp.Select]) -> exp.Expression:
-    """Join every leaf path with its ancestors; stack the leaves.
+    """One row per coordinate, at the deepest path that has it; stacked across branches.
 
-    The first leaf that reaches an ancestor joins it with FULL OUTER JOIN (so
-    an epoch with ``acc`` but no steps still shows); later leaves use LEFT JOIN
-    so that ancestor-only rows appear once.
+    Each path's rows are LEFT-joined with its ancestors' on their shared
+    coordinates (an epoch-level ``acc`` repeats on every step of its epoch). A
+    path with descendants keeps only the coordinates that none of them has
+    (ANTI JOIN), so an epoch with ``acc`` but no steps still shows once, and
+    sibling branches (``epoch/step``, ``epoch/eval_step``) are stacked, never
+    crossed, with no extra ancestor-only row for an epoch that one branch lacks.
+    Groups are CTEs, so a group read twice is computed once.
     """
     paths = sorted(groups, key=lambda p: (-len(p), p))
-    leaves = [p for p in paths if not any(is_prefix(p, q) for q in paths)]
-    claimed: set[Path] = set()
+    names = {p: f"g{i}" for i, p in enumerate(paths)}
     parts = []
-    for leaf in leaves:
-        rel: exp.Select = exp.select("*").from_(groups[leaf].subquery(ident(f"g{paths.index(leaf)}")))
-        for anc in sorted((p for p in paths if is_prefix(p, leaf)), key=len, reverse=True):
+    for path in paths:
+        rel: exp.Select = exp.select("*").from_(exp.to_table(ident(names[path])))
+        below = [d for d in paths if is_prefix(path, d)]
+        if below:
+            keys = ["run_id", *path]
+            taken: exp.Expression | None = None
+            for d in below:
+                sel = exp.select(*(col(k) for k in keys)).from_(exp.to_table(ident(names[d])))
+                taken = sel if taken is None else exp.Union(this=taken, expression=sel, distinct=False)
+            rel = rel.join(taken.subquery(ident("taken")), using=[ident(k) for k in keys], join_type="ANTI")
+        for anc in sorted((p for p in paths if is_prefix(p, path)), key=len, reverse=True):
             using = [ident("run_id"), *(ident(x) for x in anc)]
-            side = "FULL" if anc not in claimed else "LEFT"
-            claimed.add(anc)
-            rel = rel.join(groups[anc].subquery(ident(f"g{paths.index(anc)}")), using=using, join_type=side)
+            rel = rel.join(exp.to_table(ident(names[anc])), using=using, join_type="LEFT")
         parts.append(rel)
-    if len(parts) == 1:
-        return parts[0]
     union = parts[0]
     for part in parts[1:]:
         union = exp.Union(this=union, expression=part, distinct=False, by_name=True)
-    return exp.select("*").from_(union.subquery(ident("stacked")))
+    out = exp.select("*").from_(union.subquery(ident("stacked")))
+    for path in reversed(paths):
+        out = out.with_(ident(names[path]), as_=groups[path])
+    return out
 
 
 def build_logs(schema: LogsSchema, names: Iterable[str]) -> exp.Select:
@@ -136,7 +151,7 @@ def build_logs(schema: LogsSchema, names: Iterable[str]) -> exp.Select:
 
     run_info = (
         exp.select(col("run_id"), col("version"), exp.alias_(col("started"), ident("tstamp")), col("script"))
-        .from_("runs")
+        .from_(raw("runs"))
         .where(fragment("mode = 'record'"))
     )
     if groups:
@@ -150,7 +165,7 @@ def build_logs(schema: LogsSchema, names: Iterable[str]) -> exp.Select:
             cond = exp.EQ(this=col("name"), expression=exp.Literal.string(c.source))
             agg = exp.Filter(this=exp.AnyValue(this=fragment(VALUE_SQL[c.type])), expression=exp.Where(this=cond))
             pivot = pivot.select(exp.alias_(agg, ident(c.name)), append=True)
-        pivot = pivot.from_("args").group_by(col("run_id"))
+        pivot = pivot.from_(raw("args")).group_by(col("run_id"))
         rel = rel.join(pivot.subquery(ident("run_args")), using=[ident("run_id")], join_type="LEFT")
 
     present = {x for p in groups for x in p}

@@ -81,8 +81,12 @@ def load_schema(catalog) -> LogsSchema:
         if loop_name not in cols:
             cols[loop_name] = Column(loop_name, "loop", loop_name, "BIGINT", tuple(sorted(ends)))
 
+    # SQL identifiers are case-insensitive in DuckDB, even quoted: "Loss" would read `loss`.
+    def clashes(name: str) -> bool:
+        return name.lower() in {c.lower() for c in cols}
+
     for name, vtypes in arg_rows:
-        exposed = name if name not in cols else ARG_PREFIX + name
+        exposed = name if not clashes(name) else ARG_PREFIX + name
         cols[exposed] = Column(exposed, "arg", name, sql_type(set(vtypes)))
 
     by_name: dict[str, tuple[list, set]] = {}
@@ -91,17 +95,20 @@ def load_schema(catalog) -> LogsSchema:
         paths.append(tuple(path))
         types.update(vtypes)
     for name, (paths, types) in by_name.items():
-        exposed = name if name not in cols else LOG_PREFIX + name
+        exposed = name if not clashes(name) else LOG_PREFIX + name
         cols[exposed] = Column(exposed, "log", name, sql_type(types), tuple(paths))
     return schema
 
 
 # Re-exported for the builder: how a stored value becomes a typed SQL value.
+# Casts are guarded by vtype: DuckDB evaluates an aggregate's argument on every
+# row of the group before its FILTER, so an unguarded CAST(txt AS JSON) or
+# CAST(num AS BIGINT) fails on another name's repr text or inf.
 VALUE_SQL = {
     "DOUBLE": "num",
-    "BIGINT": "CAST(num AS BIGINT)",
+    "BIGINT": f"CASE WHEN vtype = {INT} THEN CAST(num AS BIGINT) END",
     "BOOLEAN": "num <> 0",
-    "JSON": "CAST(txt AS JSON)",
+    "JSON": f"CASE WHEN vtype = {JSON} THEN CAST(txt AS JSON) END",
     "VARCHAR": f"CASE WHEN vtype IN ({STR}, {JSON}, {REPR}) THEN txt"
     f" WHEN vtype = {INT} THEN CAST(CAST(num AS BIGINT) AS VARCHAR)"
     f" WHEN vtype = {BOOL} THEN CAST(num <> 0 AS VARCHAR) ELSE CAST(num AS VARCHAR) END",

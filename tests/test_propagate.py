@@ -1,0 +1,253 @@
+"""Propagation of a statement into old code versions.
+
+The corpus in fixtures/propagate/<case>/ holds hand-written version pairs:
+new.py (current code), old.py, case.json ({"lineno", "description",
+"expect": "insert" | "unchanged" | "refuse"}) and, for inserts, expected.py.
+"""
+
+import ast
+import difflib
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from flordb.errors import PropagationError
+from flordb.hindsight.astmatch import (
+    ABSTRACT, EXACT, ModuleInfo, abstract_dump, align, core_iter, free_name_nodes,
+)
+from flordb.hindsight.propagate import (
+    Version, choose_gap, propagate, splice, statement_text, target_path, visible_names,
+)
+
+CORPUS = Path(__file__).parent / "fixtures" / "propagate"
+CASES = sorted(p.name for p in CORPUS.iterdir() if (p / "case.json").exists())
+
+
+def read(path: Path) -> str:
+    with open(path, newline="", encoding="utf-8") as f:
+        return f.read()
+
+
+def load(name: str):
+    d = CORPUS / name
+    return json.loads(read(d / "case.json")), read(d / "new.py"), read(d / "old.py"), d
+
+
+def src(text: str) -> str:
+    return textwrap.dedent(text).lstrip("\n")
+
+
+def line_of(source: str, marker: str) -> int:
+    (hit,) = [i for i, line in enumerate(source.split("\n"), 1) if marker in line]
+    return hit
+
+
+# ---------------------------------------------------------------- the corpus
+
+def test_corpus_is_big_and_mixed():
+    expects = [json.loads(read(CORPUS / c / "case.json"))["expect"] for c in CASES]
+    assert len(CASES) >= 25
+    assert expects.count("refuse") >= 5 and "unchanged" in expects
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_corpus_case(name):
+    case, new, old, d = load(name)
+    if case["expect"] == "refuse":
+        with pytest.raises(PropagationError) as info:
+            propagate(new, case["lineno"], old)
+        assert info.value.reason.strip()
+    elif case["expect"] == "unchanged":
+        assert propagate(new, case["lineno"], old) == old
+    else:
+        assert propagate(new, case["lineno"], old) == read(d / "expected.py")
+
+
+@pytest.mark.parametrize("name", [c for c in CASES if (CORPUS / c / "expected.py").exists()])
+def test_patch_only_inserts_one_block(name):
+    case, new, old, _ = load(name)
+    old_lines = old.splitlines(keepends=True)
+    patched_lines = propagate(new, case["lineno"], old).splitlines(keepends=True)
+    ops = [op for op in difflib.SequenceMatcher(None, old_lines, patched_lines, autojunk=False).get_opcodes()
+           if op[0] != "equal"]
+    assert len(ops) == 1 and ops[0][0] == "insert"
+    assert len(patched_lines) - len(old_lines) == ops[0][4] - ops[0][3]
+
+
+# ---------------------------------------------------------------- the steps
+
+def test_target_path_descends_to_the_statement():
+    tree = ast.parse(src("""
+        for epoch in range(3):
+            for x in loader:
+                a = 1
+                flor.log("a", a)
+    """))
+    frames, t = target_path(tree, 4)
+    assert [type(f.node).__name__ for f in frames] == ["Module", "For", "For"]
+    assert t == 1
+
+
+def test_target_path_refuses_compound_headers():
+    tree = ast.parse("for x in y:\n    pass\n")
+    with pytest.raises(PropagationError, match="not a simple statement"):
+        target_path(tree, 1)
+
+
+def test_abstract_dump_ignores_renamed_locals_only():
+    info = ModuleInfo.of(ast.parse("import torch"))
+    dump = lambda s: abstract_dump([ast.parse(s).body[0]], info.keep)  # noqa: E731
+    assert dump("loss = crit(net(x), y)") == dump("loss = crit(model(x), y)")
+    assert dump("x = f(x)") != dump("x = f(y)")
+    assert dump("a = torch.zeros(1)") != dump("a = np.zeros(1)")
+
+
+def test_core_iter_sees_through_enumerate_and_flor_loop():
+    info = ModuleInfo.of(ast.parse("import flordb as flor"))
+    a = ast.parse('for i, (x, y) in flor.loop("step", enumerate(loader)): pass').body[0]
+    b = ast.parse("for x, y in loader: pass").body[0]
+    assert [ast.dump(n) for n in core_iter(a, info)] == [ast.dump(n) for n in core_iter(b, info)]
+
+
+def test_align_prefers_exact_then_renamed():
+    info = ModuleInfo.of(ast.parse(""))
+    new = ast.parse("a = f(net.w)\nb = g(net)\nprint(b)\n").body
+    old = ast.parse("a = f(model.w)\nprint(b)\n").body
+    pairs = align(new, old, info, info)
+    assert [(p.new, p.old, p.strength) for p in pairs] == [(0, 0, ABSTRACT), (2, 1, EXACT)]
+    # a bare call of an unknown function is no evidence of anything once names are abstracted
+    assert align(ast.parse("b()").body, ast.parse("x()").body, info, info) == []
+
+
+def test_free_names_skip_comprehension_variables():
+    stmt = ast.parse("flor.log('n', sum(p.norm() for p in net.parameters()))").body[0]
+    assert sorted({n.id for n in free_name_nodes(stmt)}) == ["flor", "net", "sum"]
+
+
+def _gap(new_src: str, old_src: str, edges: bool = True) -> int:
+    new, old = Version.parse(new_src, "current"), Version.parse(old_src, "old")
+    t = next(i for i, s in enumerate(new.tree.body) if "LOG" in ast.unparse(s))
+    return choose_gap(new.tree.body, t, old.tree.body, new, old, edges=edges)
+
+
+def test_choose_gap_follows_previous_neighbour():
+    assert _gap("a()\nLOG()\nc()\n", "a()\nd()\nc()\n") == 1
+
+
+def test_choose_gap_precedes_next_neighbour_when_previous_is_new():
+    assert _gap("a()\nb()\nLOG()\nc()\n", "x()\nc()\n") == 1
+
+
+def test_choose_gap_refuses_when_both_neighbours_are_unknown():
+    with pytest.raises(PropagationError, match="no counterpart"):
+        _gap("a()\nb()\nLOG()\nc()\nd()\n", "a()\nx()\nd()\n")
+
+
+def test_choose_gap_uses_block_edges_only_for_known_blocks():
+    assert _gap("LOG()\nb()\n", "x()\nb()\n") == 0
+    assert _gap("LOG()\nb()\n", "x()\nb()\n", edges=False) == 1
+
+
+def test_statement_text_renames_and_reindents():
+    source = src("""
+        def f(net):
+            flor.log(
+                "w",  # keep me
+                net.w,
+            )
+    """)
+    stmt = ast.parse(source).body[0].body[0]
+    text = statement_text(source, stmt, {"net": "model"}, "\t")
+    assert text == '\tflor.log(\n\t    "w",  # keep me\n\t    model.w,\n\t)'
+
+
+def test_splice_keeps_every_line_and_line_endings():
+    assert splice("a\r\nb\r\n", 1, "x") == "a\r\nx\r\nb\r\n"
+    assert splice("a\nb", 2, "x") == "a\nb\nx\n"
+    assert splice("a\n", 0, "x") == "x\na\n"
+
+
+def test_visible_names_follow_scopes_and_order():
+    old = Version.parse(src("""
+        import torch
+        g = 1
+        def f(a):
+            b = 2
+            c = 3
+        h = 4
+    """), "old")
+    fn = old.tree.body[2]
+    visible, star = visible_names(old, fn, 4)
+    assert {"torch", "g", "a", "b", "h", "f", "len"} <= visible and "c" not in visible and not star
+    visible, _ = visible_names(old, old.tree, 2)
+    assert "g" in visible and "h" not in visible
+
+
+# ---------------------------------------------------------------- refusals and spellings
+
+HEAD = "import flordb as flor\nfrom m import Net, evaluate, loader\nnet = Net()\n"
+
+
+def test_one_similar_line_is_not_evidence_of_a_rename():
+    new = HEAD + src("""
+        for epoch in flor.loop("epoch", range(3)):
+            for x in loader:
+                loss = net(x)
+            acc = evaluate(net)
+            print(epoch, acc)
+            flor.log("acc", acc)
+    """)
+    old = HEAD + src("""
+        for epoch in flor.loop("epoch", range(3)):
+            for x in loader:
+                loss = net(x)
+            print(epoch, loss)
+    """)
+    with pytest.raises(PropagationError, match="'acc'.*not defined"):
+        propagate(new, line_of(new, 'flor.log("acc"'), old)
+
+
+def test_loop_variable_renamed_through_the_loop_header():
+    new = HEAD + 'for epoch in flor.loop("epoch", range(3)):\n    net.step()\n    flor.log("e", epoch)\n'
+    old = HEAD + 'for ep in flor.loop("epoch", range(3)):\n    net.step()\n'
+    assert propagate(new, 6, old) == old + '    flor.log("e", ep)\n'
+
+
+def test_bare_log_import_is_spelled_like_the_old_version():
+    new = 'from flordb import log, loop\nfrom m import loader, net\nfor x in loop("step", loader):\n' \
+          '    net.train_on(x)\n    log("v", 1)\n'
+    old = 'import flordb as flor\nfrom m import loader, net\nfor x in flor.loop("step", loader):\n' \
+          '    net.train_on(x)\n'
+    assert propagate(new, 5, old) == old + '    flor.log("v", 1)\n'
+
+
+def test_old_version_without_flordb_is_refused():
+    new = HEAD + 'for x in loader:\n    net.train_on(x)\n    flor.log("v", 1)\n'
+    old = 'from m import Net, loader\nnet = Net()\nfor x in loader:\n    net.train_on(x)\n'
+    with pytest.raises(PropagationError, match="does not import flordb"):
+        propagate(new, 6, old)
+
+
+@pytest.mark.parametrize("old_body, reason", [
+    ('for epoch in flor.loop("epoch", range(3)): net.step()\n', "on one line"),
+    ('for epoch in flor.loop("epoch", range(3)):\n    net.step(); net.zero()\n', "several statements"),
+])
+def test_old_text_that_cannot_take_a_line(old_body, reason):
+    new = HEAD + 'for epoch in flor.loop("epoch", range(3)):\n    net.step()\n    flor.log("e", epoch)\n' \
+                 '    net.zero()\n'
+    with pytest.raises(PropagationError, match=reason):
+        propagate(new, 6, HEAD + old_body)
+
+
+@pytest.mark.parametrize("lineno", [0, 4, 99])
+def test_lines_without_a_statement_are_refused(lineno):
+    new = HEAD + "\n# comment\n"
+    with pytest.raises(PropagationError):
+        propagate(new, lineno, HEAD)
+
+
+def test_unparsable_old_version_is_refused():
+    with pytest.raises(PropagationError, match="old code does not parse"):
+        propagate(HEAD + 'flor.log("a", 1)\n', 4, "for x in :\n")
