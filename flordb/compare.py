@@ -561,8 +561,8 @@ def _predicate_runs(cat, text: str, label: str) -> list[tuple]:
 def _log_names(cat, run_id: str) -> list[str]:
     """The names a run logged, in the order it first logged them."""
     rows = cat.execute(
-        "SELECT name FROM records WHERE run_id = ? GROUP BY name ORDER BY bool_or(replay_id IS NOT NULL), min(seq),"
-        " name", [run_id]
+        "SELECT name FROM records WHERE run_id = ? GROUP BY name"
+        " ORDER BY min(seq) FILTER (WHERE replay_id IS NULL) NULLS LAST, min(seq), name", [run_id]
     ).fetchall()
     return [r[0] for r in rows]
 
@@ -685,9 +685,11 @@ def _never_recorded(names: Sequence[str], a: Side, b: Side, shared: Sequence[str
     for n in names:
         runs = f"run {a.run_id}" if a.run_id == b.run_id else f"run {a.run_id} or run {b.run_id}"
         if n in hits:
+            ids = ", ".join(f"'{r}'" for r in dict.fromkeys([a.run_id, b.run_id]))
             parts.append(
                 f"{n!r} was never recorded by {runs}; the current code logs it ({', '.join(hits[n])}), so"
-                f" hindsight replay can fill it in: `flordb replay {n}` (once replay is available), then compare again"
+                f" hindsight replay can fill it in: run `flordb replay {n} --where \"run_id IN ({ids})\"`,"
+                " then compare again"
             )
         else:
             close = difflib.get_close_matches(n, shared, n=3, cutoff=0.6)

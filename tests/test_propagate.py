@@ -96,6 +96,12 @@ def test_target_path_refuses_compound_headers():
         target_path(tree, 1)
 
 
+def test_target_path_refuses_except_blocks():
+    tree = ast.parse("try:\n    a()\nexcept E:\n    flor.log('e', 1)\n")
+    with pytest.raises(PropagationError, match="'except' block"):
+        target_path(tree, 4)
+
+
 def test_abstract_dump_ignores_renamed_locals_only():
     info = ModuleInfo.of(ast.parse("import torch"))
     dump = lambda s: abstract_dump([ast.parse(s).body[0]], info.keep)  # noqa: E731

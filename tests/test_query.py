@@ -249,3 +249,51 @@ def test_dataframe_shorthand(proj):
     df = dataframe("loss", layout=locate(proj))
     assert list(df.columns) == ["run_id", "version", "tstamp", "epoch", "step", "loss"]
     assert len(df) == 16
+
+
+# -- regressions found while writing these tests ------------------------------------------------------------
+
+
+def test_sibling_branch_missing_in_some_epochs_adds_no_empty_rows(project):
+    record(project, """
+        import flordb as flor
+        for epoch in flor.loop("epoch", range(3)):
+            for step in flor.loop("step", range(2)):
+                flor.log("loss", 1.0)
+            if epoch == 0:
+                for k in flor.loop("eval_step", range(2)):
+                    flor.log("val_loss", 0.5)
+            flor.log("acc", epoch / 10)
+    """, check=True)
+    df = q(project, "SELECT epoch, step, eval_step, loss, val_loss, acc FROM logs")
+    assert len(df) == 3 * 2 + 2  # no (epoch, NULL, NULL) row for epochs 1 and 2: they have steps
+    assert (df["step"].notna() | df["eval_step"].notna()).all()
+
+
+def test_mixed_case_names(project):
+    record(project, """
+        import flordb as flor
+        lr = flor.arg("learningRate", 0.1)
+        for epoch in flor.loop("Epoch", range(2)):
+            flor.log("valLoss", 1.0 + epoch)
+            flor.log("loss", 1.0)
+            flor.log("Loss", 3.0)
+    """, check=True)
+    df = q(project, 'SELECT "Epoch", valLoss, "learningRate" FROM logs ORDER BY epoch')
+    assert df.values.tolist() == [[0, 1.0, 0.1], [1, 2.0, 0.1]]
+    assert q(project, "SELECT avg(VALLOSS) AS a FROM logs")["a"][0] == 1.5
+    assert {"Epoch", "valLoss", "learningRate"} <= set(q(project, "SELECT * FROM logs").columns)
+    # names equal but for case are one identifier in SQL: the later one gets the log. prefix
+    df = q(project, "SELECT * FROM logs")
+    both = sorted(c for c in df.columns if c.lower() in ("loss", "log.loss"))
+    assert len(both) == 2 and sorted(df[both[0]].tolist() + df[both[1]].tolist()) == [1.0, 1.0, 3.0, 3.0]
+    with pytest.raises(UnknownColumnError) as info:
+        q(project, "SELECT gradNorm FROM logs")
+    assert info.value.names == ["gradNorm"]  # as typed, for hindsight to search the code
+
+
+def test_user_cte_named_like_a_raw_table(project):
+    record(project, "import flordb as flor\nfor e in flor.loop('epoch', range(2)):\n    flor.log('x', e)\n",
+           check=True)
+    assert q(project, "WITH records AS (SELECT 1 AS y) SELECT sum(x) AS s FROM logs")["s"][0] == 1
+    assert q(project, "WITH runs AS (SELECT 1 AS y), args AS (SELECT 2 AS z) SELECT count(x) AS n FROM logs")["n"][0] == 2

@@ -56,9 +56,9 @@ def query(sql: str, fmt: str, replay: str | None) -> None:
     flordb query "SELECT epoch, avg(loss) FROM logs GROUP BY ALL ORDER BY ALL"
     """
     from flordb.cli.render import render
-    from flordb.query.api import query as run_query
+    from flordb.query.api import query_table
 
-    df = run_query(sql, replay=replay or "ask")
+    df = query_table(sql, replay=replay or "ask")
     click.echo(render(df, fmt))
 
 

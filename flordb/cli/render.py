@@ -48,47 +48,69 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
-def rows_of(df: pd.DataFrame) -> list[list[Any]]:
-    return [[_cell(v) for v in row] for row in df.itertuples(index=False, name=None)]
+def columns_of(result) -> list[str]:
+    return [str(c) for c in (result.column_names if hasattr(result, "column_names") else result.columns)]
 
 
-def render(df: pd.DataFrame, fmt: str = "table", width: int | None = None) -> str:
+def rows_of(result) -> list[list[Any]]:
+    """Rows of a DataFrame or an Arrow table (which keeps NULL apart from NaN)."""
+    if hasattr(result, "to_pylist"):
+        names = result.column_names
+        return [[_cell(r[n]) for n in names] for r in result.to_pylist()]
+    return [[_cell(v) for v in row] for row in result.itertuples(index=False, name=None)]
+
+
+def render(df, fmt: str = "table", width: int | None = None) -> str:
     """Text for ``df``; a table wider than the terminal turns vertical (only on a terminal)."""
     if fmt == "csv":
-        return df.to_csv(index=False).rstrip("\n")
+        return _csv(df)
     if fmt == "json":
-        records = [dict(zip(df.columns, (_plain(v) for v in row))) for row in rows_of(df)]
+        records = [dict(zip(columns_of(df), (_plain(v) for v in row))) for row in rows_of(df)]
         return json.dumps(records, indent=1, ensure_ascii=False, default=str)
     if fmt == "vertical":
         return vertical(df)
     text = table(df)
     if width is None and sys.stdout.isatty():
         width = shutil.get_terminal_size((120, 24)).columns
-    if width and len(df.columns) > 1 and max(len(line) for line in text.splitlines()) > width:
+    if width and len(columns_of(df)) > 1 and max(len(line) for line in text.splitlines()) > width:
         return vertical(df)
     return text
 
 
-def table(df: pd.DataFrame) -> str:
+def _csv(result) -> str:
+    import csv
+    import io
+
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(columns_of(result))
+    for row in rows_of(result):
+        writer.writerow(["" if v is None else v for v in row])
+    return buf.getvalue().rstrip("\n")
+
+
+def table(df) -> str:
     from tabulate import tabulate
 
-    if len(df.columns) == 0:
+    if len(columns_of(df)) == 0:
         return "(no columns)"
     body = tabulate(
-        rows_of(df), headers=list(map(str, df.columns)), tablefmt="psql", missingval="NULL",
+        rows_of(df), headers=columns_of(df), tablefmt="psql", missingval="NULL",
         floatfmt="g",
     )
-    return f"{body}\n({len(df)} row{'s' if len(df) != 1 else ''})"
+    n = df.num_rows if hasattr(df, "num_rows") else len(df)
+    return f"{body}\n({n} row{'s' if n != 1 else ''})"
 
 
-def vertical(df: pd.DataFrame) -> str:
+def vertical(df) -> str:
     """One block per row, like psql's expanded mode: readable however wide."""
-    names = list(map(str, df.columns))
+    names = columns_of(df)
     pad = max((len(n) for n in names), default=0)
     blocks = []
     for i, row in enumerate(rows_of(df), 1):
         lines = [f"-[ RECORD {i} ]" + "-" * max(0, pad - 10)]
         lines += [f"{n.ljust(pad)} | {'NULL' if v is None else v}" for n, v in zip(names, row)]
         blocks.append("\n".join(lines))
-    blocks.append(f"({len(df)} row{'s' if len(df) != 1 else ''})")
+    n = df.num_rows if hasattr(df, "num_rows") else len(df)
+    blocks.append(f"({n} row{'s' if n != 1 else ''})")
     return "\n".join(blocks)

@@ -24,6 +24,19 @@ class Placement:
     main_loop: str | None  # flor.loop name of the main loop
     skip_nested: bool  # may the nested loop be skipped by restoring its checkpoint?
     reason: str  # why it may not, in words
+    nested_loop: str | None = None  # flor.loop name of the nested loop, when there is one
+
+    def describe(self) -> str:
+        """In words, for plans: "inside loop 'step'", "after loop 'step' in loop 'epoch'"..."""
+        main = f"loop {self.main_loop!r}" if self.main_loop else "the script"
+        inner = f"loop {self.nested_loop!r}" if self.nested_loop else "the nested loop"
+        return {
+            PREFIX: f"before {main}",
+            SUFFIX: f"after {main}",
+            NESTED: f"inside {inner}",
+            BEFORE: f"in {main}, before {inner}" if self.nested_loop else f"in {main}",
+            AFTER: f"in {main}, after {inner}",
+        }[self.position]
 
 
 def _flor_loop_name(node: ast.AST, flor: FlorNames) -> str | None:
@@ -127,12 +140,12 @@ def placement(source: str, lineno: int, main_loop: str | None = None) -> Placeme
         position = PREFIX if lineno < main.lineno else SUFFIX
         return Placement(position, main_name, *_skip_safety(tree, flor, main))
     if len(loops) > 1:
-        return Placement(NESTED, main_name, False, "the statement is inside the nested loop")
+        return Placement(NESTED, main_name, False, "the statement is inside the nested loop", loops[1][1])
     nested = _first_nested(main, flor)
     if nested is None:
         return Placement(BEFORE, main_name, False, "the main loop has no nested loop")
     position = BEFORE if lineno < nested.lineno else AFTER
-    return Placement(position, main_name, *_skip_safety(tree, flor, main))
+    return Placement(position, main_name, *_skip_safety(tree, flor, main), _flor_loop_name(nested, flor))
 
 
 def _first_nested(main: ast.AST, flor: FlorNames) -> ast.For | None:

@@ -6,11 +6,18 @@ never while workers run, so queries and training go on during a replay.
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from dataclasses import dataclass, field
 
 from flordb.errors import HindsightError, UnknownColumnError
+
+
+class ConfirmationRequired(HindsightError):
+    """Replay needs a yes and there is no terminal to ask on."""
+
+    exit_code = 2
 from flordb.hindsight.executor import LocalExecutor, TaskResult
 from flordb.hindsight.fidelity import Fidelity, check
 from flordb.hindsight.plan import ReplayPlan, plan_replay
@@ -40,8 +47,13 @@ def say(text: str) -> None:
 
 def render_plan(plan: ReplayPlan) -> str:
     lines = []
+    versions = {r.version for r in plan.runs} | {v for _, v, _ in plan.refused}
+    n_runs = len(plan.runs) + len(plan.refused)
     for st in plan.statements:
-        lines.append(f"{st.name} is logged by {st.script}:{st.lineno}: {st.text.strip()}")
+        lines.append(f"{st.name} is missing from {n_runs} run{'s' if n_runs != 1 else ''}"
+                     f" ({len(versions)} version{'s' if len(versions) != 1 else ''}). It is logged by"
+                     f" {st.script}:{st.lineno} ({st.position}):")
+        lines.append(f"    {st.text.strip()}")
     if plan.runs:
         varying = _varying_args(plan)
         head = ["run", "version", *varying, "strategy", "iterations", "checkpoints", "tasks", "est."]
@@ -87,7 +99,7 @@ def confirm(question: str, mode: str) -> bool:
     if mode == "no":
         return False
     if not sys.stdin.isatty():
-        raise HindsightError(f"{question.rstrip('?')} needs confirmation: pass --yes (or replay='yes')")
+        raise ConfirmationRequired(f"{question.rstrip('?')}: not confirmed; pass --yes (Python: replay='yes')")
     import click
 
     return click.confirm(question, default=True, err=True)
@@ -145,7 +157,7 @@ def _finish(cat: Catalog, report: ReplayReport) -> None:
     by_replay: dict[str, list[TaskResult]] = {}
     for res in report.results:
         by_replay.setdefault(res.task.replay_id, []).append(res)
-    statement = "; ".join(f"{s.script}:{s.lineno}: {s.text.strip()}" for s in plan.statements)
+    statement = json.dumps({s.name: f"{s.script}:{s.lineno}: {s.text.strip()}" for s in plan.statements})
     for r in plan.runs:
         results = by_replay.get(r.replay_id, [])
         fid = check(cat, r.replay_id)
@@ -191,6 +203,52 @@ def _missing_column_hook(cat: Catalog, err: UnknownColumnError, sql: str, mode: 
     return bool(report.results) or not report.plan.runs
 
 
+def replayed_statements(cat: Catalog, names: list[str]) -> dict[str, str]:
+    """The statement text each name was last replayed from."""
+    out: dict[str, str] = {}
+    for names_, statement in cat.execute(
+        "SELECT names, statement FROM replays WHERE status <> 'failed' ORDER BY started"
+    ).fetchall():
+        try:
+            texts = json.loads(statement or "{}")
+        except json.JSONDecodeError:  # one statement, stored as plain text
+            texts = {n: statement for n in names_}
+        out.update({n: t.split(": ", 1)[-1] for n, t in texts.items() if n in names})
+    return out
+
+
+def _stale_column_hook(cat: Catalog, plan, sql: str, mode: str) -> bool:
+    """Replayed values come from an older statement than the current code's: ask."""
+    from flordb.hindsight.plan import locate_statements
+    from flordb.query.schema import load_schema
+
+    schema = load_schema(cat)
+    names = [schema.columns[c].source for c in plan.logs_columns
+             if c in schema.columns and schema.columns[c].kind == "log"]
+    before = replayed_statements(cat, names)
+    if not before:
+        return False
+    now = locate_statements(cat.layout.work_tree, list(before))
+    stale = {n: (before[n], now[n].text.strip()) for n in before if n in now and now[n].text.strip() != before[n]}
+    if not stale:
+        return False
+    for n, (old, new) in stale.items():
+        say(f"{n} was replayed from `{old}`, but the current code logs `{new}`.")
+    try:
+        go = confirm(f"Re-materialize {', '.join(stale)}?", mode if mode != "no" else "no")
+    except ConfirmationRequired:
+        go = False
+    if not go:
+        say(f"Answering with the values replayed from the earlier statement (pass --yes to re-materialize).")
+        return False
+    cat.close()
+    try:
+        replay(list(stale), layout=cat.layout, confirm_mode="yes", where=_where_of(sql))
+    finally:
+        cat.open()
+    return True
+
+
 def _where_of(sql: str) -> str | None:
     import sqlglot
     from sqlglot import exp
@@ -212,6 +270,7 @@ def _register() -> None:
     import flordb.query.api as qapi
 
     qapi.missing_column_hook = _missing_column_hook
+    qapi.stale_column_hook = _stale_column_hook
 
 
 _register()

@@ -41,6 +41,7 @@ class Statement:
     script: str  # path relative to the project root
     lineno: int
     text: str
+    position: str = ""  # where it sits relative to the main loop, in words
 
 
 @dataclass
@@ -371,6 +372,8 @@ def plan_replay(cat: Catalog, names: list[str], where: str | None = None, worker
         raise HindsightError("the statements to replay are in different files; replay them one file at a time")
     current = (work_tree / script).read_text()
     places = {n: placement(current, found[n].lineno) for n in names}
+    statements = [Statement(st.name, st.script, st.lineno, st.text, places[st.name].describe())
+                  for st in statements]
     main_loop = next((p.main_loop for p in places.values() if p.main_loop), None)
 
     candidates = [r for r in runs if r[2] == script]

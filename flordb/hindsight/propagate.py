@@ -138,6 +138,9 @@ def target_path(tree: ast.Module, lineno: int, flor: FlorNames | None = None,
             return frames, i
         inner = next((Frame(stmt, f) for f in BLOCK_FIELDS for s in getattr(stmt, f, [])
                       if first_line(s) <= lineno <= s.end_lineno), None)
+        if inner is None and any(h.lineno < lineno <= h.end_lineno for h in getattr(stmt, "handlers", [])):
+            raise PropagationError(f"line {lineno} of the current code is inside an 'except' block; "
+                                   "statements there cannot be propagated")
         if inner is None:
             raise PropagationError(
                 f"line {lineno} of the current code is part of {describe(stmt)}, "

@@ -9,9 +9,10 @@ from __future__ import annotations
 from typing import Callable
 
 import pandas as pd
+import pyarrow as pa
 
 from flordb.errors import UnknownColumnError
-from flordb.query.engine import prepare, run_plan
+from flordb.query.engine import prepare, run_table
 from flordb.query.logs import ident
 from flordb.store.catalog import Catalog, open_catalog
 from flordb.store.layout import Layout
@@ -20,6 +21,11 @@ from flordb.store.layout import Layout
 # names columns no run recorded; returns True when it filled them in.
 MissingColumnHook = Callable[[Catalog, UnknownColumnError, str, str], bool]
 missing_column_hook: MissingColumnHook | None = None
+# Also set by flordb.hindsight: called with (catalog, plan, sql, replay) before a
+# query that reads replayed columns runs; returns True when it re-materialized
+# them because the statement in the current code changed.
+StaleColumnHook = Callable[[Catalog, object, str, str], bool]
+stale_column_hook: StaleColumnHook | None = None
 
 
 def query(sql: str, replay: str = "ask", layout: Layout | None = None) -> pd.DataFrame:
@@ -28,17 +34,28 @@ def query(sql: str, replay: str = "ask", layout: Layout | None = None) -> pd.Dat
     ``replay`` says what to do when the query names a column no run recorded
     but the current code logs: "ask" (prompt on a terminal), "yes", or "no".
     """
+    return query_table(sql, replay=replay, layout=layout).to_pandas()
+
+
+def query_table(sql: str, replay: str = "ask", layout: Layout | None = None) -> pa.Table:
+    """:func:`query` as an Arrow table (NULL and NaN kept apart), for renderers."""
     with open_catalog(layout) as cat:
         cat.ingest()
         try:
-            p, _ = prepare(cat, sql)
+            p, logs = prepare(cat, sql)
         except UnknownColumnError as err:
-            hook = _hook()
-            if hook is None or replay == "no" or not hook(cat, err, sql, replay):
+            _load_hindsight()
+            if missing_column_hook is None or replay == "no" or not missing_column_hook(cat, err, sql, replay):
                 raise
             cat.ingest()
-            p, _ = prepare(cat, sql)
-        return run_plan(cat, p)
+            p, logs = prepare(cat, sql)
+        if any(logs.columns[c].kind == "log" and "replay." + logs.columns[c].source in logs.columns
+               for c in p.logs_columns if c in logs.columns):
+            _load_hindsight()
+            if stale_column_hook is not None and stale_column_hook(cat, p, sql, replay):
+                cat.ingest()
+                p, logs = prepare(cat, sql)
+        return run_table(cat, p)
 
 
 def dataframe(*names: str, replay: str = "ask", layout: Layout | None = None) -> pd.DataFrame:
@@ -60,10 +77,9 @@ def dataframe(*names: str, replay: str = "ask", layout: Layout | None = None) ->
     return query(f"SELECT {select} FROM logs ORDER BY {order}", replay=replay, layout=layout)
 
 
-def _hook() -> MissingColumnHook | None:
-    if missing_column_hook is None:
-        try:
-            import flordb.hindsight.api  # noqa: F401  (registers the hook)
-        except ImportError:
-            return None
-    return missing_column_hook
+def _load_hindsight() -> None:
+    """Hindsight registers its hooks on import; the query side does not depend on it."""
+    try:
+        import flordb.hindsight.api  # noqa: F401
+    except ImportError:
+        pass

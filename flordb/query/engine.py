@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import duckdb
 import pandas as pd
+import pyarrow as pa
 
 from flordb.errors import QueryError
 from flordb.query.plan import Plan, plan
@@ -29,15 +30,24 @@ def prepare(catalog: Catalog, sql: str) -> tuple[Plan, LogsSchema]:
     return plan(sql, logs, catalog_tables(catalog)), logs
 
 
-def run_plan(catalog: Catalog, p: Plan) -> pd.DataFrame:
-    """Execute inside a transaction that is always rolled back: queries change nothing."""
+def run_table(catalog: Catalog, p: Plan) -> pa.Table:
+    """Execute inside a transaction that is always rolled back: queries change nothing.
+
+    The result is Arrow so that NULL and NaN stay distinct until rendering.
+    """
     catalog.execute("BEGIN TRANSACTION")
     try:
-        return catalog.execute(p.sql).df()
+        if catalog.tracer is not None:
+            catalog.tracer(p.sql, None)
+        return catalog.con.sql(p.sql).to_arrow_table()
     except duckdb.Error as exc:
         raise QueryError(_first_line(exc)) from None
     finally:
         catalog.execute("ROLLBACK")
+
+
+def run_plan(catalog: Catalog, p: Plan) -> pd.DataFrame:
+    return run_table(catalog, p).to_pandas()
 
 
 def _first_line(exc: Exception) -> str:

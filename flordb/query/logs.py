@@ -56,11 +56,13 @@ def names_group(i: int, path: Path, cols: list[Column]) -> exp.Select:
     aggs = []
     for c in cols:
         cond = exp.EQ(this=col("name"), expression=exp.Literal.string(c.source))
-        agg = exp.ArgMax(this=fragment(VALUE_SQL[c.type]), expression=col("seq"))
+        value = col("replay_id") if c.kind == "provenance" else fragment(VALUE_SQL[c.type])
+        agg = exp.ArgMax(this=value, expression=col("seq"))
         aggs.append(exp.alias_(exp.Filter(this=agg, expression=exp.Where(this=cond)), ident(value_column(i, c.name))))
+    sources = list(dict.fromkeys(c.source for c in cols))
     where = exp.and_(
         exp.EQ(this=col("path"), expression=str_array(path)),
-        exp.In(this=col("name"), expressions=[exp.Literal.string(c.source) for c in cols]),
+        exp.In(this=col("name"), expressions=[exp.Literal.string(s) for s in sources]),
     )
     loops = [exp.alias_(coord_at(d), ident(loop)) for d, loop in enumerate(path)]
     return (
@@ -134,7 +136,7 @@ def build_logs(schema: LogsSchema, names: Iterable[str]) -> exp.Select:
     wanted = [schema.columns[n] for n in dict.fromkeys(names) if n in schema.columns] or list(
         schema.columns.values()
     )
-    logs = [c for c in wanted if c.kind == "log"]
+    logs = [c for c in wanted if c.kind in ("log", "provenance")]
     loops = [c for c in wanted if c.kind == "loop"]
     args = [c for c in wanted if c.kind == "arg"]
 

@@ -98,20 +98,37 @@ def resolve(tree: exp.Expression, logs: LogsSchema, tables: dict[str, dict[str, 
     else:
         return _fallback_columns(tree, logs, missing)
     if missing:
-        raise UnknownColumnError(missing, logs.names)
+        raise UnknownColumnError(_as_typed(tree, missing), logs.names)
+    # sqlglot normalizes identifiers to lower case (DuckDB's are case-insensitive): map them back.
+    known = _by_lower(logs.names)
     aliases = {t.alias_or_name for t in qualified.find_all(exp.Table) if t.name == LOGS}
-    used = [c.name for c in qualified.find_all(exp.Column) if c.table in aliases and c.name in logs.columns]
+    used = [known[c.name.lower()] for c in qualified.find_all(exp.Column)
+            if c.table in aliases and c.name.lower() in known]
     return list(dict.fromkeys(used))
+
+
+def _by_lower(names: list[str]) -> dict[str, str]:
+    """Lower-cased name -> name; the first of names equal but for case wins (the schema prefixes the others)."""
+    out: dict[str, str] = {}
+    for n in names:
+        out.setdefault(n.lower(), n)
+    return out
+
+
+def _as_typed(tree: exp.Expression, names: list[str]) -> list[str]:
+    """The spelling the user typed for each (lower-cased) missing name, e.g. for hindsight's search."""
+    typed = _by_lower([c.name for c in tree.find_all(exp.Column)])
+    return [typed.get(n.lower(), n) for n in names]
 
 
 def _fallback_columns(tree: exp.Expression, logs: LogsSchema, missing: list[str]) -> list[str]:
     """When qualify cannot follow the statement, take every name that could mean a logs column."""
     if missing:
-        raise UnknownColumnError(missing, logs.names)
+        raise UnknownColumnError(_as_typed(tree, missing), logs.names)
     if any(isinstance(s, exp.Star) for s in tree.find_all(exp.Star)):
         return logs.names
-    names = {c.name for c in tree.find_all(exp.Column)} | {i.name for i in tree.find_all(exp.Identifier)}
-    return [n for n in logs.names if n in names]
+    names = {c.name.lower() for c in tree.find_all(exp.Column)} | {i.name.lower() for i in tree.find_all(exp.Identifier)}
+    return [n for n in logs.names if n.lower() in names]
 
 
 def rewrite(tree: exp.Expression, logs: LogsSchema, columns: list[str]) -> exp.Expression:

@@ -16,6 +16,9 @@ from flordb.store.segments import BOOL, FLOAT, INT, JSON, NULL, REPR, STR
 
 RUN_COLUMNS = {"run_id": "VARCHAR", "version": "VARCHAR", "tstamp": "TIMESTAMPTZ", "script": "VARCHAR"}
 LOG_PREFIX, ARG_PREFIX = "log.", "arg."
+# Provenance of hindsight values: "replay.<name>" is the replay that produced
+# the value in that row, NULL where the run recorded it itself.
+REPLAY_PREFIX = "replay."
 
 
 def sql_type(vtypes: set[int]) -> str:
@@ -37,7 +40,7 @@ def sql_type(vtypes: set[int]) -> str:
 @dataclass
 class Column:
     name: str  # the column name users type
-    kind: str  # run | loop | arg | log
+    kind: str  # run | loop | arg | log | provenance
     source: str  # the recorded name
     type: str
     paths: tuple[tuple[str, ...], ...] = ()  # log: loop paths it was logged at; loop: paths ending in it
@@ -62,7 +65,8 @@ def load_schema(catalog) -> LogsSchema:
     """Describe ``logs`` from the catalog's summaries (cheap: no scan of records)."""
     ex = catalog.execute
     log_rows = ex(
-        "SELECT name, path, list(DISTINCT vtype) FROM log_names GROUP BY name, path ORDER BY min(rowid)"
+        "SELECT name, path, list(DISTINCT vtype), bool_or(replayed) FROM log_names GROUP BY name, path"
+        " ORDER BY min(rowid)"
     ).fetchall()
     arg_rows = ex("SELECT name, list(DISTINCT vtype) FROM args GROUP BY name ORDER BY min(rowid)").fetchall()
     loop_paths = [tuple(r[0]) for r in ex("SELECT DISTINCT path FROM loops ORDER BY 1").fetchall()]
@@ -72,7 +76,7 @@ def load_schema(catalog) -> LogsSchema:
     for name, typ in RUN_COLUMNS.items():
         cols[name] = Column(name, "run", name, typ)
 
-    all_paths = set(loop_paths) | {tuple(p) for _, p, _ in log_rows}
+    all_paths = set(loop_paths) | {tuple(p) for _, p, _, _ in log_rows}
     loop_ends: dict[str, set[tuple[str, ...]]] = {}
     for path in sorted(all_paths, key=len):
         for i, loop_name in enumerate(path):
@@ -89,14 +93,18 @@ def load_schema(catalog) -> LogsSchema:
         exposed = name if not clashes(name) else ARG_PREFIX + name
         cols[exposed] = Column(exposed, "arg", name, sql_type(set(vtypes)))
 
-    by_name: dict[str, tuple[list, set]] = {}
-    for name, path, vtypes in log_rows:
-        paths, types = by_name.setdefault(name, ([], set()))
+    by_name: dict[str, tuple[list, set, list]] = {}
+    for name, path, vtypes, replayed in log_rows:
+        paths, types, flags = by_name.setdefault(name, ([], set(), []))
         paths.append(tuple(path))
         types.update(vtypes)
-    for name, (paths, types) in by_name.items():
+        flags.append(bool(replayed))
+    for name, (paths, types, flags) in by_name.items():
         exposed = name if not clashes(name) else LOG_PREFIX + name
         cols[exposed] = Column(exposed, "log", name, sql_type(types), tuple(paths))
+    for name, (paths, types, flags) in by_name.items():
+        if any(flags) and not clashes(REPLAY_PREFIX + name):
+            cols[REPLAY_PREFIX + name] = Column(REPLAY_PREFIX + name, "provenance", name, "VARCHAR", tuple(paths))
     return schema
 
 
