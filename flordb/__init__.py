@@ -15,7 +15,7 @@ _LAZY = {
     "query": "flordb.query.api",
     "dataframe": "flordb.query.api",
     "replay": "flordb.hindsight.api",
-    "compare": "flordb.compare",
+    "compare": "flordb.comparison",
 }
 
 

@@ -10,16 +10,14 @@ from __future__ import annotations
 import json
 import math
 import shutil
-from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
 
 from conftest import REPO_ROOT, make_project, record
 from flordb.cli.compare_cmd import compare as compare_cmd
-from flordb.compare import align, check, compare
+from flordb.comparison import align, check, compare
 from flordb.errors import CompareError
 from flordb.store.layout import locate
 

@@ -235,7 +235,6 @@ def test_problematic_values_never_raise_and_warn_once(project):
     assert df["np_int"].tolist() == [7] * 3
 
 
-@pytest.mark.xfail(strict=True, reason="BUG run.py: flor.log keeps a reference; the value is encoded at flush time")
 def test_logged_value_is_the_value_at_log_time(project):
     """A list logged and then mutated must keep what it held when flor.log was called."""
     record(project, """

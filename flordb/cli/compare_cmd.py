@@ -12,8 +12,9 @@ import sys
 
 import click
 
-from flordb.cli.main import handle_errors
-from flordb.compare import DEFAULT_ATOL, DEFAULT_RTOL
+from flordb.cli.common import handle_errors
+from flordb.comparison import DEFAULT_ATOL, DEFAULT_RTOL
+from flordb.errors import CompareError
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -47,7 +48,7 @@ def compare(a: str, b: str, on: str | None, mapping: tuple[str, ...], rtol: floa
 
     Exit code 0: all agree; 1: some value diverges; 2: bad input.
     """
-    from flordb.compare import compare as run_compare
+    from flordb.comparison import compare as run_compare
 
     result = run_compare(a, b, on=on, rtol=rtol, atol=atol, map=list(mapping), strict=strict)
     if fmt == "json":
@@ -56,6 +57,9 @@ def compare(a: str, b: str, on: str | None, mapping: tuple[str, ...], rtol: floa
         click.echo(result.report())
     if plot_path:
         fig = result.plot()
-        fig.savefig(plot_path, dpi=110)
+        try:
+            fig.savefig(plot_path, dpi=110)
+        except (OSError, ValueError) as exc:
+            raise CompareError(f"cannot write the plot to {plot_path}: {getattr(exc, 'strerror', None) or exc}")
         click.echo(f"Wrote {plot_path}", err=True)
     sys.exit(0 if result.agree else 1)

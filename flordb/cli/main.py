@@ -6,29 +6,11 @@ Results go to stdout, plans/progress/prompts to stderr. Exit codes: 0 success,
 
 from __future__ import annotations
 
-import functools
 import sys
 
 import click
 
-from flordb.errors import FlorError
-
-
-def handle_errors(fn):
-    """The one place where a FlorError becomes ``Error: ...`` and an exit code."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except FlorError as exc:
-            click.echo(f"Error: {exc.message}", err=True)
-            sys.exit(exc.exit_code)
-        except KeyboardInterrupt:
-            click.echo("Interrupted.", err=True)
-            sys.exit(130)
-
-    return wrapper
+from flordb.cli.common import handle_errors
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -114,6 +96,11 @@ def demo(directory: str | None, yes: bool) -> None:
     from flordb.demo import run_demo
 
     run_demo(directory)
+
+
+from flordb.cli.compare_cmd import compare  # noqa: E402
+
+cli.add_command(compare)
 
 
 def main() -> None:

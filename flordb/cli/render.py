@@ -94,9 +94,12 @@ def table(df) -> str:
 
     if len(columns_of(df)) == 0:
         return "(no columns)"
+    rows = rows_of(df)
+    # Text stays text: without this, tabulate shows a version "0123456" as 123456 and a tag "1e5" as 100000.
+    text = [i for i in range(len(columns_of(df))) if any(isinstance(r[i], str) for r in rows)]
     body = tabulate(
-        rows_of(df), headers=columns_of(df), tablefmt="psql", missingval="NULL",
-        floatfmt="g",
+        rows, headers=columns_of(df), tablefmt="psql", missingval="NULL",
+        floatfmt="g", disable_numparse=text or False,
     )
     n = df.num_rows if hasattr(df, "num_rows") else len(df)
     return f"{body}\n({n} row{'s' if n != 1 else ''})"

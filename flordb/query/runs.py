@@ -17,7 +17,7 @@ def list_runs(include_replays: bool = False, layout: Layout | None = None) -> pd
             f"""SELECT run_id, left(version, 7) AS version, script, status,
                        strftime(started, '%Y-%m-%d %H:%M:%S') AS started, round(duration, 1) AS seconds,
                        error, run_id AS _id
-                FROM runs {where} ORDER BY started, run_id"""
+                FROM runs {where} ORDER BY runs.started, run_id"""  # the timestamp, not the text alias
         ).df()
         args = cat.execute("SELECT run_id, name, vtype, num, txt FROM args ORDER BY rowid").fetchall()
     by_run: dict[str, list[str]] = {}
@@ -26,4 +26,6 @@ def list_runs(include_replays: bool = False, layout: Layout | None = None) -> pd
     df["args"] = [" ".join(by_run.get(r, [])) for r in df["_id"]]
     if df["error"].isna().all():
         df = df.drop(columns=["error"])
+    else:
+        df["error"] = df["error"].fillna("")  # not "nan" for the runs that did not fail
     return df.drop(columns=["_id"])

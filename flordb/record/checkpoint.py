@@ -1,26 +1,33 @@
 """Checkpoint writer (off the training thread) and the adaptive checkpoint policy.
 
 Strategy. ``CheckpointWriter.submit`` captures a copy of the state on the
-training thread (tensors cloned, see :mod:`flordb.record.state`) and hands it to
-one background thread that serializes it, hashes it and writes it into the
-object store. ``benchmarks/checkpoint_strategies.py`` compares this with a fully
-synchronous checkpoint and with an ``os.fork``ed child that serializes from a
-copy-on-write snapshot. On the development machine (2 CPU cores, ext4, torch
-2.13 CPU; MLP of 33.6 MB of parameters + Adam = 101 MB of state; median of 3):
+training thread (tensors cloned into recycled buffers, see
+:mod:`flordb.record.state`) and hands it to one background thread that
+serializes it, hashes it and writes it into the object store.
+``benchmarks/checkpoint_strategies.py`` compares this with a fully synchronous
+checkpoint and with an ``os.fork``ed child that serializes its copy-on-write
+snapshot. MLP with 25.7 MB of parameters + Adam = 77 MB of state, 20
+iterations, median of 3 alternating runs, ratio = loop wall time until every
+checkpoint is durable / loop without checkpoints:
 
-    strategy            blocking/ckpt   loop wall time (20 it, ckpt every it)
-    none                      -          1.00x   (66 ms / iteration)
-    (a) synchronous        413 ms        7.64x
-    (b) clone + thread      45 ms        5.73x   <- kept
-    (c) fork                18 ms        6.08x
+    quiet 16-core box pinned to 2 cores (taskset), 19 ms/iteration:
+    strategy   blocking/ckpt   ratio, ckpt every 5   ratio, ckpt every 1
+    sync          221 ms             3.47x                 12.58x
+    thread         13 ms             3.26x                 10.82x   <- kept
+    fork            7 ms             4.04x                 12.27x
+    same box, 16 cores (OMP 8 threads), 6 ms/iteration:
+    sync          207 ms             8.48x                 33.53x
+    thread         46 ms             7.13x                 29.75x
+    fork           23 ms             5.22x                 20.12x
 
-With a checkpoint every iteration the writer's throughput is the bound for
-both (b) and (c) (the bounded queue / one child at a time make training wait),
-and the fork's copy-on-write page faults cost the parent more than the clone
-does; with a checkpoint every k iterations (the policy's normal regime) the
-training thread pays only the blocking column. Fork also cannot be used once
-CUDA is initialized and is unsafe with threads the user started, so the writer
-keeps the clone + background thread strategy.
+(The 2-core development VM, shared with other jobs, gave sync 417 / thread 58
+/ fork 20 ms of blocking, but its loop ratios were dominated by the other load.)
+On 2 cores the thread wins on wall time in both regimes; fork blocks the
+training thread less (only the fork itself) but its copy-on-write page faults
+and competing child cost more overall; with many idle cores fork wins on wall
+time. The writer keeps the thread: fork is unusable once CUDA is initialized,
+unsafe with threads the user (or a DataLoader) started (Python 3.12 warns),
+and the policy bounds the blocking time anyway.
 
 The writer never raises into training: a failure is reported once per object
 on stderr (``flordb: checkpoint of 'model' failed: ...``) and that checkpoint

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from flordb.record.run import TOP, Run, report
+from flordb.store.segments import IMMUTABLE, frozen
 from flordb.store.layout import Layout
 
 
@@ -47,7 +48,7 @@ class ReplayRun(Run):
 
         def log(name, value):
             if live[0] and name in wanted:
-                append((name, value, cur[0]))
+                append((name, value if type(value) in IMMUTABLE else frozen(name, value), cur[0]))
             return value
 
         return log

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from flordb.store.layout import Layout
-from flordb.store.segments import SegmentWriter, write_json_atomic
+from flordb.store.segments import IMMUTABLE, SegmentWriter, frozen, write_json_atomic
 
 TOP = ((), ())  # the loop context outside any flor.loop: (path, coord)
 
@@ -172,6 +172,8 @@ class Run:
         append, cur = self.buffer.append, self.cur
 
         def log(name, value):
+            if type(value) not in IMMUTABLE:
+                value = frozen(name, value)
             append((name, value, cur[0]))
             return value
 

@@ -35,9 +35,24 @@ NULL, FLOAT, INT, BOOL, STR, JSON, REPR = range(7)
 _warned_repr: set[str] = set()
 
 
+# Values flor.log may keep by reference until the next flush.
+IMMUTABLE = frozenset({float, int, str, bool, type(None)})
+
+
+class Encoded(tuple):
+    """A value encoded when it was logged: (vtype, num, txt)."""
+
+
+def frozen(name: str, value: Any) -> Encoded:
+    """Encode now what could change (or pin a tensor's graph) before the flush."""
+    return Encoded(encode(name, value))
+
+
 def encode(name: str, value: Any) -> tuple[int, float | None, str | None]:
     """Map a logged value to (vtype, num, txt) so that numbers stay numbers."""
     t = type(value)
+    if t is Encoded:
+        return value
     if t is float:
         return FLOAT, value, None
     if t is bool:

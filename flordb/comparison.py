@@ -33,8 +33,6 @@ from __future__ import annotations
 import difflib
 import math
 import re
-import sys
-import types
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -223,7 +221,10 @@ class Comparison:
         pyplot (no GUI, no global state): ``fig.savefig("loss.png")`` works
         with the Agg backend anywhere.
         """
-        from matplotlib.figure import Figure
+        try:
+            from matplotlib.figure import Figure
+        except ImportError:
+            raise CompareError("plotting needs matplotlib: pip install 'flordb[plot]'") from None
 
         known = [na for na, _ in self.names]
         if name is None:
@@ -597,7 +598,11 @@ def _read_side(cat, run_id: str, names: Sequence[str]) -> dict[str, dict[tuple, 
     for (name, path), g in df.groupby(["name", "path"], sort=False):
         coords = list(g["coord"])
         data = {loop: [c[d] if d < len(c) else None for c in coords] for d, loop in enumerate(path)}
-        data["value"] = [_decode(int(v), n, t) for v, n, t in zip(g["vtype"], g["num"], g["txt"])]
+        vtypes = g["vtype"].to_numpy()
+        if np.isin(vtypes, list(_NUMERIC_VTYPES)).all():  # the common case, without a Python loop
+            data["value"] = np.where(vtypes == NULL, np.nan, g["num"].to_numpy(dtype=float))
+        else:
+            data["value"] = [_decode(int(v), n, t) for v, n, t in zip(vtypes, g["num"], g["txt"])]
         data["seq"] = g["seq"].to_numpy(dtype=float)
         frame = pd.DataFrame(data)
         frame = frame.sort_values(list(path) or ["seq"], kind="stable").reset_index(drop=True)
@@ -763,7 +768,7 @@ def compare(
 
 def _build(side_a: Side, side_b: Side, pairs, values_a, values_b, rtol, atol, strict) -> Comparison:
     frames, rows, loops = [], [], []
-    best: tuple | None = None  # (order key, name, name_b, frame, index)
+    best: tuple | None = None  # (log-order key, Divergence) of the earliest divergence so far
     for na, nb in pairs:
         pa, pb = values_a.get(na, {}), values_b.get(nb, {})
         parts = []
@@ -844,15 +849,3 @@ def _nanmax(s: pd.Series) -> float:
     v = pd.to_numeric(s, errors="coerce").astype(float).to_numpy()
     v = v[~np.isnan(v)]
     return float(v.max()) if len(v) else float("nan")
-
-
-# ``flordb.compare`` is both this module and (lazily, see flordb/__init__.py) the
-# function above. Once the module has been imported, Python binds the attribute
-# ``flordb.compare`` to the module, so make the module callable as the function:
-# ``flordb.compare(a, b, ...)`` then works whichever of the two it resolves to.
-class _CallableModule(types.ModuleType):
-    def __call__(self, *args, **kwargs) -> Comparison:
-        return compare(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
