@@ -269,7 +269,8 @@ class Run:
         if self.objects:
             self.maybe_checkpoint(i)
             if self.ckpt_policy is not None:
-                self.ckpt_policy.observe(t1 - t0, self.ckpt_seconds)
+                spent = self.ckpt_seconds or 0.0  # the policy wants training time without checkpoints
+                self.ckpt_policy.observe(max(0.0, t1 - t0 - spent), self.ckpt_seconds)
         self.flush()
 
     def inner_loop(self, path: tuple, parent: tuple, iterable: Iterable) -> Iterator:
