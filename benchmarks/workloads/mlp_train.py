@@ -4,7 +4,7 @@ Deterministic for a given seed, one torch thread. The size of an epoch is set by
 ``n`` (training examples) and ``hidden``; the benchmarks pick them so that an
 epoch takes about 0.5-1 s (record overhead) or about 2 s (replay) on a CPU core.
 
-    python train.py --kwargs epochs=10 n=16384 hidden=256
+    BENCH_EPOCHS=10 BENCH_N=16384 BENCH_HIDDEN=256 python train.py
 
 The benchmarks copy this file into a temporary project as ``train.py`` and
 insert hindsight statements at the two marker comments:
@@ -21,12 +21,15 @@ import torch.nn.functional as F
 
 import flordb as flor
 
-seed = flor.arg("seed", 0)
-epochs = flor.arg("epochs", 10)
-lr = flor.arg("lr", 1e-3)
-batch_size = flor.arg("batch_size", 128)
-hidden = flor.arg("hidden", 256)
-n = flor.arg("n", 16384)
+# Defaults come from the environment so that the plain baseline (FLORDB_DISABLE=1,
+# where ``--kwargs`` overrides are not applied) trains exactly the same model.
+env = os.environ.get
+seed = flor.arg("seed", int(env("BENCH_SEED", "0")))
+epochs = flor.arg("epochs", int(env("BENCH_EPOCHS", "10")))
+lr = flor.arg("lr", float(env("BENCH_LR", "1e-3")))
+batch_size = flor.arg("batch_size", int(env("BENCH_BATCH", "128")))
+hidden = flor.arg("hidden", int(env("BENCH_HIDDEN", "256")))
+n = flor.arg("n", int(env("BENCH_N", "16384")))
 
 torch.set_num_threads(int(os.environ.get("FLORDB_BENCH_THREADS", "1")))
 torch.manual_seed(seed)

@@ -154,81 +154,31 @@ class SegmentWriter:
         events: list,
     ) -> Path | None:
         """Write one segment; ``logs`` are (name, value, (path, coord)) triples,
-        ``args`` (name, value) pairs, ``events`` rows of the other kinds as dicts."""
+        ``args`` (name, value) pairs, ``events`` rows of the other kinds as dicts.
+
+        Runs on the training thread at every flush, so the log rows (nearly all
+        of a segment) are converted column-wise, with no Python loop per record
+        when the values are floats.
+        """
         if not logs and not args and not events:
             return None
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        kind, name, path, coord, vtype, num, txt = [], [], [], [], [], [], []
-        ctx_index: dict[int, int] = {}
-        ctxs: list = []
-        ctx_of: list[int] = []
-        k_append, n_append, v_append, num_append, txt_append = (
-            kind.append, name.append, vtype.append, num.append, txt.append,
-        )
-        c_append = ctx_of.append
-        for nm, value, ctx in logs:
-            k_append("log")
-            n_append(nm)
-            vt, x, s = encode(nm, value)
-            v_append(vt)
-            num_append(x)
-            txt_append(s)
-            i = ctx_index.get(id(ctx))
-            if i is None:
-                i = ctx_index[id(ctx)] = len(ctxs)
-                ctxs.append(ctx)
-            c_append(i)
-        nlogs = len(kind)
-        for nm, value in args:
-            kind.append("arg")
-            name.append(nm)
-            vt, x, s = encode(nm, value)
-            vtype.append(vt)
-            num.append(x)
-            txt.append(s)
-        nfixed = len(kind)
-        for ev in events:
-            kind.append(ev["kind"])
-            name.append(ev.get("name"))
-            vtype.append(None)
-            num.append(None)
-            txt.append(ev.get("txt"))
-        nrows = len(kind)
-        # Contexts are shared by every record of a loop iteration: convert each once.
-        empty_ctx = len(ctxs)
-        ctxs.append(((), ()))
-        ctx_of.extend([empty_ctx] * (nfixed - nlogs))
-        for ev in events:
-            ctx_of.append(len(ctxs))
-            ctxs.append((ev.get("path", ()), ev.get("coord", ())))
-        pad = nfixed
-        t0 = [None] * pad + [ev.get("t0") for ev in events]
-        t1 = [None] * pad + [ev.get("t1") for ev in events]
-        t2 = [None] * pad + [ev.get("t2") for ev in events]
-        n = [None] * pad + [ev.get("n") for ev in events]
-        aux = [None] * pad + [ev.get("aux") for ev in events]
-        indices = pa.array(ctx_of, type=pa.int64())
-        paths = pa.array([list(c[0]) for c in ctxs], type=pa.list_(pa.string())).take(indices)
-        coords = pa.array([list(c[1]) for c in ctxs], type=pa.list_(pa.int64())).take(indices)
-        table = pa.table(
-            {
-                "kind": pa.array(kind, type=pa.string()).dictionary_encode(),
-                "seq": pa.array(range(self.seq, self.seq + nrows), type=pa.int64()),
-                "name": pa.array(name, type=pa.string()),
-                "path": paths,
-                "coord": coords,
-                "vtype": pa.array(vtype, type=pa.int8()),
-                "num": pa.array(num, type=pa.float64()),
-                "txt": pa.array(txt, type=pa.string()),
-                "t0": pa.array(t0, type=pa.float64()),
-                "t1": pa.array(t1, type=pa.float64()),
-                "t2": pa.array(t2, type=pa.float64()),
-                "n": pa.array(n, type=pa.int64()),
-                "aux": pa.array(aux, type=pa.string()),
-            }
-        )
+        parts = []
+        if logs:
+            parts.append(_log_columns(logs))
+        other = [("arg", nm, value, ((), ()), {}) for nm, value in args]
+        other += [(ev["kind"], ev.get("name"), None, (ev.get("path", ()), ev.get("coord", ())), ev) for ev in events]
+        if other:
+            parts.append(_other_columns(other))
+        nrows = len(logs) + len(other)
+        columns: dict[str, pa.Array] = {}
+        for key in _COLUMNS:
+            chunks = [part[key] for part in parts]
+            columns[key] = chunks[0] if len(chunks) == 1 else pa.concat_arrays(chunks)
+        columns["seq"] = pa.array(range(self.seq, self.seq + nrows), type=pa.int64())
+        table = pa.table({key: columns[key] for key in ("kind", "seq", *_COLUMNS[1:])})
         self.count += 1
         self.seq += nrows
         final = self.run_dir / f"seg-{self.count:06d}.parquet"
@@ -236,6 +186,93 @@ class SegmentWriter:
         pq.write_table(table, tmp, compression="zstd")
         os.replace(tmp, final)
         return final
+
+
+# Columns of a segment (``seq`` is added by the writer, after ``kind``).
+_COLUMNS = ("kind", "name", "path", "coord", "vtype", "num", "txt", "t0", "t1", "t2", "n", "aux")
+
+
+def _kind_array(kind: str, n: int):
+    import numpy as np
+    import pyarrow as pa
+
+    return pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, dtype=np.int32)), pa.array([kind]))
+
+
+def _contexts(ctxs: tuple, n: int):
+    """(path, coord) list arrays for ``n`` records, converting each distinct context object once."""
+    import numpy as np
+    import pyarrow as pa
+    from itertools import chain
+
+    ids = np.fromiter(map(id, ctxs), dtype=np.uint64, count=n)
+    _, first, inverse = np.unique(ids, return_index=True, return_inverse=True)
+    unique = [ctxs[i] for i in first.tolist()]
+    upaths = [c[0] for c in unique]
+    ucoords = [c[1] for c in unique]
+    # path tuples are shared by all contexts of a loop: convert each distinct one once too
+    pids = np.fromiter(map(id, upaths), dtype=np.uint64, count=len(upaths))
+    _, pfirst, pinverse = np.unique(pids, return_index=True, return_inverse=True)
+    paths = pa.array([list(upaths[i]) for i in pfirst.tolist()], type=pa.list_(pa.string()))
+    paths = paths.take(pa.array(pinverse.reshape(-1), type=pa.int64()))
+    lengths = np.fromiter(map(len, ucoords), dtype=np.int32, count=len(ucoords))
+    offsets = np.zeros(len(ucoords) + 1, dtype=np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    flat = np.fromiter(chain.from_iterable(ucoords), dtype=np.int64, count=int(offsets[-1]))
+    coords = pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat, type=pa.int64()))
+    take = pa.array(inverse.reshape(-1), type=pa.int64())
+    return paths.take(take), coords.take(take)
+
+
+def _log_columns(logs: list) -> dict:
+    import numpy as np
+    import pyarrow as pa
+
+    n = len(logs)
+    names, values, ctxs = zip(*logs)
+    if set(map(type, values)) == {float}:  # the common case: no call per record
+        vtype = pa.array(np.full(n, FLOAT, dtype=np.int8))
+        num = pa.array(values, type=pa.float64())
+        txt = pa.nulls(n, type=pa.string())
+    else:
+        vt, nums, txts = zip(*map(encode, names, values))
+        vtype = pa.array(vt, type=pa.int8())
+        num = pa.array(nums, type=pa.float64())
+        txt = pa.array(txts, type=pa.string())
+    path, coord = _contexts(ctxs, n)
+    nulls = pa.nulls(n, type=pa.float64())
+    return {
+        "kind": _kind_array("log", n), "name": pa.array(names, type=pa.string()), "path": path, "coord": coord,
+        "vtype": vtype, "num": num, "txt": txt, "t0": nulls, "t1": nulls, "t2": nulls,
+        "n": pa.nulls(n, type=pa.int64()), "aux": pa.nulls(n, type=pa.string()),
+    }
+
+
+def _other_columns(rows: list) -> dict:
+    """Args and loop/iter/ckpt events: few rows per segment, converted one by one."""
+    import pyarrow as pa
+
+    vtype, num, txt = [], [], []
+    for kind, nm, value, _, ev in rows:
+        if kind == "arg":
+            vt, x, s = encode(nm, value)
+        else:
+            vt, x, s = None, None, ev.get("txt")
+        vtype.append(vt)
+        num.append(x)
+        txt.append(s)
+    return {
+        "kind": pa.array([r[0] for r in rows], type=pa.string()).dictionary_encode(),
+        "name": pa.array([r[1] for r in rows], type=pa.string()),
+        "path": pa.array([list(r[3][0]) for r in rows], type=pa.list_(pa.string())),
+        "coord": pa.array([list(r[3][1]) for r in rows], type=pa.list_(pa.int64())),
+        "vtype": pa.array(vtype, type=pa.int8()),
+        "num": pa.array(num, type=pa.float64()),
+        "txt": pa.array(txt, type=pa.string()),
+        **{k: pa.array([r[4].get(k) for r in rows], type=pa.float64()) for k in ("t0", "t1", "t2")},
+        "n": pa.array([r[4].get("n") for r in rows], type=pa.int64()),
+        "aux": pa.array([r[4].get("aux") for r in rows], type=pa.string()),
+    }
 
 
 def segment_files(run_dir: Path) -> list[Path]:
