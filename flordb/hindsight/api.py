@@ -50,9 +50,9 @@ def render_plan(plan: ReplayPlan) -> str:
     versions = {r.version for r in plan.runs} | {v for _, v, _ in plan.refused}
     n_runs = len(plan.runs) + len(plan.refused)
     for st in plan.statements:
-        lines.append(f"{st.name} is missing from {n_runs} run{'s' if n_runs != 1 else ''}"
-                     f" ({len(versions)} version{'s' if len(versions) != 1 else ''}). It is logged by"
-                     f" {st.script}:{st.lineno} ({st.position}):")
+        runs = f"{n_runs} run{'s' if n_runs != 1 else ''} ({len(versions)} version{'s' if len(versions) != 1 else ''})"
+        what = f"is missing from {runs}" if plan.only_missing else f"replays into {runs}"
+        lines.append(f"{st.name} {what}. It is logged by {st.script}:{st.lineno} ({st.position}):")
         lines.append(f"    {st.text.strip()}")
     if plan.runs:
         varying = _varying_args(plan)

@@ -89,6 +89,8 @@ class RunPlan:
     patched: str | None = None
     tasks: list[Task] = field(default_factory=list)
     note: str = ""
+    facts: "RunFacts | None" = field(default=None, repr=False)
+    placement: object = field(default=None, repr=False)
 
 
 @dataclass
@@ -99,6 +101,7 @@ class ReplayPlan:
     refused: list[tuple[str, str, str]]  # (run_id, version, reason)
     workers: int
     where: str | None = None
+    only_missing: bool = False  # a query's hindsight (fill gaps) rather than an explicit replay
 
     @property
     def tasks(self) -> list[Task]:
@@ -378,20 +381,19 @@ def plan_replay(cat: Catalog, names: list[str], where: str | None = None, worker
 
     candidates = [r for r in runs if r[2] == script]
     cond = pushdown(where, schema, main_loop)
-    run_cond = cond
-    if main_loop and cond is not None:
+    its = None  # run -> selected main-loop iterations, when WHERE narrows them
+    if cond is not None and main_loop:
         its = selected_iterations(cat, cond, main_loop, [r[0] for r in candidates])
-    else:
-        its = None
-    if cond is not None and its is None:
-        sel = exp.select(exp.column(ident("run_id"))).distinct().from_("logs").where(run_cond.copy())
+    elif cond is not None:
+        sel = exp.select(exp.column(ident("run_id"))).distinct().from_("logs").where(cond.copy())
         chosen = set(run_plan(cat, prepare(cat, sel.sql(dialect="duckdb"))[0])["run_id"])
         candidates = [r for r in candidates if r[0] in chosen]
 
     store = ObjectStore(layout.objects)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     patched_cache: dict[str, tuple[str | None, str | None]] = {}
-    plan = ReplayPlan(names=names, statements=statements, runs=[], refused=[], workers=workers, where=where)
+    plan = ReplayPlan(names=names, statements=statements, runs=[], refused=[], workers=workers, where=where,
+                      only_missing=only_missing)
     for run_id, version, _ in candidates:
         if not version:
             plan.refused.append((run_id, "", "the run has no recorded code version"))
@@ -433,14 +435,13 @@ def plan_replay(cat: Catalog, names: list[str], where: str | None = None, worker
             run_id=run_id, version=version, args=facts.args, strategy=strategy, iterations=iterations,
             checkpoints=(len(facts.checkpoints), len(facts.iterations)), estimate=0.0,
             replay_id=f"{stamp}-{secrets.token_hex(2)}", patched=commit, note=note,
+            facts=facts, placement=place,
         )
         plan.runs.append(rp)
-        plan.runs[-1].tasks = []  # filled below, once the number of runs is known
-        rp._facts, rp._place = facts, place  # type: ignore[attr-defined]
+    # Tasks once the number of runs is known: spare workers split runs into ranges.
     per_run = max(1, math.ceil(workers / max(1, len(plan.runs))))
     for rp in plan.runs:
-        chunks = per_run if rp.strategy == "reexec" else (per_run if len(plan.runs) < workers else 1)
-        rp.tasks = make_tasks(rp, rp._facts, rp._place, statements, names, rp.patched, chunks)
+        rp.tasks = make_tasks(rp, rp.facts, rp.placement, statements, names, rp.patched, per_run)
         rp.estimate = sum(t.estimate for t in rp.tasks)
     return plan
 

@@ -177,6 +177,7 @@ class SegmentWriter:
         for key in _COLUMNS:
             chunks = [part[key] for part in parts]
             columns[key] = chunks[0] if len(chunks) == 1 else pa.concat_arrays(chunks)
+        columns["kind"] = columns["kind"].dictionary_encode()
         columns["seq"] = pa.array(range(self.seq, self.seq + nrows), type=pa.int64())
         table = pa.table({key: columns[key] for key in ("kind", "seq", *_COLUMNS[1:])})
         self.count += 1
@@ -190,13 +191,6 @@ class SegmentWriter:
 
 # Columns of a segment (``seq`` is added by the writer, after ``kind``).
 _COLUMNS = ("kind", "name", "path", "coord", "vtype", "num", "txt", "t0", "t1", "t2", "n", "aux")
-
-
-def _kind_array(kind: str, n: int):
-    import numpy as np
-    import pyarrow as pa
-
-    return pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, dtype=np.int32)), pa.array([kind]))
 
 
 def _contexts(ctxs: tuple, n: int):
@@ -242,7 +236,7 @@ def _log_columns(logs: list) -> dict:
     path, coord = _contexts(ctxs, n)
     nulls = pa.nulls(n, type=pa.float64())
     return {
-        "kind": _kind_array("log", n), "name": pa.array(names, type=pa.string()), "path": path, "coord": coord,
+        "kind": pa.repeat(pa.scalar("log", type=pa.string()), n), "name": pa.array(names, type=pa.string()), "path": path, "coord": coord,
         "vtype": vtype, "num": num, "txt": txt, "t0": nulls, "t1": nulls, "t2": nulls,
         "n": pa.nulls(n, type=pa.int64()), "aux": pa.nulls(n, type=pa.string()),
     }
@@ -262,7 +256,7 @@ def _other_columns(rows: list) -> dict:
         num.append(x)
         txt.append(s)
     return {
-        "kind": pa.array([r[0] for r in rows], type=pa.string()).dictionary_encode(),
+        "kind": pa.array([r[0] for r in rows], type=pa.string()),
         "name": pa.array([r[1] for r in rows], type=pa.string()),
         "path": pa.array([list(r[3][0]) for r in rows], type=pa.list_(pa.string())),
         "coord": pa.array([list(r[3][1]) for r in rows], type=pa.list_(pa.int64())),
