@@ -37,24 +37,24 @@ LOG_LOOP = textwrap.dedent(
     import flordb as flor
 
     EPOCHS, STEPS, REPS = {epochs}, {steps}, {reps}
-    perf = time.perf_counter
+    perf, cpu = time.perf_counter, time.process_time
 
     def bare():
-        t0 = perf()
+        t0, c0 = perf(), cpu()
         for epoch in range(EPOCHS):
             for step in range(STEPS):
                 x = step * 0.5
-        return perf() - t0
+        return perf() - t0, cpu() - c0
 
     def recorded():
-        t0 = perf()
+        t0, c0 = perf(), cpu()
         for epoch in flor.loop("epoch", range(EPOCHS)):
             for step in flor.loop("step", range(STEPS)):
                 x = step * 0.5
                 flor.log("loss", x)
-        t1 = perf()
+        t1, c1 = perf(), cpu()
         flor.commit()  # flush the tail; the next repetition is a new run
-        return t1 - t0
+        return t1 - t0, c1 - c0
 
     bare_times, flor_times = [], []
     recorded()  # warm-up run (also the run whose segments figure 2 ingests)
@@ -66,23 +66,28 @@ LOG_LOOP = textwrap.dedent(
 )
 
 
-def figure_log(epochs: int, steps: int, reps: int, home: Path, work: Path) -> dict:
+def figure_log(epochs: int, steps: int, reps: int, home: Path, work: Path, flush_interval: str | None = None) -> dict:
     script = work / "log_loop.py"
     script.write_text(LOG_LOOP.format(epochs=epochs, steps=steps, reps=reps))
     env = dict(os.environ, FLORDB_HOME=str(home), FLORDB_PROGRESS="0",
                PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
     env.pop("FLORDB_DISABLE", None)
     env.pop("FLORDB_FLUSH_INTERVAL", None)
+    if flush_interval is not None:
+        env["FLORDB_FLUSH_INTERVAL"] = flush_interval
     out = subprocess.run([sys.executable, str(script)], cwd=work, env=env, capture_output=True, text=True,
                          check=False)
     if out.returncode != 0:
         raise SystemExit(f"log benchmark failed:\n{out.stderr}")
     data = json.loads(out.stdout.strip().splitlines()[-1])
     n = epochs * steps
-    bare = statistics.median(data["bare"]) / n * 1e6
-    flor = statistics.median(data["flor"]) / n * 1e6
-    return {"n": n, "bare_us": bare, "flor_us": flor, "overhead_us": flor - bare, "ratio": flor / bare,
-            "all_flor_us": [t / n * 1e6 for t in data["flor"]]}
+    res = {"n": n}
+    for i, clock in enumerate(("wall", "cpu")):
+        bare = statistics.median(t[i] for t in data["bare"]) / n * 1e6
+        flor = statistics.median(t[i] for t in data["flor"]) / n * 1e6
+        res[clock] = {"bare_us": bare, "flor_us": flor, "overhead_us": flor - bare, "ratio": flor / bare,
+                      "all_flor_us": [t[i] / n * 1e6 for t in data["flor"]]}
+    return res
 
 
 def figure_ingest(home: Path, records: int, reps: int = 3) -> dict:
@@ -215,12 +220,20 @@ def main() -> None:
         home = work / "home"
         print(f"\n[1] flor.log inside flor.loop: {epochs} epochs x {steps:,} steps, median of {opts.reps} repetitions")
         log = figure_log(epochs, steps, opts.reps, home, work)
-        print(f"    bare loop           {log['bare_us']:.3f} us/iteration")
-        print(f"    with flor.log       {log['flor_us']:.3f} us/iteration  (all reps: "
-              f"{', '.join(f'{x:.3f}' for x in log['all_flor_us'])})")
-        print(f"    overhead per call   {log['overhead_us']:.3f} us   ratio {log['ratio']:.1f}x")
-        rows.append(("flor.log per call (loop incl., us)", log["flor_us"], 2.0, "us"))
-        rows.append(("flor.log overhead over bare loop (us)", log["overhead_us"], 2.0, "us"))
+        for clock in ("wall", "cpu"):
+            r = log[clock]
+            print(f"    {clock:4} bare loop {r['bare_us']:.3f} us/iteration; with flor.log {r['flor_us']:.3f}"
+                  f" us/iteration (reps: {', '.join(f'{x:.2f}' for x in r['all_flor_us'])});"
+                  f" overhead {r['overhead_us']:.3f} us/call, ratio {r['ratio']:.1f}x")
+        rows.append(("flor.log per call, loop and flushes included (us, wall)", log["wall"]["flor_us"], 2.0, "us"))
+        rows.append(("flor.log overhead over the bare loop (us, wall)", log["wall"]["overhead_us"], 2.0, "us"))
+        rows.append(("flor.log per call (us, process CPU time)", log["cpu"]["flor_us"], 2.0, "us"))
+        coalesced = figure_log(epochs, steps, max(1, opts.reps // 2), work / "home2", work, flush_interval="1e9")
+        r, c = coalesced["wall"], coalesced["cpu"]
+        print(f"    same, flushes deferred to the end (FLORDB_FLUSH_INTERVAL=1e9): {r['flor_us']:.3f} us/iteration wall,"
+              f" {c['flor_us']:.3f} CPU (so the per-iteration flush costs {log['cpu']['flor_us'] - c['flor_us']:.3f}"
+              f" us of CPU per call)")
+        rows.append(("flor.log per call without flushes in the loop (us, wall)", r["flor_us"], 2.0, "us"))
 
         print(f"\n[2] ingest of one run's {epochs * steps:,} log records into a fresh catalog (median of 3)")
         ing = figure_ingest(home, epochs * steps)

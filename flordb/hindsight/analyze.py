@@ -148,6 +148,24 @@ def placement(source: str, lineno: int, main_loop: str | None = None) -> Placeme
     return Placement(position, main_name, *_skip_safety(tree, flor, main), _flor_loop_name(nested, flor))
 
 
+def nested_skip_safety(source: str, main_loop: str | None) -> tuple[bool, str]:
+    """May replay skip the main loop's first nested loop by restoring its checkpoint?
+
+    Independent of where the statement is: warm-up iterations (executed only to
+    rebuild state before the first needed one) and the last iteration before a
+    suffix skip it only when this holds.
+    """
+    tree = ast.parse(source)
+    flor = flor_names(tree)
+    tops = [(n, name) for n, name in _flor_loops(tree, flor)
+            if not any(_flor_loop_name(a, flor) for a in _ancestors(tree, n.lineno))]
+    if main_loop is not None:
+        tops = [(n, name) for n, name in tops if name == main_loop] or tops
+    if not tops:
+        return False, "the script has no flor.loop"
+    return _skip_safety(tree, flor, tops[0][0])
+
+
 def _first_nested(main: ast.AST, flor: FlorNames) -> ast.For | None:
     found = [n for n in ast.walk(main) if n is not main and _flor_loop_name(n, flor)]
     return min(found, key=lambda n: n.lineno) if found else None
@@ -161,8 +179,11 @@ def _skip_safety(tree: ast.AST, flor: FlorNames, main: ast.AST) -> tuple[bool, s
     outside = [s for s in main.body if s is not nested and not _contains(s, nested)]
     around = [s for s in ast.walk(main) if isinstance(s, ast.stmt) and s is not main
               and not _contains(nested, s) and s is not nested and not _contains(s, nested)]
-    read = _loaded_names(outside + around) | _loaded_names(
-        [s for s in tree.body if s.lineno > (main.end_lineno or main.lineno)])
+    # Code after the main loop (in an enclosing `with`, in the function that holds
+    # the loop, or at top level) runs after the last skipped nested loop too.
+    end = main.end_lineno or main.lineno
+    after = [s for s in ast.walk(tree) if isinstance(s, ast.stmt) and s.lineno > end and not _contains(s, main)]
+    read = _loaded_names(outside + around) | _loaded_names(after)
     unsafe = (changed & read) - checkpointed_names(tree, flor) - _module_names(tree)
     if unsafe:
         names = ", ".join(sorted(unsafe))

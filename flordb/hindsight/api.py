@@ -200,7 +200,15 @@ def _missing_column_hook(cat: Catalog, err: UnknownColumnError, sql: str, mode: 
                         where=_where_of(sql))
     finally:
         cat.open()
-    return bool(report.results) or not report.plan.runs
+    names = ", ".join(err.names)
+    if not report.plan.runs and report.plan.refused:
+        reasons = "; ".join(sorted({r for _, _, r in report.plan.refused}))
+        raise HindsightError(f"{names}: no recorded version could take the statement ({reasons})")
+    if report.plan.runs and not report.results:
+        raise HindsightError(f"{names}: no run recorded it, and the replay was not run")
+    if report.results and not any(r.ok for r in report.results):
+        raise HindsightError(f"{names}: every replay task failed; see {report.failed[0].log}")
+    return True
 
 
 def replayed_statements(cat: Catalog, names: list[str]) -> dict[str, str]:

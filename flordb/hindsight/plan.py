@@ -21,7 +21,7 @@ import sqlglot
 from sqlglot import exp
 
 from flordb.errors import HindsightError, PropagationError, QueryError, UnknownColumnError
-from flordb.hindsight.analyze import AFTER, BEFORE, NESTED, PREFIX, SUFFIX, placement
+from flordb.hindsight.analyze import AFTER, BEFORE, NESTED, PREFIX, SUFFIX, nested_skip_safety, placement
 from flordb.hindsight.locate import LogStatement, find_log_statements
 from flordb.hindsight.propagate import propagate
 from flordb.query.engine import prepare, run_plan
@@ -69,6 +69,7 @@ class Task:
     fidelity: list[str]
     args: dict
     estimate: float
+    warm_skip: bool = True  # may iterations before `start` skip the nested loop (restoring its exit state)?
 
     def payload(self) -> dict:
         d = dict(self.__dict__)
@@ -91,6 +92,7 @@ class RunPlan:
     note: str = ""
     facts: "RunFacts | None" = field(default=None, repr=False)
     placement: object = field(default=None, repr=False)
+    warm_skip: bool = True  # analyze.nested_skip_safety of the patched version
 
 
 @dataclass
@@ -280,15 +282,17 @@ def suffix_cost(facts: RunFacts) -> float:
     return max(0.0, facts.duration - (facts.iterations[-1][2] - facts.clock0))
 
 
-def warm_start(facts: RunFacts, start: int, nested: bool) -> tuple[int, int | None]:
+def warm_start(facts: RunFacts, start: int, nested: bool, skip_ok: bool = True) -> tuple[int, int | None]:
     """First iteration to execute, and for flat loops the end state to restore first.
 
     With a nested loop, checkpoint c is the exit state of c's nested loop:
     execute from c with its nested loop skipped. Without one, checkpoint c is
-    the state at the end of c: restore it and execute from c + 1.
+    the state at the end of c: restore it and execute from c + 1. When the
+    nested loop may not be skipped (code after it reads what its body assigns),
+    no exit state is a valid starting point: execute from the start.
     """
     earlier = [c for c in facts.checkpoints if c < start]
-    if not earlier or start == 0:
+    if not earlier or start == 0 or (nested and not skip_ok):
         return 0, None
     c = max(earlier)
     return (c, None) if nested else (c + 1, c)
@@ -317,9 +321,10 @@ def make_tasks(run: RunPlan, facts: RunFacts, st_place, statements: list[Stateme
             ranges = [piece for a, b in ranges for piece in _split(a, b, chunks)]
     tasks = []
     for k, (a, b) in enumerate(ranges):
-        warm, restore_before = warm_start(facts, a, nested)
+        warm, restore_before = warm_start(facts, a, nested, run.warm_skip)
         needed = {i: facts.checkpoints[i] for i in facts.checkpoints if warm <= i < b or i == restore_before}
-        cost = prefix_cost(facts) + sum(iteration_cost(facts, i, skip or i < a) for i in range(warm, b))
+        cost = prefix_cost(facts) + sum(iteration_cost(facts, i, skip or (i < a and run.warm_skip))
+                                        for i in range(warm, b))
         if restore_before is not None:
             cost += facts.ckpt_bytes.get(restore_before, 0) / LOAD_BYTES_PER_SECOND
         if strategy == "suffix":
@@ -327,7 +332,7 @@ def make_tasks(run: RunPlan, facts: RunFacts, st_place, statements: list[Stateme
         tasks.append(Task(
             task_id=f"{run.replay_id}-{k}", start=a, stop=b, warm=warm, restore_before=restore_before,
             strategy=strategy, suffix=strategy == "suffix", prefix_live=(k == 0 and strategy == "prefix"),
-            checkpoints=needed, estimate=cost, **base,
+            checkpoints=needed, estimate=cost, warm_skip=run.warm_skip, **base,
         ))
     return tasks
 
@@ -357,6 +362,7 @@ def plan_replay(cat: Catalog, names: list[str], where: str | None = None, worker
     """Everything a replay needs, before anything runs."""
     from flordb.version import commit_patched, read_file
 
+    auto_split = workers is None  # default workers: split a run only where it pays off
     workers = workers or os.cpu_count() or 1
     layout = cat.layout
     work_tree = work_tree or layout.work_tree
@@ -419,8 +425,11 @@ def plan_replay(cat: Catalog, names: list[str], where: str | None = None, worker
         place = placement(patched_text, lineno, main_loop) if lineno else places[names[0]]
         positions = {placement(patched_text, _line_of(patched_text, n) or 1, main_loop).position for n in names}
         strategy, note = _strategy(positions, place, facts)
+        warm_skip, _ = nested_skip_safety(patched_text, main_loop)
         iterations = [r[0] for r in facts.iterations]
         if its is not None:
+            if not its.get(run_id):
+                continue  # WHERE selects no row of this run
             iterations = [i for i in iterations if i in set(its.get(run_id, []))]
         if only_missing:
             have = _have(cat, run_id, names)
@@ -435,15 +444,38 @@ def plan_replay(cat: Catalog, names: list[str], where: str | None = None, worker
             run_id=run_id, version=version, args=facts.args, strategy=strategy, iterations=iterations,
             checkpoints=(len(facts.checkpoints), len(facts.iterations)), estimate=0.0,
             replay_id=f"{stamp}-{secrets.token_hex(2)}", patched=commit, note=note,
-            facts=facts, placement=place,
+            facts=facts, placement=place, warm_skip=warm_skip,
         )
         plan.runs.append(rp)
     # Tasks once the number of runs is known: spare workers split runs into ranges.
     per_run = max(1, math.ceil(workers / max(1, len(plan.runs))))
     for rp in plan.runs:
-        rp.tasks = make_tasks(rp, rp.facts, rp.placement, statements, names, rp.patched, per_run)
+        rp.tasks = make_tasks(rp, rp.facts, rp.placement, statements, names, rp.patched,
+                              _worth_splitting(rp, per_run) if auto_split else per_run)
         rp.estimate = sum(t.estimate for t in rp.tasks)
     return plan
+
+
+def _worth_splitting(rp: RunPlan, chunks: int) -> int:
+    """At most as many chunks as leave each one at least a worker start's worth of work.
+
+    Applied when the worker count is the default (an explicit ``--workers``
+    splits as asked). Every chunk pays a whole worker start (interpreter, imports, the script's
+    prefix: seconds with torch), so cutting a cheap replay (nested loops
+    skipped) into pieces costs more than it saves, and on a busy machine the
+    extra starts compete for the same cores.
+    """
+    if chunks <= 1 or rp.strategy in ("prefix", "suffix"):
+        return chunks
+    facts = rp.facts
+    if facts is None:
+        return chunks
+    if not rp.warm_skip and any(r[3] is not None for r in facts.iterations):
+        return 1  # every chunk would re-execute from iteration 0 (see warm_start)
+    skip = rp.strategy == "skip"
+    work = sum(iteration_cost(facts, i, skip) for i in rp.iterations)
+    start = max(prefix_cost(facts), 0.1)
+    return max(1, min(chunks, int(work // start)))
 
 
 def _line_of(source: str, name: str) -> int | None:
@@ -458,13 +490,14 @@ def _strategy(positions: set[str], place, facts: RunFacts) -> tuple[str, str]:
         return "suffix", "statement after the main loop: restore the last state, run the suffix"
     if SUFFIX in positions or PREFIX in positions:
         raise HindsightError("replay one statement position at a time (prefix, loop and suffix names mixed)")
+    no_ckpt = "no usable checkpoints: full re-execution from the start"
     if NESTED in positions:
         note = "statement inside the nested loop: re-run the nested loop"
-        return "reexec", note
+        return "reexec", note if facts.checkpoints else f"{note}; {no_ckpt}"
+    if not facts.checkpoints:
+        return "reexec", no_ckpt
     if not place.skip_nested:
         return "reexec", f"nested loop re-run: {place.reason}"
-    if not facts.checkpoints:
-        return "reexec", "no usable checkpoints: full re-execution of the needed iterations"
     missing = len(facts.iterations) - len([i for i, *_ in facts.iterations if i in facts.checkpoints])
     note = "nested loop skipped (restored from checkpoints)"
     if missing:

@@ -11,7 +11,7 @@ from typing import Callable
 import pandas as pd
 import pyarrow as pa
 
-from flordb.errors import UnknownColumnError
+from flordb.errors import QueryError, UnknownColumnError
 from flordb.query.engine import prepare, run_table
 from flordb.query.logs import ident
 from flordb.store.catalog import Catalog, open_catalog
@@ -48,7 +48,13 @@ def query_table(sql: str, replay: str = "ask", layout: Layout | None = None) -> 
             if missing_column_hook is None or replay == "no" or not missing_column_hook(cat, err, sql, replay):
                 raise
             cat.ingest()
-            p, logs = prepare(cat, sql)
+            try:
+                p, logs = prepare(cat, sql)
+            except UnknownColumnError as again:
+                raise QueryError(
+                    f"{', '.join(again.names)}: the current code logs it, but no recorded run of that script"
+                    " could be replayed to fill it"
+                ) from None
         if any(logs.columns[c].kind == "log" and "replay." + logs.columns[c].source in logs.columns
                for c in p.logs_columns if c in logs.columns):
             _load_hindsight()

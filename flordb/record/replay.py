@@ -85,8 +85,8 @@ class ReplayRun(Run):
                 self.restore(restore_before)
             self.iteration = i
             self.live[0] = i >= start
-            self.skip_nested = i in self.checkpoints and (t["strategy"] == "skip" or i < start) \
-                and bool(t.get("nested"))
+            self.skip_nested = i in self.checkpoints and bool(t.get("nested")) and (
+                t["strategy"] == "skip" or (i < start and t.get("warm_skip", True)))
             cur[0] = (path, (i,))
             t0 = perf()
             yield item
