@@ -12,7 +12,7 @@ import duckdb
 import pytest
 from click.testing import CliRunner
 
-from conftest import base_env, record
+from conftest import base_env, make_project, record
 from flordb.cli.main import cli
 from flordb.store.layout import locate
 
@@ -27,12 +27,23 @@ for epoch in flor.loop("epoch", range(2)):
 """
 
 
+def _two_runs(root):
+    record(root, SCRIPT, check=True)
+    record(root, "train.py", "--kwargs", "lr=0.01", check=True)
+    return root
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory):
+    """Two recorded runs, shared by the tests that only read (they assert that they change nothing)."""
+    return _two_runs(make_project(tmp_path_factory.mktemp("cli") / "proj"))
+
+
 @pytest.fixture
-def recorded(project, monkeypatch):
-    record(project, SCRIPT, check=True)
-    record(project, "train.py", "--kwargs", "lr=0.01", check=True)
-    monkeypatch.chdir(project)
-    return project
+def recorded(shared, monkeypatch):
+    monkeypatch.delenv("FLORDB_HOME", raising=False)
+    monkeypatch.chdir(shared)
+    return shared
 
 
 def invoke(*args):
@@ -98,7 +109,9 @@ def test_unknown_column_error_suggests(recorded):
     assert r.stderr.startswith("Error: ") and "'loss'" in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
-def test_runs_lists_status_and_args(recorded):
+def test_runs_lists_status_and_args(project, monkeypatch):
+    recorded = _two_runs(project)
+    monkeypatch.chdir(project)
     record(recorded, "import flordb as flor\nfor e in flor.loop('epoch', range(2)):\n    flor.log('x', e)\n"
                      "raise KeyError('k')\n", check=False)
     r = invoke("runs", "-f", "csv")

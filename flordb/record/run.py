@@ -71,6 +71,10 @@ class Run:
         self.ckpt_seconds: float | None = None
         self.finished = False
         self.lock = threading.Lock()
+        # pyarrow imports pandas lazily, which imports concurrent.futures.thread, which
+        # cannot be imported once the interpreter shuts down (a first flush at exit).
+        import concurrent.futures.thread  # noqa: F401
+
         self.writer = SegmentWriter(self.dir)
         self.min_flush = flush_interval()
         self.last_flush = 0.0
@@ -128,7 +132,7 @@ class Run:
                 return
             self.finished = True
         self.close_checkpoints()
-        self.flush(force=True)
+        self.flush(force=True)  # every segment is on disk before end.json says the run ended
         unused = set(self.overrides) - self.used_overrides
         if unused:
             report(f"--kwargs {', '.join(sorted(unused))} matched no flor.arg call")
@@ -150,7 +154,11 @@ class Run:
     # -- buffers ---------------------------------------------------------------
 
     def flush(self, force: bool = False) -> None:
-        """Write what is buffered as one segment; called per main-loop iteration and at exit."""
+        """Write what is buffered as one segment; called per main-loop iteration and at exit.
+
+        Synchronous on purpose: when iteration i + 1 starts, iteration i is on
+        disk, so a crash loses at most the iteration in progress.
+        """
         now = time.perf_counter()
         if not force and now - self.last_flush < self.min_flush:
             return
