@@ -71,10 +71,6 @@ class Run:
         self.ckpt_seconds: float | None = None
         self.finished = False
         self.lock = threading.Lock()
-        # pyarrow imports pandas lazily, which imports concurrent.futures.thread, which
-        # cannot be imported once the interpreter shuts down (a first flush at exit).
-        import concurrent.futures.thread  # noqa: F401
-
         self.writer = SegmentWriter(self.dir)
         self.min_flush = flush_interval()
         self.last_flush = 0.0
@@ -102,6 +98,7 @@ class Run:
         meta.update(self.version_info())
         meta.update(self.extra_meta())
         write_json_atomic(self.dir / "run.json", meta)
+        _warm_up_writer()
         atexit.register(self.finish)
         _chain_excepthook(self)
 
@@ -180,7 +177,7 @@ class Run:
         append, cur = self.buffer.append, self.cur
 
         def log(name, value):
-            if type(value) not in IMMUTABLE:
+            if type(value) is not float and type(value) not in IMMUTABLE:
                 value = frozen(name, value)
             append((name, value, cur[0]))
             return value
@@ -287,9 +284,8 @@ class Run:
         t0 = time.perf_counter()
         n = 0
         try:
-            for item in iterable:
-                cur[0] = (path, coord + (n,))
-                n += 1
+            for n, item in enumerate(iterable, 1):
+                cur[0] = (path, (*coord, n - 1))
                 yield item
         finally:
             cur[0] = parent
@@ -310,6 +306,28 @@ def _relative(path: str, root: Path) -> str:
         return os.path.relpath(path, root) if not os.path.relpath(path, root).startswith("..") else path
     except ValueError:
         return path
+
+
+def _warm_up_writer() -> None:
+    """Import what the first flush needs on a daemon thread, while the script sets up.
+
+    pyarrow imports pandas on its first conversion (a few hundred ms); doing it
+    here keeps that off the first main-loop iteration. concurrent.futures.thread
+    is imported on this thread because it cannot be imported once the
+    interpreter shuts down, which is when a run without loops first flushes.
+    """
+    import concurrent.futures.thread  # noqa: F401
+
+    def work() -> None:
+        try:
+            import pyarrow
+            import pyarrow.parquet  # noqa: F401
+
+            pyarrow.array([0.0])
+        except BaseException:  # the flush will report a real problem; this is only a head start
+            pass
+
+    threading.Thread(target=work, name="flordb-warm-up", daemon=True).start()
 
 
 def _process_age() -> float | None:
