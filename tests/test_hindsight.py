@@ -72,7 +72,7 @@ HISTORY = [  # (version, lr of each run), in the order the user recorded them
     ("v2", [0.003]),
     ("v3", [0.001, 0.003]),
 ]
-SQL = "SELECT version, lr, epoch, step, grad_norm FROM logs ORDER BY ALL"
+SQL = "SELECT version, lr, epoch, step, loss, grad_norm FROM logs ORDER BY ALL"
 
 
 def kw(lr):
@@ -130,7 +130,7 @@ def ground_truth(evo) -> dict:
 
 def replayed(evo, df=None) -> dict:
     df = q(evo.project, SQL) if df is None else df
-    return {(evo.label[v], lr, e, st): g for v, lr, e, st, g in df.itertuples(index=False, name=None)
+    return {(evo.label[v], lr, e, st): g for v, lr, e, st, _, g in df.itertuples(index=False, name=None)
             if evo.label[v] != "v0"}
 
 
@@ -234,7 +234,7 @@ def test_where_on_version_arg_and_epoch_narrows_the_plan(evo):
     assert by_epoch.estimate < everything.estimate
 
 
-def test_where_on_version_and_epoch_narrows_the_executed_tasks(evo):
+def test_where_on_version_and_epoch_narrows_the_executed_tasks(evo, capsys):
     from flordb.hindsight.api import replay
 
     v3 = evo.versions["v3"]
@@ -246,7 +246,9 @@ def test_where_on_version_and_epoch_narrows_the_executed_tasks(evo):
     assert not rep.failed and not rep.diverged
     assert {t.run_id for t in tasks} == {ids[("v3", 0.001)], ids[("v3", 0.003)]}
     assert all(t.start >= 2 and t.stop == 3 for t in tasks)
-    assert all(t.warm >= 1 for t in tasks)  # started from a checkpoint, not from scratch
+    # started from the last checkpoint before epoch 2 (the adaptive policy may have skipped epoch 1's)
+    assert all(t.warm == max(c for c in t.checkpoints if c < 2) for t in tasks)
+    assert "left out" not in capsys.readouterr().err  # v0 is not selected, so not refused either
     assert replayed(evo) == ground_truth(evo)
     assert q(evo.project, "SELECT count(*) AS n FROM logs WHERE grad_norm IS NOT NULL")["n"][0] == before
     fresh = {r.replay_id for r in rep.plan.runs}
@@ -271,15 +273,22 @@ def test_changed_statement_warns_then_rematerializes(evo, capsys):
     before = git_state(project)
     where = "lr = 0.01 AND epoch = 0"
     with capture_tasks() as tasks:
-        df = query(f"SELECT version, lr, epoch, step, grad_norm FROM logs WHERE {where} ORDER BY ALL",
+        df = query(f"SELECT version, lr, epoch, step, loss, grad_norm FROM logs WHERE {where} ORDER BY ALL",
                    replay="yes", layout=layout)
     assert git_state(project) == before
     ids = run_ids(evo)
     assert [(t.run_id, t.start, t.stop) for t in tasks] == [(ids[("v1", 0.01)], 0, 1)]
-    got = {(evo.label[v], lr, e, st): g for v, lr, e, st, g in df.itertuples(index=False, name=None)}
+    got = replayed(evo, df)
     assert len(got) == 24
     assert got == {k: 2 * want[k] for k in got}
-    # asked again: the statement now matches what was replayed last, no warning
+    # the rest still comes from the earlier statement: a query reading it must still say so
     capsys.readouterr()
-    query("SELECT lr, grad_norm FROM logs WHERE lr = 0.01 AND epoch = 0", replay="no", layout=layout)
-    assert "was replayed from" not in capsys.readouterr().err
+    df = query(SQL, replay="no", layout=layout)
+    assert "2 * torch" in capsys.readouterr().err
+    assert replayed(evo, df) == {k: 2 * v if (k[0], k[1], k[2]) == ("v1", 0.01, 0) else v for k, v in want.items()}
+    # ... while the rows already re-materialized answer without a warning, and are not replayed again
+    with capture_tasks() as tasks:
+        df = query(f"SELECT version, lr, epoch, step, loss, grad_norm FROM logs WHERE {where} ORDER BY ALL",
+                   replay="yes", layout=layout)
+    assert tasks == [] and "2 * torch" not in capsys.readouterr().err
+    assert replayed(evo, df) == got

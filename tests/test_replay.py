@@ -37,6 +37,8 @@ SGD_LINES = dict(
     suffix=[f'flor.log("final_w", {NORM})', 'flor.log("last_err", float(np.abs(err).sum()))'],
 )
 SGD_GT = dict(SGD_LINES, post=f'flor.log("w_norm", {NORM})')  # ratio would crash the ground truth
+# A tiny overhead budget: only the first and the last iteration are checkpointed.
+SPARSE = NUMPY_SGD.replace("overhead=1e6", "overhead=1e-9")
 SCRIPTS = {  # name: (recorded text, current text, ground-truth text)
     "sgd.py": (NUMPY_SGD, with_statements(NUMPY_SGD, **SGD_LINES), with_statements(NUMPY_SGD, **SGD_GT)),
     "total.py": (NUMPY_TOTAL, with_statements(NUMPY_TOTAL, post='flor.log("mean_loss", total / 4)'),
@@ -46,6 +48,8 @@ SCRIPTS = {  # name: (recorded text, current text, ground-truth text)
                   with_statements(NUMPY_NOCKPT, post=f'flor.log("nc_norm", {NORM})')),
     "gone.py": (NUMPY_SGD, with_statements(NUMPY_SGD, post=f'flor.log("gone_norm", {NORM})'),
                 with_statements(NUMPY_SGD, post=f'flor.log("gone_norm", {NORM})')),
+    "sparse.py": (SPARSE, with_statements(SPARSE, post=f'flor.log("sp_norm", {NORM})'),
+                  with_statements(SPARSE, post=f'flor.log("sp_norm", {NORM})')),
     "flat.py": (NUMPY_FLAT, with_statements(NUMPY_FLAT, pre=f'flor.log("flat_norm", {NORM})'),
                 with_statements(NUMPY_FLAT, pre=f'flor.log("flat_norm", {NORM})')),
 }
@@ -57,6 +61,7 @@ RUNS = [  # (script, --kwargs)
     ("nockpt.py", ["lr=0.03"]),
     ("gone.py", ["lr=0.03", "seed=7"]),
     ("flat.py", ["lr=0.03"]),
+    ("sparse.py", ["lr=0.04", "epochs=5"]),
 ]
 
 
@@ -197,6 +202,18 @@ def test_flat_main_loop_with_where_on_epoch_restores_the_end_state(np_proj):
     assert task.restore_before == 2 and task.warm == 3  # no iteration before 3 re-executed
     assert_equals_ground_truth(np_proj, "flat_norm", "flat.py", where="AND epoch >= 3", expect_rows=2)
     assert table(np_proj.project, "flat_norm", "flat.py", where="AND epoch < 3") == {}
+
+
+def test_skip_strategy_with_sparse_checkpoints_reruns_the_others(np_proj):
+    rep = do_replay(np_proj, ["sp_norm"], where="epoch >= 2", workers=1)
+    assert not rep.failed and not rep.diverged
+    (run,) = rep.plan.runs
+    assert run.strategy == "skip" and run.checkpoints == (2, 5)
+    assert "without checkpoint" in run.note
+    (task,) = rep.plan.tasks
+    assert (task.warm, task.start, task.stop) == (0, 2, 5)
+    assert sorted(task.checkpoints) == [0, 4]
+    assert_equals_ground_truth(np_proj, "sp_norm", "sparse.py", where="AND epoch >= 2", expect_rows=3)
 
 
 # -- narrowing, workers, duplicates ---------------------------------------------------------------
@@ -345,7 +362,7 @@ def test_replays_table_and_provenance(np_proj):
     assert all("w_norm" in r["statement"] and "w_start" in r["statement"] for r in rows)
     ids = set(replay_ids(np_proj.project, "w_start", "sgd.py").values())
     assert ids and ids <= {r["replay_id"] for r in rows}
-    # recorded values have no replay provenance
+    # values the replays logged again (fidelity) are checked, not served: no extra `val` rows
     df = q(np_proj.project, "SELECT count(*) AS n FROM logs WHERE script = 'sgd.py' AND val IS NOT NULL")
     assert df["n"][0] == 8
 
@@ -396,3 +413,17 @@ def test_torch_step_level_one_and_two_workers_equal_ground_truth(torch_proj):
     assert sorted((t.start, t.stop) for t in two.plan.tasks) == [(0, 2), (2, 4)]
     assert table(torch_proj.project, "t_grad", "mlp.py", ("epoch", "step")) == first
     assert record_count(torch_proj.project) == count
+
+
+@pytest.mark.xfail(strict=True, reason="BUG (flordb/query/api.py): the query's hindsight hook fires only when no run"
+                   " recorded the column; once a WHERE-narrowed replay filled part of it, a broader query with"
+                   " replay='yes' silently answers NULL for the runs/iterations never replayed")
+def test_query_fills_the_gaps_left_by_a_narrowed_replay(np_proj):
+    from flordb.query.api import query
+
+    rep = do_replay(np_proj, ["flat_norm"], where="epoch = 4", workers=1)
+    assert not rep.failed
+    df = query("SELECT epoch, loss, flat_norm FROM logs WHERE script = 'flat.py' ORDER BY epoch", replay="yes",
+               layout=np_proj.layout)
+    assert len(df) == 5 and df["loss"].notna().all()
+    assert df["flat_norm"].notna().all()

@@ -211,18 +211,58 @@ def _missing_column_hook(cat: Catalog, err: UnknownColumnError, sql: str, mode: 
     return True
 
 
-def replayed_statements(cat: Catalog, names: list[str]) -> dict[str, str]:
-    """The statement text each name was last replayed from."""
-    out: dict[str, str] = {}
-    for names_, statement in cat.execute(
-        "SELECT names, statement FROM replays WHERE status <> 'failed' ORDER BY started"
+def replayed_statements(cat: Catalog, names: list[str], where: str | None = None) -> dict[str, list[str]]:
+    """The statement texts each name's replayed values still come from, oldest replay first.
+
+    A replay whose values were all replaced by a later one no longer counts; one
+    narrowed by WHERE replaces only its part, so older statements may remain.
+    With ``where`` (a predicate over ``logs``), only the rows it selects count.
+    """
+    serving = _serving_replays(cat, names, where)
+    out: dict[str, list[str]] = {}
+    for replay_id, names_, statement in cat.execute(
+        "SELECT replay_id, names, statement FROM replays ORDER BY started"
     ).fetchall():
         try:
             texts = json.loads(statement or "{}")
         except json.JSONDecodeError:  # one statement, stored as plain text
             texts = {n: statement for n in names_}
-        out.update({n: t.split(": ", 1)[-1] for n, t in texts.items() if n in names})
-    return out
+        for n, t in texts.items():
+            text = t.split(": ", 1)[-1]
+            if n in names and (replay_id, n) in serving and text not in out.setdefault(n, []):
+                out[n].append(text)
+    return {n: texts for n, texts in out.items() if texts}
+
+
+def _serving_replays(cat: Catalog, names: list[str], where: str | None) -> set[tuple[str, str]]:
+    """(replay_id, name) pairs whose values are still in the catalog (in the rows ``where`` selects)."""
+    def everywhere(some: list[str]) -> set[tuple[str, str]]:
+        return set(cat.execute(
+            "SELECT DISTINCT replay_id, name FROM records WHERE replay_id IS NOT NULL AND list_contains(?, name)",
+            [list(some)],
+        ).fetchall())
+
+    if where is None:
+        return everywhere(names)
+    import sqlglot
+    from sqlglot import exp
+
+    from flordb.query.engine import prepare, run_plan
+    from flordb.query.logs import ident
+    from flordb.query.schema import REPLAY_PREFIX, load_schema
+
+    replayed = [n for n in names if REPLAY_PREFIX + n in load_schema(cat).columns]  # others: never replayed
+    try:
+        cond = sqlglot.parse_one(where, read="duckdb")
+        out: set[tuple[str, str]] = set()
+        for n in replayed:
+            sel = exp.select(exp.column(ident(REPLAY_PREFIX + n))).distinct().from_("logs").where(cond.copy())
+            for (rid,) in run_plan(cat, prepare(cat, sel.sql(dialect="duckdb"))[0]).itertuples(index=False, name=None):
+                if isinstance(rid, str):
+                    out.add((rid, n))
+        return out
+    except Exception:  # a predicate we cannot reuse here: look at every row
+        return everywhere(replayed)
 
 
 def _stale_column_hook(cat: Catalog, plan, sql: str, mode: str) -> bool:
@@ -233,11 +273,12 @@ def _stale_column_hook(cat: Catalog, plan, sql: str, mode: str) -> bool:
     schema = load_schema(cat)
     names = [schema.columns[c].source for c in plan.logs_columns
              if c in schema.columns and schema.columns[c].kind == "log"]
-    before = replayed_statements(cat, names)
+    before = replayed_statements(cat, names, _where_of(sql))
     if not before:
         return False
     now = locate_statements(cat.layout.work_tree, list(before))
-    stale = {n: (before[n], now[n].text.strip()) for n in before if n in now and now[n].text.strip() != before[n]}
+    stale = {n: (next(t for t in before[n] if t != now[n].text.strip()), now[n].text.strip())
+             for n in before if n in now and any(t != now[n].text.strip() for t in before[n])}
     if not stale:
         return False
     for n, (old, new) in stale.items():

@@ -401,6 +401,8 @@ def plan_replay(cat: Catalog, names: list[str], where: str | None = None, worker
     plan = ReplayPlan(names=names, statements=statements, runs=[], refused=[], workers=workers, where=where,
                       only_missing=only_missing)
     for run_id, version, _ in candidates:
+        if its is not None and not its.get(run_id):
+            continue  # WHERE selects no row of this run: neither replayed nor refused
         if not version:
             plan.refused.append((run_id, "", "the run has no recorded code version"))
             continue
@@ -428,8 +430,6 @@ def plan_replay(cat: Catalog, names: list[str], where: str | None = None, worker
         warm_skip, _ = nested_skip_safety(patched_text, main_loop)
         iterations = [r[0] for r in facts.iterations]
         if its is not None:
-            if not its.get(run_id):
-                continue  # WHERE selects no row of this run
             iterations = [i for i in iterations if i in set(its.get(run_id, []))]
         if only_missing:
             have = _have(cat, run_id, names)
