@@ -139,11 +139,14 @@ def run_ids(evo) -> dict:
     return {(evo.label[v], lr): r for r, v, lr in df.itertuples(index=False, name=None)}
 
 
-def replays_table(evo) -> list[dict]:
+def replays_table(evo, status: str = "ran") -> list[dict]:
+    """Rows of ``replays``: the replays that ran, or those with the given status ("refused")."""
     cols = ["replay_id", "run_id", "names", "version", "statement", "strategy", "iterations", "seconds",
-            "estimate", "status", "started"]
+            "estimate", "status", "started", "fidelity"]
+    where = "status <> 'refused'" if status == "ran" else f"status = '{status}'"
     with open_catalog(evo.layout) as cat:
-        return [dict(zip(cols, r)) for r in cat.execute(f"SELECT {', '.join(cols)} FROM replays").fetchall()]
+        return [dict(zip(cols, r)) for r in cat.execute(
+            f"SELECT {', '.join(cols)} FROM replays WHERE {where}").fetchall()]
 
 
 # -----------------------------------------------------------------------------------------------
@@ -173,6 +176,8 @@ def test_version_without_the_anchor_code_is_refused_and_others_answer(evo):
     assert len(left_out) == 1 and v0[:7] in left_out[0]
     assert "step" in left_out[0] and "counterpart" in left_out[0]  # the reason, in words
     assert all(t.version != v0 and evo.label.get(t.version) != "v0" for t in evo.tasks)
+    (refused,) = replays_table(evo, status="refused")  # remembered, so later queries do not retry it
+    assert refused["version"] == v0 and "counterpart" in refused["fidelity"]
 
 
 def test_replay_leaves_the_users_git_state_alone(evo):

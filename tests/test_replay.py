@@ -415,9 +415,6 @@ def test_torch_step_level_one_and_two_workers_equal_ground_truth(torch_proj):
     assert record_count(torch_proj.project) == count
 
 
-@pytest.mark.xfail(strict=True, reason="BUG (flordb/query/api.py): the query's hindsight hook fires only when no run"
-                   " recorded the column; once a WHERE-narrowed replay filled part of it, a broader query with"
-                   " replay='yes' silently answers NULL for the runs/iterations never replayed")
 def test_query_fills_the_gaps_left_by_a_narrowed_replay(np_proj):
     from flordb.query.api import query
 
@@ -427,3 +424,27 @@ def test_query_fills_the_gaps_left_by_a_narrowed_replay(np_proj):
                layout=np_proj.layout)
     assert len(df) == 5 and df["loss"].notna().all()
     assert df["flat_norm"].notna().all()
+
+
+def test_query_fills_runs_recorded_before_the_statement_existed(tmp_path):
+    """A newer run logs the column; the older runs of the same script get it by replay."""
+    from flordb.query.api import query
+
+    body = NUMPY_FLAT
+    statement = {"pre": 'flor.log("w_sum", float(w.sum()))'}
+    project = setup_project(tmp_path / "proj", {"flat.py": body})
+    run_parallel([(project, project / "flat.py", kwargs(["lr=0.05"]), None)])
+    (project / "flat.py").write_text(with_statements(body, **statement))
+    run_parallel([(project, project / "flat.py", kwargs(["lr=0.02"]), None)])
+    layout = locate(project)
+    sql = "SELECT lr, epoch, w_sum FROM logs ORDER BY lr, epoch"
+    before = query(sql, replay="no", layout=layout)
+    assert before[before["lr"] == 0.05]["w_sum"].isna().all()  # the old run never logged it
+    after = query(sql, replay="yes", layout=layout)
+    assert after["w_sum"].notna().all() and len(after) == 10
+    recorded_lr = after[after["lr"] == 0.02]["w_sum"].tolist()
+    assert recorded_lr == before[before["lr"] == 0.02]["w_sum"].tolist()  # recorded values untouched
+    again = query(sql, replay="yes", layout=layout)  # nothing left to fill: no second replay
+    assert again.equals(after)
+    with open_catalog(layout) as cat:
+        assert cat.execute("SELECT count(*) FROM replays").fetchone()[0] == 1

@@ -107,7 +107,7 @@ def confirm(question: str, mode: str) -> bool:
 
 def replay(names, where: str | None = None, workers: int | None = None, yes: bool = False,
            layout: Layout | None = None, only_missing: bool = False, confirm_mode: str | None = None,
-           progress: bool = True) -> ReplayReport:
+           progress: bool = True, quiet_if_nothing: bool = False) -> ReplayReport:
     """Fill in ``names`` for recorded runs by replaying them with the current statements.
 
     ``where`` is a SQL predicate over run, arg and main-loop columns of
@@ -121,10 +121,13 @@ def replay(names, where: str | None = None, workers: int | None = None, yes: boo
         cat.ingest()
         plan = plan_replay(cat, names, where=where, workers=workers, only_missing=only_missing)
         git_dirs = _git_dirs(cat, plan)
+        _record_refusals(cat, plan)
     report = ReplayReport(plan)
-    say(render_plan(plan))
+    if plan.runs or not quiet_if_nothing:
+        say(render_plan(plan))
     if not plan.runs:
-        say("Nothing to replay.")
+        if not quiet_if_nothing:
+            say("Nothing to replay.")
         return report
     n_tasks = len(plan.tasks)
     question = (f"Replay {len(plan.runs)} run{'s' if len(plan.runs) != 1 else ''} ({n_tasks} task"
@@ -152,12 +155,27 @@ def _git_dirs(cat: Catalog, plan: ReplayPlan) -> dict[str, str]:
     return out
 
 
+def _record_refusals(cat: Catalog, plan: ReplayPlan) -> None:
+    """Runs whose version cannot take the statement: remembered, so queries stop retrying them."""
+    statement = _statement_json(plan)
+    for run_id, version, reason in plan.refused:
+        cat.record_replay(
+            replay_id=f"refused-{run_id}-{'-'.join(plan.names)}", run_id=run_id, names=plan.names,
+            version=version, statement=statement, strategy=None, iterations=None, seconds=0.0,
+            estimate=0.0, status="refused", fidelity=reason,
+        )
+
+
+def _statement_json(plan: ReplayPlan) -> str:
+    return json.dumps({s.name: f"{s.script}:{s.lineno}: {s.text.strip()}" for s in plan.statements})
+
+
 def _finish(cat: Catalog, report: ReplayReport) -> None:
     plan = report.plan
     by_replay: dict[str, list[TaskResult]] = {}
     for res in report.results:
         by_replay.setdefault(res.task.replay_id, []).append(res)
-    statement = json.dumps({s.name: f"{s.script}:{s.lineno}: {s.text.strip()}" for s in plan.statements})
+    statement = _statement_json(plan)
     for r in plan.runs:
         results = by_replay.get(r.replay_id, [])
         fid = check(cat, r.replay_id)
@@ -265,14 +283,74 @@ def _serving_replays(cat: Catalog, names: list[str], where: str | None) -> set[t
         return everywhere(replayed)
 
 
-def _stale_column_hook(cat: Catalog, plan, sql: str, mode: str) -> bool:
-    """Replayed values come from an older statement than the current code's: ask."""
-    from flordb.hindsight.plan import locate_statements
+def gaps(cat: Catalog, names: list[str]) -> list[str]:
+    """Names some recorded runs lack, among runs of the scripts that log them.
+
+    A run lacks a name when it never logged it (nor was it replayed), or, for a
+    name replayed into part of a run, when some main-loop iterations have no
+    value. Runs a replay refused or failed on are not retried here (``flordb
+    replay`` retries them). Cheap: summaries and replayed records only.
+    """
+    if not names:
+        return []
+    rows = cat.execute(
+        """WITH having_name AS (SELECT DISTINCT l.run_id, l.name, r.script FROM log_names l
+                                JOIN runs r USING (run_id) WHERE list_contains(?, l.name)),
+                scripts AS (SELECT DISTINCT name, script FROM having_name),
+                tried AS (SELECT DISTINCT run_id, unnest(names) AS name FROM replays
+                          WHERE status IN ('refused', 'failed'))
+           SELECT DISTINCT s.name FROM scripts s JOIN runs r ON r.script = s.script
+           WHERE r.mode = 'record' AND r.status <> 'running'
+             AND NOT EXISTS (SELECT 1 FROM having_name h WHERE h.run_id = r.run_id AND h.name = s.name)
+             AND NOT EXISTS (SELECT 1 FROM tried t WHERE t.run_id = r.run_id AND t.name = s.name)
+           UNION
+           SELECT DISTINCT n.name FROM (SELECT DISTINCT run_id, name FROM log_names
+                                        WHERE replayed AND list_contains(?, name) AND len(path) > 0) n
+           JOIN loops i ON i.run_id = n.run_id AND i.kind = 'iter' AND i.replay_id IS NULL
+           WHERE NOT EXISTS (SELECT 1 FROM records x WHERE x.run_id = n.run_id AND x.name = n.name
+                             AND x.coord[1] = i.coord[1])
+             AND NOT EXISTS (SELECT 1 FROM replays t WHERE t.run_id = n.run_id
+                             AND list_contains(t.names, n.name) AND t.status IN ('refused', 'failed'))""",
+        [names, names],
+    ).fetchall()
+    return sorted({r[0] for r in rows})
+
+
+def _replayed_column_hook(cat: Catalog, plan, sql: str, mode: str) -> bool:
+    """Before a query reads log columns: refresh stale replayed values, fill gaps."""
     from flordb.query.schema import load_schema
 
     schema = load_schema(cat)
     names = [schema.columns[c].source for c in plan.logs_columns
              if c in schema.columns and schema.columns[c].kind == "log"]
+    changed = _refresh_stale(cat, names, sql, mode)
+    missing = gaps(cat, names)
+    if not missing:
+        return changed
+    from flordb.hindsight.plan import locate_statements
+
+    logged = sorted(locate_statements(cat.layout.work_tree, missing))
+    if not logged:
+        return changed
+    if mode == "no":
+        say(f"{', '.join(logged)}: some runs never logged it; the current code does (replay with --yes to fill them).")
+        return changed
+    cat.close()
+    try:
+        report = replay(logged, layout=cat.layout, only_missing=True, confirm_mode=mode, where=_where_of(sql),
+                        quiet_if_nothing=True)
+    except ConfirmationRequired as exc:
+        say(f"{exc.message}; answering without those runs' values.")
+        return changed
+    finally:
+        cat.open()
+    return changed or bool(report.results)
+
+
+def _refresh_stale(cat: Catalog, names: list[str], sql: str, mode: str) -> bool:
+    """Replayed values come from an older statement than the current code's: ask."""
+    from flordb.hindsight.plan import locate_statements
+
     before = replayed_statements(cat, names, _where_of(sql))
     if not before:
         return False
@@ -319,7 +397,7 @@ def _register() -> None:
     import flordb.query.api as qapi
 
     qapi.missing_column_hook = _missing_column_hook
-    qapi.stale_column_hook = _stale_column_hook
+    qapi.stale_column_hook = _replayed_column_hook
 
 
 _register()

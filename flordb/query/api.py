@@ -22,8 +22,8 @@ from flordb.store.layout import Layout
 MissingColumnHook = Callable[[Catalog, UnknownColumnError, str, str], bool]
 missing_column_hook: MissingColumnHook | None = None
 # Also set by flordb.hindsight: called with (catalog, plan, sql, replay) before a
-# query that reads replayed columns runs; returns True when it re-materialized
-# them because the statement in the current code changed.
+# query that reads log columns runs; returns True when it replayed something
+# (values from a changed statement, or runs that lack a logged column).
 StaleColumnHook = Callable[[Catalog, object, str, str], bool]
 stale_column_hook: StaleColumnHook | None = None
 
@@ -55,8 +55,7 @@ def query_table(sql: str, replay: str = "ask", layout: Layout | None = None) -> 
                     f"{', '.join(again.names)}: the current code logs it, but no recorded run of that script"
                     " could be replayed to fill it"
                 ) from None
-        if any(logs.columns[c].kind == "log" and "replay." + logs.columns[c].source in logs.columns
-               for c in p.logs_columns if c in logs.columns):
+        if any(logs.columns[c].kind == "log" for c in p.logs_columns if c in logs.columns):
             _load_hindsight()
             if stale_column_hook is not None and stale_column_hook(cat, p, sql, replay):
                 cat.ingest()
