@@ -302,3 +302,28 @@ def test_mlp_example_end_to_end(project):
     assert all(math.isfinite(x) for x in df["loss"])
     only = q(project, "SELECT DISTINCT run_id FROM logs WHERE lr > 0.005")
     assert len(only) == 1
+
+
+def test_unwritable_store_never_crashes_training(project, tmp_path):
+    """FLORDB_HOME pointing at a file: recording is off, reported once, the script completes."""
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("x")
+    proc = record(project, """
+        import flordb as flor
+        lr = flor.arg("lr", 0.1)
+        total = 0
+        for e in flor.loop("epoch", range(3)):
+            total += flor.log("x", e)
+        print("done", lr, total)
+    """, "--kwargs", "lr=0.5", env={"FLORDB_HOME": str(blocker / "store")})
+    assert proc.returncode == 0, proc.stderr
+    assert "done 0.5 3" in proc.stdout
+    assert proc.stderr.count("recording is off") == 1
+
+
+def test_disabled_still_applies_kwargs_overrides(project):
+    proc = record(project, """
+        import flordb as flor
+        print(flor.arg("lr", 0.1), flor.arg("epochs", 2))
+    """, "--kwargs", "lr=0.5", env={"FLORDB_DISABLE": "1"})
+    assert proc.returncode == 0 and proc.stdout.strip() == "0.5 2"

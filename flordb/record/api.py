@@ -21,13 +21,20 @@ T = TypeVar("T")
 OVERRIDES = take_overrides(sys.argv)
 
 _run = None
+_broken = False  # the store could not be opened once: do not retry on every call
 
 
 def current_run():
     """The active run, started if needed (None when FlorDB is disabled)."""
-    global _run
-    if _run is None or _run.finished:
-        _run = _make_run()
+    global _run, _broken
+    if (_run is None or _run.finished) and not _broken:
+        try:
+            _run = _make_run()
+        except Exception as exc:  # e.g. a read-only store: train without FlorDB rather than crash
+            from flordb.record.run import report
+
+            report(f"recording is off for this process: {exc}")
+            _run, _broken = None, True
         _bind(_run)
     return _run
 
@@ -77,7 +84,15 @@ def _loop_off(name: str, iterable: Iterable[T]) -> Iterable[T]:
 
 
 def _arg_off(name: str, default: T) -> T:
-    return default
+    """Recording off: overrides still apply, so the script behaves the same."""
+    if name not in OVERRIDES:
+        return default
+    from flordb.record.args import cast
+
+    try:
+        return cast(OVERRIDES[name], default)
+    except ValueError:
+        return default
 
 
 def log_starter(name: str, value: T) -> T:
