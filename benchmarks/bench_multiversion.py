@@ -105,20 +105,35 @@ def rerun_all(runs, sources: list[str], epochs: int, parallel: int) -> tuple[flo
     return time.perf_counter() - t0, project
 
 
-def values_by_run(project: Path, order_by_script: bool) -> list[list[tuple[int, int, float]]]:
-    """grad_norm rows of each run, runs in recording order (or by script name for the re-runs)."""
+def values_by_run(project: Path, runs, rerun: bool) -> dict[tuple[int, float], list[tuple[int, int, float]]]:
+    """grad_norm rows of each run keyed by (version rank, lr), comparable between the two projects.
+
+    The bench project's version rank is the order in which versions were first
+    recorded; the re-run project's scripts are ``run<k>.py`` for the k-th run.
+    """
     from flordb.query.api import query
     from flordb.store.layout import locate
 
-    df = query("SELECT run_id, script, epoch, step, grad_norm FROM logs WHERE grad_norm IS NOT NULL"
-               " ORDER BY run_id, epoch, step", replay="no", layout=locate(project))
-    runs = query("SELECT run_id, script, started FROM runs WHERE mode = 'record' ORDER BY started",
-                 replay="no", layout=locate(project))
-    order = list(runs.sort_values("script")["run_id"]) if order_by_script else list(runs["run_id"])
-    out = []
-    for rid in order:
-        sub = df[df["run_id"] == rid]
-        out.append([(int(e), int(s), float(g)) for e, s, g in zip(sub["epoch"], sub["step"], sub["grad_norm"])])
+    layout = locate(project)
+    df = query("SELECT run_id, epoch, step, grad_norm FROM logs WHERE grad_norm IS NOT NULL"
+               " ORDER BY run_id, epoch, step", replay="no", layout=layout)
+    meta = query("SELECT DISTINCT run_id, script, version, lr FROM logs", replay="no", layout=layout)
+    started = query("SELECT run_id, started FROM runs WHERE mode = 'record' ORDER BY started", replay="no",
+                    layout=layout)
+    labels = list(dict.fromkeys(label for label, _, _ in runs))
+    if rerun:
+        rank = {r.run_id: labels.index(runs[int(r.script[3:-3])][0]) for r in meta.itertuples()}
+    else:
+        first = {}
+        for rid in started["run_id"]:
+            v = meta[meta["run_id"] == rid]["version"].iloc[0]
+            first.setdefault(v, len(first))
+        rank = {r.run_id: first[r.version] for r in meta.itertuples()}
+    out = {}
+    for r in meta.itertuples():
+        sub = df[df["run_id"] == r.run_id]
+        out[(rank[r.run_id], float(r.lr))] = [(int(e), int(st), float(g))
+                                             for e, st, g in zip(sub["epoch"], sub["step"], sub["grad_norm"])]
     return out
 
 
@@ -161,11 +176,11 @@ def main() -> int:
     par_s, par_project = rerun_all(runs, sources, epochs, 2)
     say(f"  2 at a time: {par_s:.2f} s")
 
-    replayed = values_by_run(project, order_by_script=False)
-    truth = values_by_run(par_project, order_by_script=True)
-    expected = sum(len(t) for t in truth)
-    filled = sum(len(r) for r in replayed)
-    equal = replayed == truth
+    replayed = values_by_run(project, runs, rerun=False)
+    truth = values_by_run(par_project, runs, rerun=True)
+    expected = sum(len(t) for t in truth.values())
+    filled = sum(len(r) for r in replayed.values())
+    equal = replayed == truth and len(truth) == len(runs)
     say(f"  grad_norm rows: replayed {filled}, re-runs {expected}; values equal: {equal}")
     if a.keep:
         say(f"  projects kept: {project} {par_project}")

@@ -10,11 +10,27 @@ The benchmarks copy this file into a temporary project as ``train.py`` and
 insert hindsight statements at the two marker comments:
 ``# <step-statement>`` (inside the step loop) and ``# <epoch-statement>``
 (after the step loop, at epoch level). It prints ``train_loop_seconds=<s>``,
-the wall time of the checkpointed training loop, on stdout.
+the wall time of the checkpointed training loop, on stdout. With
+``BENCH_CPU_LOG=<file>`` it appends its CPU seconds to that file at exit (replay
+workers included), so a benchmark can tell contention from work.
 """
 
+import atexit
+import json
 import os
+import resource
 import time
+
+
+def _cpu_log(path=os.environ.get("BENCH_CPU_LOG")):
+    """At exit, append this process's CPU seconds (and its replay task, if any) to BENCH_CPU_LOG."""
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    with open(path, "a") as f:
+        f.write(json.dumps({"task": os.environ.get("FLORDB_REPLAY_TASK"), "cpu": ru.ru_utime + ru.ru_stime}) + "\n")
+
+
+if os.environ.get("BENCH_CPU_LOG"):
+    atexit.register(_cpu_log)
 
 import torch
 import torch.nn.functional as F
