@@ -126,6 +126,7 @@ def figure_ingest(home: Path, records: int, reps: int = 3) -> dict:
 
 def build_catalog_store(home: Path, runs: int, epochs: int, steps: int) -> list[str]:
     """100 runs written through the runtime's own writer: one segment per epoch, like Run.flush."""
+    from flordb.record.context import Blocks
     from flordb.store.segments import SegmentWriter, write_json_atomic
 
     host = socket.gethostname()
@@ -138,17 +139,19 @@ def build_catalog_store(home: Path, runs: int, epochs: int, steps: int) -> list[
         write_json_atomic(d / "run.json", {"run_id": run_id, "mode": "record", "script": "train.py", "argv": [],
                                            "started": t + r, "pid": 0, "host": host, "version": f"{r % 7:040x}"})
         w = SegmentWriter(d)
+        blocks = Blocks()
         outer, inner = ("epoch",), ("epoch", "step")
+        outer_base = blocks.open(outer, ())
         args = [("lr", 10.0 ** -(1 + r % 4)), ("seed", r)]
         for e in range(epochs):
             logs = []
+            inner_base = blocks.open(inner, (e,))  # contexts as flor.loop makes them
             for s in range(steps):
-                ctx = (inner, (e, s))  # a fresh context tuple per step, as flor.loop makes them
-                logs.append(("loss", 1.0 / (1 + e * steps + s) + r * 1e-3, ctx))
-            logs.append(("acc", e / epochs, (outer, (e,))))
+                logs.append(("loss", 1.0 / (1 + e * steps + s) + r * 1e-3, inner_base + s))
+            logs.append(("acc", e / epochs, outer_base + e))
             events = [{"kind": "loop", "path": inner, "coord": (e,), "n": steps, "t0": 0.0, "t1": 1.0},
                       {"kind": "iter", "path": outer, "coord": (e,), "t0": 0.0, "t1": 1.0, "t2": 1.0}]
-            w.write(logs, args if e == 0 else [], events)
+            w.write(logs, args if e == 0 else [], events, blocks.table)
         write_json_atomic(d / "end.json", {"status": "finished", "ended": t + r + 1, "error": None})
         ids.append(run_id)
     return ids

@@ -16,6 +16,7 @@ from conftest import q, record, spawn
 from flordb.store import segments as seg
 from flordb.store.catalog import open_catalog
 from flordb.store.layout import locate
+from flordb.record.context import Blocks
 from flordb.store.segments import SegmentWriter, encode, decode, segment_files, write_json_atomic
 
 TABLES = ("runs", "records", "log_names", "args", "loops", "segments", "versions")
@@ -114,8 +115,10 @@ def test_write_json_atomic_and_segment_files(tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
     w = SegmentWriter(tmp_path)
     assert w.write([], [], []) is None
-    p1 = w.write([("x", 1.0, (("epoch",), (0,)))], [], [])
-    p2 = w.write([("x", 2.0, (("epoch",), (1,)))], [("lr", 0.1)], [])
+    blocks = Blocks()
+    epoch = blocks.open(("epoch",), ())
+    p1 = w.write([("x", 1.0, epoch + 0)], [], [], blocks.table)
+    p2 = w.write([("x", 2.0, epoch + 1)], [("lr", 0.1)], [], blocks.table)
     (tmp_path / ".seg-000003.tmp").write_bytes(b"half a segment")
     assert segment_files(tmp_path) == [p1, p2]
 
@@ -131,13 +134,15 @@ def _fake_run(layout, run_id: str, epochs: int, steps: int, ended=True) -> None:
                                        "pid": 0, "host": "elsewhere", "version": None})
     w = SegmentWriter(d)
     w.write([], [("lr", 0.1)], [])
+    blocks = Blocks()
+    epoch = blocks.open(("epoch",), ())
     for e in range(epochs):
-        ctx = (("epoch", "step"), (e,))
-        logs = [("loss", float(s), (ctx[0], (e, s))) for s in range(steps)]
-        logs.append(("acc", e / 10, (("epoch",), (e,))))
+        step = blocks.open(("epoch", "step"), (e,))
+        logs = [("loss", float(s), step + s) for s in range(steps)]
+        logs.append(("acc", e / 10, epoch + e))
         events = [{"kind": "loop", "path": ("epoch", "step"), "coord": (e,), "n": steps, "t0": 0.0, "t1": 1.0},
                   {"kind": "iter", "path": ("epoch",), "coord": (e,), "t0": 0.0, "t1": 1.0, "t2": 1.0}]
-        w.write(logs, [], events)
+        w.write(logs, [], events, blocks.table)
     if ended:
         write_json_atomic(d / "end.json", {"status": "finished", "ended": time.time(), "error": None})
 
@@ -165,7 +170,8 @@ def test_ingest_of_a_growing_run_adds_only_new_segments(project):
     w = SegmentWriter(layout.run_dir("r1"))
     w.count = len(segment_files(layout.run_dir("r1")))
     w.seq = 10_000
-    w.write([("loss", 9.0, (("epoch", "step"), (2, 0)))], [], [])
+    blocks = Blocks()
+    w.write([("loss", 9.0, blocks.open(("epoch", "step"), (2,)) + 0)], [], [], blocks.table)
     write_json_atomic(layout.run_dir("r1") / "end.json", {"status": "finished", "ended": time.time()})
     assert q(project, "SELECT count(loss) AS n FROM logs")["n"][0] == 5
     assert q(project, "SELECT status FROM runs")["status"].tolist() == ["finished"]
@@ -252,3 +258,24 @@ def test_sigkill_mid_epoch_keeps_earlier_epochs(project, tmp_path):
     assert dict(zip(r["status"], r["n"])) == {"finished": 1, "interrupted": 1}
     with duckdb.connect(str(locate(project).catalog), read_only=True) as con:
         assert con.execute("SELECT count(*) FROM records").fetchone()[0] == k * 5 + k + 2
+
+
+def test_contexts_decode_nested_loops_and_top_level(tmp_path):
+    """Int contexts from several blocks and depths come back as the right (path, coord)."""
+    import duckdb
+
+    blocks = Blocks()
+    epoch = blocks.open(("epoch",), ())
+    logs = [("top", 1.0, 0)]
+    for e in range(2):
+        logs.append(("acc", float(e), epoch + e))
+        step = blocks.open(("epoch", "step"), (e,))
+        for s in range(3):
+            logs.append(("loss", float(10 * e + s), step + s))
+            inner = blocks.open(("epoch", "step", "micro"), (e, s))
+            logs.append(("m", 0.5, inner + 1))
+    assert blocks.decode(step + 2) == (("epoch", "step"), (1, 2)) and blocks.decode(0) == ((), ())
+    path = SegmentWriter(tmp_path).write(logs, [], [], blocks.table)
+    rows = duckdb.sql(f"SELECT name, path, coord, num FROM read_parquet('{path}') ORDER BY seq").fetchall()
+    expected = [(nm, list(blocks.decode(c)[0]), list(blocks.decode(c)[1]), v) for nm, v, c in logs]
+    assert rows == expected

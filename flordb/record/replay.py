@@ -17,7 +17,8 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from flordb.record.run import TOP, Run, report
+from flordb.record.context import TOP
+from flordb.record.run import Run, report
 from flordb.store.segments import IMMUTABLE, frozen
 from flordb.store.layout import Layout
 
@@ -75,6 +76,7 @@ class ReplayRun(Run):
         restore_before = t.get("restore_before")
         cur, perf = self.cur, time.perf_counter
         self.outer_path = path
+        base = self.blocks.open(path, ())
         i = -1
         for i, item in enumerate(iterable):
             if i < warm:
@@ -87,7 +89,7 @@ class ReplayRun(Run):
             self.live[0] = i >= start
             self.skip_nested = i in self.checkpoints and bool(t.get("nested")) and (
                 t["strategy"] == "skip" or (i < start and t.get("warm_skip", True)))
-            cur[0] = (path, (i,))
+            cur[0] = base + i
             t0 = perf()
             yield item
             t1 = perf()
@@ -103,12 +105,12 @@ class ReplayRun(Run):
             self.finish()
             sys.exit(0)
 
-    def inner_loop(self, path: tuple, parent: tuple, iterable: Iterable) -> Iterator:
+    def inner_loop(self, path: tuple, parent: int, coord: tuple, iterable: Iterable) -> Iterator:
         if len(path) == 2 and self.skip_nested:
             self.skip_nested = False  # only the first nested loop of an iteration is skipped
-            self.restore(parent[1][0])
+            self.restore(coord[0])
             return iter(())
-        return super().inner_loop(path, parent, iterable)
+        return super().inner_loop(path, parent, coord, iterable)
 
     def on_nested_exit(self, iteration: int) -> None:
         pass

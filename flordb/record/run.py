@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from flordb.store.layout import Layout
+from flordb.record.context import TOP, Blocks
 from flordb.store.segments import IMMUTABLE, SegmentWriter, frozen, write_json_atomic
 
-TOP = ((), ())  # the loop context outside any flor.loop: (path, coord)
 
 
 def report(message: str) -> None:
@@ -56,10 +56,11 @@ class Run:
         self.overrides = overrides
         self.used_overrides: set[str] = set()
         self.args: dict[str, Any] = {}
-        self.buffer: list = []  # (name, value, ctx) triples, appended by flor.log
+        self.buffer: list = []  # (name, value, ctx) triples of atomic values, appended by flor.log
         self.pending_args: list = []
         self.events: list = []  # loop/iter/ckpt rows
-        self.cur = [TOP]  # cur[0] is the current loop context (path, coord)
+        self.blocks = Blocks()
+        self.cur = [TOP]  # cur[0] is the current loop context, an int (see record/context.py)
         self.depth = 0
         self.objects: dict[str, Any] = {}
         self.outer_path: tuple = ()
@@ -166,7 +167,7 @@ class Run:
         events = self.events[:]
         del self.events[: len(events)]
         try:
-            self.writer.write(logs, args, events)
+            self.writer.write(logs, args, events, self.blocks.table)
         except Exception as exc:
             report(f"could not write records ({len(logs)} lost): {exc}")
 
@@ -178,7 +179,7 @@ class Run:
 
         def log(name, value):
             if type(value) is not float and type(value) not in IMMUTABLE:
-                value = frozen(name, value)
+                value = frozen(name, value)  # now: it may change, or pin a tensor's graph
             append((name, value, cur[0]))
             return value
 
@@ -237,10 +238,11 @@ class Run:
 
     def loop(self, name: str, iterable: Iterable) -> Iterator:
         parent = self.cur[0]
-        path = parent[0] + (str(name),)
+        parent_path, parent_coord = self.blocks.decode(parent)
+        path = (*parent_path, str(name))
         if len(path) == 1:
             return self.outer_loop(path, iterable)
-        return self.inner_loop(path, parent, iterable)
+        return self.inner_loop(path, parent, parent_coord, iterable)
 
     def outer_loop(self, path: tuple, iterable: Iterable) -> Iterator:
         """A top-level loop: timed per iteration, flushed per iteration, with a progress bar."""
@@ -248,11 +250,11 @@ class Run:
         bar = _progress(path[0], iterable)
         self.outer_path = path
         self.outer_total = _length(iterable)
+        base = self.blocks.open(path, ())
         i = -1
         try:
             for i, item in enumerate(iterable):
-                ctx = (path, (i,))
-                cur[0] = ctx
+                cur[0] = base + i
                 self.nested_exit = None
                 self.checkpointed = None
                 self.ckpt_seconds = None
@@ -278,14 +280,14 @@ class Run:
                 self.ckpt_policy.observe(max(0.0, t1 - t0 - spent), self.ckpt_seconds)
         self.flush()
 
-    def inner_loop(self, path: tuple, parent: tuple, iterable: Iterable) -> Iterator:
+    def inner_loop(self, path: tuple, parent: int, coord: tuple, iterable: Iterable) -> Iterator:
         cur = self.cur
-        coord = parent[1]
+        before = self.blocks.open(path, coord) - 1  # context of iteration n is before + n + 1
         t0 = time.perf_counter()
         n = 0
         try:
             for n, item in enumerate(iterable, 1):
-                cur[0] = (path, (*coord, n - 1))
+                cur[0] = before + n
                 yield item
         finally:
             cur[0] = parent

@@ -36,24 +36,20 @@ NULL, FLOAT, INT, BOOL, STR, JSON, REPR = range(7)
 _warned_repr: set[str] = set()
 
 
-# Values flor.log may keep by reference until the next flush.
+# Values flor.log may keep by reference until the next flush. Anything else is
+# encoded when logged, into a plain (vtype, num, txt) tuple: in the buffer, a
+# tuple value always means "already encoded".
 IMMUTABLE = frozenset({float, int, str, bool, type(None)})
 
 
-class Encoded(tuple):
-    """A value encoded when it was logged: (vtype, num, txt)."""
-
-
-def frozen(name: str, value: Any) -> Encoded:
+def frozen(name: str, value: Any) -> tuple[int, float | None, str | None]:
     """Encode now what could change (or pin a tensor's graph) before the flush."""
-    return Encoded(encode(name, value))
+    return encode(name, value)
 
 
 def encode(name: str, value: Any) -> tuple[int, float | None, str | None]:
     """Map a logged value to (vtype, num, txt) so that numbers stay numbers."""
     t = type(value)
-    if t is Encoded:
-        return value
     if t is float:
         return FLOAT, value, None
     if t is bool:
@@ -148,13 +144,9 @@ class SegmentWriter:
         self.count = 0
         self.seq = 0
 
-    def write(
-        self,
-        logs: list,
-        args: list,
-        events: list,
-    ) -> Path | None:
-        """Write one segment; ``logs`` are (name, value, (path, coord)) triples,
+    def write(self, logs: list, args: list, events: list, blocks: list | None = None) -> Path | None:
+        """Write one segment; ``logs`` are (name, value, ctx) triples whose ctx
+        is an int decoded with ``blocks`` (see :mod:`flordb.record.context`),
         ``args`` (name, value) pairs, ``events`` rows of the other kinds as dicts.
 
         Runs on the training thread at every flush, so the log rows (nearly all
@@ -163,12 +155,13 @@ class SegmentWriter:
         """
         if not logs and not args and not events:
             return None
+        import numpy as np
         import pyarrow as pa
         import pyarrow.parquet as pq
 
         parts = []
         if logs:
-            parts.append(_log_columns(logs))
+            parts.append(_log_columns(logs, blocks or [((), ())]))
         other = [("arg", nm, value, ((), ()), {}) for nm, value in args]
         other += [(ev["kind"], ev.get("name"), None, (ev.get("path", ()), ev.get("coord", ())), ev) for ev in events]
         if other:
@@ -179,13 +172,16 @@ class SegmentWriter:
             chunks = [part[key] for part in parts]
             columns[key] = chunks[0] if len(chunks) == 1 else pa.concat_arrays(chunks)
         columns["kind"] = columns["kind"].dictionary_encode()
-        columns["seq"] = pa.array(range(self.seq, self.seq + nrows), type=pa.int64())
+        columns["seq"] = pa.array(np.arange(self.seq, self.seq + nrows, dtype=np.int64))
         table = pa.table({key: columns[key] for key in ("kind", "seq", *_COLUMNS[1:])})
         self.count += 1
         self.seq += nrows
         final = self.run_dir / f"seg-{self.count:06d}.parquet"
         tmp = self.run_dir / f".seg-{self.count:06d}.tmp"
-        pq.write_table(table, tmp, compression="snappy")  # the fastest to write of those measured
+        # Measured fastest: snappy, dictionaries only where values repeat, no statistics
+        # (the catalog, not the segment, is what queries read).
+        pq.write_table(table, tmp, compression="snappy", use_dictionary=["kind", "name", "path"],
+                       write_statistics=False)
         os.replace(tmp, final)
         return final
 
@@ -194,39 +190,45 @@ class SegmentWriter:
 _COLUMNS = ("kind", "name", "path", "coord", "vtype", "num", "txt", "t0", "t1", "t2", "n", "aux")
 
 
-def _contexts(ctxs: tuple, n: int):
-    """(path, coord) list arrays for ``n`` records.
+def _contexts(ctxs: list, blocks: list):
+    """(path, coord) list arrays from int contexts ``(block << 32) | n``, vectorized.
 
-    Consecutive records usually share one context object (all logs of one
-    loop iteration), so each run of the same object is converted once; runs
-    are found with vectorized comparisons, linear in ``n``.
+    A block is a loop execution (path, prefix); the coordinate of iteration n
+    is prefix + (n,); block 0 (outside any loop) has an empty coordinate.
     """
     import numpy as np
     import pyarrow as pa
-    from itertools import chain
 
-    ids = np.fromiter(map(id, ctxs), dtype=np.uint64, count=n)
-    starts = np.concatenate(([True], ids[1:] != ids[:-1]))
-    heads = np.flatnonzero(starts)
-    run_of = np.cumsum(starts) - 1
-    unique = [ctxs[i] for i in heads.tolist()]
-    upaths = [c[0] for c in unique]
-    ucoords = [c[1] for c in unique]
-    pids = np.fromiter(map(id, upaths), dtype=np.uint64, count=len(upaths))
-    _, pfirst, pinverse = np.unique(pids, return_index=True, return_inverse=True)
-    paths = pa.array([list(upaths[i]) for i in pfirst.tolist()], type=pa.list_(pa.string()))
-    lengths = np.fromiter(map(len, ucoords), dtype=np.int32, count=len(ucoords))
-    offsets = np.zeros(len(ucoords) + 1, dtype=np.int32)
-    np.cumsum(lengths, out=offsets[1:])
-    flat = np.fromiter(chain.from_iterable(ucoords), dtype=np.int64, count=int(offsets[-1]))
+    from flordb.record.context import MASK, SHIFT
+
+    n = len(ctxs)
+    ids = np.fromiter(ctxs, dtype=np.int64, count=n)
+    bids, its = ids >> SHIFT, ids & MASK
+    low = int(bids.min())
+    present = np.flatnonzero(np.bincount(bids - low)) + low  # blocks in this segment, few
+    lookup = np.zeros(int(present[-1]) - low + 1, dtype=np.int64)
+    lookup[present - low] = np.arange(len(present))
+    inv = lookup[bids - low]  # record -> index into present
+    used = [blocks[b] for b in present.tolist()]
+    depth = np.array([len(p) for p, _ in used], dtype=np.int32)
+    width = int(depth.max()) if len(depth) else 0
+    prefix = np.zeros((len(used), max(width, 1)), dtype=np.int64)
+    for k, (_, pre) in enumerate(used):
+        prefix[k, : len(pre)] = pre
+    rec_depth = depth[inv]
+    offsets = np.zeros(n + 1, dtype=np.int32)
+    np.cumsum(rec_depth, out=offsets[1:])
+    flat = np.empty(int(offsets[-1]), dtype=np.int64)
+    for j in range(width):  # position j of every coordinate that has one
+        rows = np.flatnonzero(rec_depth > j)
+        last = rec_depth[rows] == j + 1
+        flat[offsets[rows] + j] = np.where(last, its[rows], prefix[inv[rows], j])
     coords = pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat, type=pa.int64()))
-    paths = paths.take(pa.array(pinverse.reshape(-1)[run_of], type=pa.int64()))
-    if len(unique) == n:  # one record per context: nothing to expand
-        return paths, coords
-    return paths, coords.take(pa.array(run_of, type=pa.int64()))
+    paths = pa.array([list(p) for p, _ in used], type=pa.list_(pa.string()))
+    return paths.take(pa.array(inv, type=pa.int64())), coords
 
 
-def _log_columns(logs: list) -> dict:
+def _log_columns(logs: list, blocks: list) -> dict:
     import numpy as np
     import pyarrow as pa
 
@@ -239,11 +241,11 @@ def _log_columns(logs: list) -> dict:
         num = pa.array(values, type=pa.float64())
         txt = pa.nulls(n, type=pa.string())
     else:
-        vt, nums, txts = zip(*map(encode, names, values))
+        vt, nums, txts = zip(*(v if type(v) is tuple else encode(nm, v) for nm, v in zip(names, values)))
         vtype = pa.array(vt, type=pa.int8())
         num = pa.array(nums, type=pa.float64())
         txt = pa.array(txts, type=pa.string())
-    path, coord = _contexts(ctxs, n)
+    path, coord = _contexts(ctxs, blocks)
     nulls = pa.nulls(n, type=pa.float64())
     return {
         "kind": pa.repeat(pa.scalar("log", type=pa.string()), n), "name": pa.array(names, type=pa.string()),
