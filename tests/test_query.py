@@ -11,6 +11,7 @@ import pytest
 
 from conftest import make_project, q, record
 from flordb.errors import QueryError, UnknownColumnError
+from flordb.store.catalog import open_catalog
 from flordb.store.layout import locate
 
 SCRIPT = r'''
@@ -297,3 +298,41 @@ def test_user_cte_named_like_a_raw_table(project):
            check=True)
     assert q(project, "WITH records AS (SELECT 1 AS y) SELECT sum(x) AS s FROM logs")["s"][0] == 1
     assert q(project, "WITH runs AS (SELECT 1 AS y), args AS (SELECT 2 AS z) SELECT count(x) AS n FROM logs")["n"][0] == 2
+
+
+def test_a_name_logged_twice_per_coordinate_keeps_the_last_value(project):
+    """Duplicates at one coordinate (within an iteration, or a top-level loop entered twice)
+    give one row with the last value, never extra rows."""
+    record(project, """
+        import flordb as flor
+        for e in flor.loop("epoch", range(2)):
+            for s in flor.loop("step", range(3)):
+                flor.log("x", 1.0)
+                flor.log("x", 10.0 * e + s)
+            flor.log("once", float(e))
+        for e in flor.loop("epoch", range(2)):
+            flor.log("again", 100.0 + e)
+    """, check=True)
+    df = q(project, "SELECT epoch, step, x FROM logs ORDER BY epoch, step")
+    assert df["x"].tolist() == [0.0, 1.0, 2.0, 10.0, 11.0, 12.0]
+    df = q(project, "SELECT epoch, again FROM logs WHERE again IS NOT NULL ORDER BY epoch")
+    assert df["again"].tolist() == [100.0, 101.0]
+    with open_catalog(locate(project)) as cat:
+        dups = dict(cat.execute("SELECT name, max(dups) FROM log_names GROUP BY name").fetchall())
+    assert dups["x"] > 0 and dups["once"] > 0  # the reloop marks every name of the run
+
+
+def test_unique_names_are_read_without_a_pivot(project):
+    record(project, """
+        import flordb as flor
+        for e in flor.loop("epoch", range(2)):
+            for s in flor.loop("step", range(2)):
+                flor.log("loss", float(s))
+    """, check=True)
+    from flordb.query.engine import prepare
+
+    with open_catalog(locate(project)) as cat:
+        cat.ingest()
+        plan, _ = prepare(cat, "SELECT epoch, step, loss FROM logs")
+    assert "ARG_MAX" not in plan.sql.upper()
+    assert q(project, "SELECT count(loss) AS n FROM logs")["n"][0] == 4

@@ -52,7 +52,20 @@ def value_column(group: int, name: str) -> str:
 
 
 def names_group(i: int, path: Path, cols: list[Column]) -> exp.Select:
-    """Pivot the records at one loop path: a column per log name, a row per coordinate."""
+    """Pivot the records at one loop path: a column per log name, a row per coordinate.
+
+    One name with one value per coordinate in every run needs no pivot: its
+    records are the rows (an order of magnitude faster on large histories).
+    """
+    loops = [exp.alias_(coord_at(d), ident(loop)) for d, loop in enumerate(path)]
+    if len(cols) == 1 and cols[0].kind == "log" and cols[0].unique:
+        c = cols[0]
+        where = exp.and_(
+            exp.EQ(this=col("path"), expression=str_array(path)),
+            exp.EQ(this=col("name"), expression=exp.Literal.string(c.source)),
+        )
+        value = exp.alias_(fragment(VALUE_SQL[c.type]), ident(value_column(i, c.name)))
+        return exp.select(col("run_id"), *loops, value).from_(raw("records")).where(where)
     aggs = []
     for c in cols:
         cond = exp.EQ(this=col("name"), expression=exp.Literal.string(c.source))
@@ -64,7 +77,6 @@ def names_group(i: int, path: Path, cols: list[Column]) -> exp.Select:
         exp.EQ(this=col("path"), expression=str_array(path)),
         exp.In(this=col("name"), expressions=[exp.Literal.string(s) for s in sources]),
     )
-    loops = [exp.alias_(coord_at(d), ident(loop)) for d, loop in enumerate(path)]
     return (
         exp.select(col("run_id"), *loops, *aggs)
         .from_(raw("records"))

@@ -44,6 +44,7 @@ class Column:
     source: str  # the recorded name
     type: str
     paths: tuple[tuple[str, ...], ...] = ()  # log: loop paths it was logged at; loop: paths ending in it
+    unique: bool = False  # log: one recorded value per coordinate in every run, so no pivot is needed
 
 
 @dataclass
@@ -65,8 +66,8 @@ def load_schema(catalog) -> LogsSchema:
     """Describe ``logs`` from the catalog's summaries (cheap: no scan of records)."""
     ex = catalog.execute
     log_rows = ex(
-        "SELECT name, path, list(DISTINCT vtype), bool_or(replayed) FROM log_names GROUP BY name, path"
-        " ORDER BY min(rowid)"
+        "SELECT name, path, list(DISTINCT vtype), bool_or(replayed) OR bool_or(coalesce(dups, 1) > 0)"
+        " FROM log_names GROUP BY name, path ORDER BY min(rowid)"
     ).fetchall()
     arg_rows = ex("SELECT name, list(DISTINCT vtype) FROM args GROUP BY name ORDER BY min(rowid)").fetchall()
     loop_paths = [tuple(r[0]) for r in ex("SELECT DISTINCT path FROM loops ORDER BY 1").fetchall()]
@@ -93,17 +94,18 @@ def load_schema(catalog) -> LogsSchema:
         exposed = name if not clashes(name) else ARG_PREFIX + name
         cols[exposed] = Column(exposed, "arg", name, sql_type(set(vtypes)))
 
+    replayed = {r[0] for r in ex("SELECT DISTINCT name FROM log_names WHERE replayed").fetchall()}
     by_name: dict[str, tuple[list, set, list]] = {}
-    for name, path, vtypes, replayed in log_rows:
-        paths, types, flags = by_name.setdefault(name, ([], set(), []))
+    for name, path, vtypes, pivot in log_rows:
+        paths, types, pivots = by_name.setdefault(name, ([], set(), []))
         paths.append(tuple(path))
         types.update(vtypes)
-        flags.append(bool(replayed))
-    for name, (paths, types, flags) in by_name.items():
+        pivots.append(bool(pivot) or not path)
+    for name, (paths, types, pivots) in by_name.items():
         exposed = name if not clashes(name) else LOG_PREFIX + name
-        cols[exposed] = Column(exposed, "log", name, sql_type(types), tuple(paths))
-    for name, (paths, types, flags) in by_name.items():
-        if any(flags) and not clashes(REPLAY_PREFIX + name):
+        cols[exposed] = Column(exposed, "log", name, sql_type(types), tuple(paths), unique=not any(pivots))
+    for name, (paths, types, _) in by_name.items():
+        if name in replayed and not clashes(REPLAY_PREFIX + name):
             cols[REPLAY_PREFIX + name] = Column(REPLAY_PREFIX + name, "provenance", name, "VARCHAR", tuple(paths))
     return schema
 

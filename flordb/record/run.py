@@ -64,6 +64,7 @@ class Run:
         self.depth = 0
         self.objects: dict[str, Any] = {}
         self.outer_path: tuple = ()
+        self.outer_paths: set[tuple] = set()
         self.nested_exit: float | None = None
         self.outer_total: int | None = None
         self.checkpointed: int | None = None  # iteration checkpointed in the current iteration
@@ -250,6 +251,9 @@ class Run:
         bar = _progress(path[0], iterable)
         self.outer_path = path
         self.outer_total = _length(iterable)
+        if path in self.outer_paths:  # its coordinates repeat: tell the catalog
+            events.append({"kind": "reloop", "path": path})
+        self.outer_paths.add(path)
         base = self.blocks.open(path, ())
         i = -1
         try:

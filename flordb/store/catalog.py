@@ -255,8 +255,17 @@ class Catalog:
             " FROM seg_new WHERE kind = 'log'"
         )
         self.execute(
-            "INSERT INTO log_names SELECT target, name, path, vtype, count(*), replay_id IS NOT NULL"
-            " FROM seg_new WHERE kind = 'log' GROUP BY ALL"
+            """INSERT INTO log_names (run_id, name, path, vtype, n, replayed, dups)
+               SELECT s.target, s.name, s.path, s.vtype, count(*), s.replay_id IS NOT NULL, any_value(d.dups)
+               FROM seg_new s JOIN (SELECT target, name, path, count(*) - count(DISTINCT coord) AS dups
+                                    FROM seg_new WHERE kind = 'log' GROUP BY ALL) d USING (target, name, path)
+               WHERE s.kind = 'log' GROUP BY s.target, s.name, s.path, s.vtype, s.replay_id IS NOT NULL"""
+        )
+        # A top-level loop entered again reuses its coordinates: every name of the run may repeat.
+        self.execute(
+            "UPDATE log_names SET dups = coalesce(dups, 0) + 1 WHERE run_id IN"
+            " (SELECT target FROM seg_new WHERE kind = 'reloop' UNION"
+            "  SELECT run_id FROM loops WHERE kind = 'reloop')"
         )
         self.execute(
             "INSERT INTO args SELECT target, name, vtype, num, txt FROM seg_new"
@@ -264,7 +273,7 @@ class Catalog:
         )
         self.execute(
             "INSERT INTO loops SELECT target, kind, path, coord, n, t0, t1, t2, replay_id FROM seg_new"
-            " WHERE kind IN ('iter', 'loop')"
+            " WHERE kind IN ('iter', 'loop', 'reloop')"
         )
         self.execute(
             "INSERT INTO checkpoints SELECT target, coord[1], name, txt, aux, n, t0 FROM seg_new"
