@@ -316,14 +316,14 @@ def gaps(cat: Catalog, names: list[str]) -> list[str]:
     return sorted({r[0] for r in rows})
 
 
-def _replayed_column_hook(cat: Catalog, plan, sql: str, mode: str) -> bool:
+def _replayed_column_hook(cat: Catalog, plan, schema, sql: str, mode: str) -> bool:
     """Before a query reads log columns: refresh stale replayed values, fill gaps."""
-    from flordb.query.schema import load_schema
+    from flordb.query.schema import REPLAY_PREFIX
 
-    schema = load_schema(cat)
     names = [schema.columns[c].source for c in plan.logs_columns
              if c in schema.columns and schema.columns[c].kind == "log"]
-    changed = _refresh_stale(cat, names, sql, mode)
+    replayed = [n for n in names if REPLAY_PREFIX + n in schema.columns]
+    changed = _refresh_stale(cat, replayed, sql, mode) if replayed else False
     missing = gaps(cat, names)
     if not missing:
         return changed

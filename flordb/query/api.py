@@ -21,10 +21,10 @@ from flordb.store.layout import Layout
 # names columns no run recorded; returns True when it filled them in.
 MissingColumnHook = Callable[[Catalog, UnknownColumnError, str, str], bool]
 missing_column_hook: MissingColumnHook | None = None
-# Also set by flordb.hindsight: called with (catalog, plan, sql, replay) before a
+# Also set by flordb.hindsight: called with (catalog, plan, schema, sql, replay) before a
 # query that reads log columns runs; returns True when it replayed something
 # (values from a changed statement, or runs that lack a logged column).
-StaleColumnHook = Callable[[Catalog, object, str, str], bool]
+StaleColumnHook = Callable[[Catalog, object, object, str, str], bool]
 stale_column_hook: StaleColumnHook | None = None
 
 
@@ -57,7 +57,7 @@ def query_table(sql: str, replay: str = "ask", layout: Layout | None = None) -> 
                 ) from None
         if any(logs.columns[c].kind == "log" for c in p.logs_columns if c in logs.columns):
             _load_hindsight()
-            if stale_column_hook is not None and stale_column_hook(cat, p, sql, replay):
+            if stale_column_hook is not None and stale_column_hook(cat, p, logs, sql, replay):
                 cat.ingest()
                 p, logs = prepare(cat, sql)
         return run_table(cat, p)
