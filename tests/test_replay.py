@@ -448,3 +448,15 @@ def test_query_fills_runs_recorded_before_the_statement_existed(tmp_path):
     assert again.equals(after)
     with open_catalog(layout) as cat:
         assert cat.execute("SELECT count(*) FROM replays").fetchone()[0] == 1
+
+
+def test_workers_use_the_recorded_runs_torch_thread_count(torch_proj):
+    """The MLP sets torch.set_num_threads(1): runs record it and replay tasks ask for it."""
+    with open_catalog(torch_proj.layout) as cat:
+        cat.ingest()
+        threads = {r[0] for r in cat.execute("SELECT threads FROM runs WHERE mode = 'record'").fetchall()}
+        from flordb.hindsight.plan import plan_replay
+
+        plan = plan_replay(cat, ["t_norm"], workers=2)
+    assert threads == {1}
+    assert plan.tasks and {t.threads for t in plan.tasks} == {1}

@@ -84,7 +84,9 @@ class LocalExecutor:
         task_dir.mkdir(parents=True, exist_ok=True)
         task_file = task_dir / f"{task.task_id}.json"
         task_file.write_text(json.dumps(task.payload(), default=str))
-        threads = str(max(1, (os.cpu_count() or 1) // self.workers))
+        # The recorded run's thread count when known: floating-point reductions then add up
+        # in the same order, and values match exactly; else share the cores.
+        threads = str(task.threads or max(1, (os.cpu_count() or 1) // self.workers))
         env = {
             **os.environ,
             "FLORDB_REPLAY_TASK": str(task_file),

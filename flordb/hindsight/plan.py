@@ -70,6 +70,7 @@ class Task:
     args: dict
     estimate: float
     warm_skip: bool = True  # may iterations before `start` skip the nested loop (restoring its exit state)?
+    threads: int | None = None  # torch threads of the recorded run: the worker uses as many
 
     def payload(self) -> dict:
         d = dict(self.__dict__)
@@ -169,16 +170,17 @@ class RunFacts:
     clock0: float | None
     startup: float | None
     duration: float | None
+    threads: int | None = None
 
 
 def run_facts(cat: Catalog, run_id: str, main_loop: str, store: ObjectStore) -> RunFacts:
     ex = cat.execute
     row = ex(
-        "SELECT r.version, v.git_dir, r.script, r.cwd, r.argv, r.clock0, r.startup, r.duration"
+        "SELECT r.version, v.git_dir, r.script, r.cwd, r.argv, r.clock0, r.startup, r.duration, r.threads"
         " FROM runs r LEFT JOIN versions v USING (version) WHERE r.run_id = ?",
         [run_id],
     ).fetchone()
-    version, git_dir, script, cwd, argv, clock0, startup, duration = row
+    version, git_dir, script, cwd, argv, clock0, startup, duration, threads = row
     args = {n: decode(vt, num, txt) for n, vt, num, txt in
             ex("SELECT name, vtype, num, txt FROM args WHERE run_id = ?", [run_id]).fetchall()}
     iters = ex(
@@ -202,7 +204,7 @@ def run_facts(cat: Catalog, run_id: str, main_loop: str, store: ObjectStore) -> 
     recorded = {r[0] for r in ex("SELECT DISTINCT name FROM log_names WHERE run_id = ? AND NOT replayed",
                                  [run_id]).fetchall()}
     return RunFacts(run_id, version, git_dir, script, cwd or ".", list(argv or []), args, iters, usable,
-                    sizes, recorded, clock0, startup, duration)
+                    sizes, recorded, clock0, startup, duration, threads)
 
 
 # -- choosing runs and iterations from WHERE ------------------------------------------------
@@ -307,7 +309,7 @@ def make_tasks(run: RunPlan, facts: RunFacts, st_place, statements: list[Stateme
     base = dict(
         replay_id=run.replay_id, run_id=facts.run_id, version=patched_version, script=statements[0].script,
         cwd=facts.cwd, argv=facts.argv, main_loop=st_place.main_loop or "", nested=nested,
-        names=names, fidelity=fidelity, args=facts.args,
+        names=names, fidelity=fidelity, args=facts.args, threads=facts.threads,
     )
     skip = strategy == "skip"
     if strategy == "prefix":

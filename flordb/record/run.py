@@ -138,7 +138,7 @@ class Run:
         try:
             write_json_atomic(
                 self.dir / "end.json",
-                {"status": status, "ended": time.time(), "error": error},
+                {"status": status, "ended": time.time(), "error": error, "threads": _torch_threads()},
             )
         except Exception as exc:
             report(f"could not close the run: {exc}")
@@ -334,6 +334,15 @@ def _warm_up_writer() -> None:
             pass
 
     threading.Thread(target=work, name="flordb-warm-up", daemon=True).start()
+
+
+def _torch_threads() -> int | None:
+    """torch's intra-op thread count, if the script used torch (replay reuses it)."""
+    torch = sys.modules.get("torch")
+    try:
+        return int(torch.get_num_threads()) if torch is not None else None
+    except Exception:
+        return None
 
 
 def _process_age() -> float | None:

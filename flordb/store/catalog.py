@@ -165,6 +165,7 @@ class Catalog:
         return stats
 
     def _run_row(self, meta: dict, end: dict | None, done: bool) -> tuple:
+        threads = (end or {}).get("threads")
         if end is not None:
             status, ended, error = end.get("status", "finished"), end.get("ended"), end.get("error")
         else:
@@ -176,7 +177,7 @@ class Catalog:
             status, error, started, ended, duration, meta.get("pid"), meta.get("host"),
             meta.get("user_head"), meta.get("user_branch"), meta.get("skipped") or [],
             meta.get("mode", "record"), meta.get("replay_of"), meta.get("replay_id"), done,
-            meta.get("perf_start"), meta.get("startup"), meta.get("cwd"),
+            meta.get("perf_start"), meta.get("startup"), meta.get("cwd"), threads,
             meta.get("git_dir"), meta.get("work_tree"),
         )
 
@@ -184,8 +185,8 @@ class Catalog:
         self.con.executemany(
             """INSERT OR REPLACE INTO runs (run_id, version, script, argv, status, error, started, ended,
                    duration, pid, host, user_head, user_branch, skipped, mode, replay_of, replay_id, complete,
-                   clock0, startup, cwd)
-               VALUES (?, ?, ?, ?, ?, ?, to_timestamp(?), to_timestamp(?), ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                   clock0, startup, cwd, threads)
+               VALUES (?, ?, ?, ?, ?, ?, to_timestamp(?), to_timestamp(?), ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
             [r[:-2] for r in rows],
         )
         versions = {(r[1], r[-2], r[-1]) for r in rows if r[1]}
