@@ -33,6 +33,7 @@ from __future__ import annotations
 import difflib
 import math
 import re
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -672,6 +673,36 @@ def _strip_prefix(name: str, known: Iterable[str]) -> str:
     return name
 
 
+def _fill_by_replay(cat, names: Sequence[str], a: Side, b: Side, mode: str) -> bool:
+    """Hindsight for a comparison: replay names the current code logs into the two runs.
+
+    The catalog is closed while the workers run, then reopened and re-ingested.
+    Without a terminal to ask on and without --yes, nothing is replayed.
+    """
+    from sqlglot import exp
+
+    from flordb.hindsight.api import ConfirmationRequired, replay, say
+    from flordb.hindsight.plan import locate_statements
+
+    if mode == "ask" and not sys.stdin.isatty():
+        return False  # nobody to ask: the error that follows says which command fills them
+    logged = [n for n in names if n in locate_statements(cat.layout.work_tree, list(names))]
+    if not logged:
+        return False
+    where = exp.In(this=exp.column("run_id"), expressions=[exp.Literal.string(s.run_id) for s in (a, b)])
+    cat.close()
+    try:
+        report = replay(logged, where=where.sql(dialect="duckdb"), layout=cat.layout, only_missing=True,
+                        confirm_mode=mode)
+    except ConfirmationRequired as exc:
+        say(f"{exc.message}.")
+        return False
+    finally:
+        cat.open()
+        cat.ingest()
+    return bool(report.results)
+
+
 def _never_recorded(names: Sequence[str], a: Side, b: Side, shared: Sequence[str], layout) -> CompareError:
     from flordb.hindsight.locate import find_log_statements
 
@@ -716,6 +747,7 @@ def compare(
     *,
     strict: bool = False,
     layout=None,
+    replay: str = "ask",
 ) -> Comparison:
     """Compare the log values of two runs, aligned on their shared loop coordinates.
 
@@ -724,7 +756,9 @@ def compare(
     ``on``: log names (side A's names) to compare; default every name both
     sides log. ``map``: ``{name on A: name on B}`` for renamed metrics.
     ``rtol``/``atol``: ``numpy.isclose`` tolerances. ``strict``: rows or
-    names on one side only make the comparison disagree.
+    names on one side only make the comparison disagree. ``replay``: for names
+    neither run recorded but the current code logs, "ask" (on a terminal),
+    "yes" or "no", as :func:`flordb.query` does.
     Raises :class:`~flordb.errors.CompareError` on bad input.
     """
     from flordb.store.catalog import open_catalog
@@ -757,6 +791,10 @@ def compare(
                 n = _strip_prefix(n, names_a)
                 pairs.append((n, _strip_prefix(mapping.get(n, n), names_b)))
         missing = [na for na, nb in pairs if na not in names_a and nb not in names_b]
+        if missing and replay != "no" and _fill_by_replay(cat, missing, side_a, side_b, replay):
+            names_a = _log_names(cat, side_a.run_id)
+            names_b = _log_names(cat, side_b.run_id)
+            missing = [na for na, nb in pairs if na not in names_a and nb not in names_b]
         if missing:
             shared = list(dict.fromkeys([*names_a, *names_b]))
             raise _never_recorded(missing, side_a, side_b, shared, layout)

@@ -247,6 +247,10 @@ def test_name_logged_by_current_code_points_to_hindsight(in_proj):
         res = cli(ids["depth_a"], ids["depth_a2"], "--on", "lr_now")
         _one_line_error(res, "'lr_now' was never recorded", "the current code logs it (depth_a.py:9)",
                         "flordb replay lr_now")
+        # with --yes the comparison replays the name into both runs, as a query would, and compares
+        res = cli(ids["depth_a"], ids["depth_a2"], "--on", "lr_now", "--yes")
+        assert res.exit_code == 0, res.output
+        assert "lr_now" in res.stdout and "agree" in res.stdout
     finally:
         script.write_text(original)
 

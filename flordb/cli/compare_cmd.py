@@ -32,9 +32,12 @@ from flordb.errors import CompareError
               help="Output format.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False, writable=True), default=None,
               metavar="FILE.png", help="Write an overlay and difference plot of the compared names.")
+@click.option("--yes", "-y", "replay", flag_value="yes",
+              help="Replay names neither run recorded (but the current code logs) without asking.")
+@click.option("--no-replay", "replay", flag_value="no", help="Never replay; fail on names neither run recorded.")
 @handle_errors
 def compare(a: str, b: str, on: str | None, mapping: tuple[str, ...], rtol: float, atol: float, strict: bool,
-            fmt: str, plot_path: str | None) -> None:
+            fmt: str, plot_path: str | None, replay: str | None) -> None:
     """Compare the values two runs logged, step by step.
 
     A and B are each a run id (a unique prefix is enough), a version (prefix
@@ -50,7 +53,8 @@ def compare(a: str, b: str, on: str | None, mapping: tuple[str, ...], rtol: floa
     """
     from flordb.comparison import compare as run_compare
 
-    result = run_compare(a, b, on=on, rtol=rtol, atol=atol, map=list(mapping), strict=strict)
+    result = run_compare(a, b, on=on, rtol=rtol, atol=atol, map=list(mapping), strict=strict,
+                         replay=replay or "ask")
     if fmt == "json":
         click.echo(json.dumps(result.as_dict(), indent=1, ensure_ascii=False, default=str))
     else:
