@@ -273,6 +273,7 @@ def test_run_without_checkpointing_falls_back_to_full_reexecution(np_proj):
     assert run.checkpoints[0] == 0
     assert "checkpoint" in run.note and "re-execution" in run.note
     assert {t.warm for t in rep.plan.tasks} == {0}  # nothing to restore: every task starts at 0
+    assert len(rep.plan.tasks) == 1  # so 2 workers would only repeat work: one task, not two
     assert_equals_ground_truth(np_proj, "nc_norm", "nockpt.py", where="AND epoch >= 2", expect_rows=2)
 
 

@@ -452,10 +452,21 @@ def plan_replay(cat: Catalog, names: list[str], where: str | None = None, worker
     # Tasks once the number of runs is known: spare workers split runs into ranges.
     per_run = max(1, math.ceil(workers / max(1, len(plan.runs))))
     for rp in plan.runs:
-        rp.tasks = make_tasks(rp, rp.facts, rp.placement, statements, names, rp.patched,
-                              _worth_splitting(rp, per_run) if auto_split else per_run)
+        chunks = _worth_splitting(rp, per_run) if auto_split else min(per_run, _useful_chunks(rp, per_run))
+        rp.tasks = make_tasks(rp, rp.facts, rp.placement, statements, names, rp.patched, chunks)
         rp.estimate = sum(t.estimate for t in rp.tasks)
     return plan
+
+
+def _useful_chunks(rp: RunPlan, chunks: int) -> int:
+    """1 when every chunk would have to re-execute from iteration 0: splitting only adds work."""
+    facts = rp.facts
+    if facts is None or rp.strategy in ("prefix", "suffix"):
+        return chunks
+    nested = any(r[3] is not None for r in facts.iterations)
+    if not facts.checkpoints or (nested and not rp.warm_skip):
+        return 1
+    return chunks
 
 
 def _worth_splitting(rp: RunPlan, chunks: int) -> int:
@@ -472,7 +483,7 @@ def _worth_splitting(rp: RunPlan, chunks: int) -> int:
     facts = rp.facts
     if facts is None:
         return chunks
-    if not rp.warm_skip and any(r[3] is not None for r in facts.iterations):
+    if _useful_chunks(rp, chunks) == 1:
         return 1  # every chunk would re-execute from iteration 0 (see warm_start)
     skip = rp.strategy == "skip"
     work = sum(iteration_cost(facts, i, skip) for i in rp.iterations)
