@@ -33,6 +33,7 @@ from flordb.store.segments import decode
 
 LOAD_BYTES_PER_SECOND = 200e6  # checkpoint restore throughput assumed by the estimate
 WORKER_START = 1.0  # seconds a worker needs before the script's first FlorDB call, when unknown
+WORKER_EXIT = 0.4  # interpreter shutdown and the final flush; measured 0.3-1 s with torch loaded
 
 
 @dataclass(frozen=True)
@@ -325,7 +326,7 @@ def make_tasks(run: RunPlan, facts: RunFacts, st_place, statements: list[Stateme
     for k, (a, b) in enumerate(ranges):
         warm, restore_before = warm_start(facts, a, nested, run.warm_skip)
         needed = {i: facts.checkpoints[i] for i in facts.checkpoints if warm <= i < b or i == restore_before}
-        cost = prefix_cost(facts) + sum(iteration_cost(facts, i, skip or (i < a and run.warm_skip))
+        cost = WORKER_EXIT + prefix_cost(facts) + sum(iteration_cost(facts, i, skip or (i < a and run.warm_skip))
                                         for i in range(warm, b))
         if restore_before is not None:
             cost += facts.ckpt_bytes.get(restore_before, 0) / LOAD_BYTES_PER_SECOND
