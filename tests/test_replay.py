@@ -461,3 +461,20 @@ def test_workers_use_the_recorded_runs_torch_thread_count(torch_proj):
         plan = plan_replay(cat, ["t_norm"], workers=2)
     assert threads == {1}
     assert plan.tasks and {t.threads for t in plan.tasks} == {1}
+
+
+def test_a_statement_that_logs_nothing_in_old_runs_is_not_replayed_on_every_query(tmp_path):
+    """Conditional logging that never fires in the old run: one replay, then the gap is left alone."""
+    from flordb.query.api import query
+
+    project = setup_project(tmp_path / "proj", {"flat.py": NUMPY_FLAT})
+    run_parallel([(project, project / "flat.py", kwargs(["lr=0.05"]), None)])
+    (project / "flat.py").write_text(with_statements(
+        NUMPY_FLAT, pre='if epoch >= 100:\n            flor.log("late", 1.0)'))
+    run_parallel([(project, project / "flat.py", kwargs(["lr=0.02", "epochs=101"]), None)])
+    layout = locate(project)
+    sql = "SELECT lr, epoch, late FROM logs WHERE late IS NOT NULL"
+    for _ in range(3):
+        assert len(query(sql, replay="yes", layout=layout)) == 1  # only the new run ever logs it
+    with open_catalog(layout) as cat:
+        assert cat.execute("SELECT count(*) FROM replays").fetchone()[0] == 1

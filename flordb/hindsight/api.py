@@ -284,36 +284,63 @@ def _serving_replays(cat: Catalog, names: list[str], where: str | None) -> set[t
 
 
 def gaps(cat: Catalog, names: list[str]) -> list[str]:
-    """Names some recorded runs lack, among runs of the scripts that log them.
+    """Names some finished runs lack, among runs of the scripts that log them.
 
-    A run lacks a name when it never logged it (nor was it replayed), or, for a
-    name replayed into part of a run, when some main-loop iterations have no
-    value. Runs a replay refused or failed on are not retried here (``flordb
-    replay`` retries them). Cheap: summaries and replayed records only.
+    A run lacks a name when it never logged it and no replay of that name was
+    tried on it; or, when a replay filled only some main-loop iterations (a
+    narrowed ``--where``), when recorded iterations remain that no replay
+    covered. A replay that was tried (whatever it produced, refused or failed)
+    is not tried again here, so a statement that logs nothing in some runs
+    does not replay them on every query; ``flordb replay`` always can.
+    Cheap: run summaries and the replays table only.
     """
     if not names:
         return []
-    rows = cat.execute(
+    missing = {r[0] for r in cat.execute(
         """WITH having_name AS (SELECT DISTINCT l.run_id, l.name, r.script FROM log_names l
                                 JOIN runs r USING (run_id) WHERE list_contains(?, l.name)),
                 scripts AS (SELECT DISTINCT name, script FROM having_name),
-                tried AS (SELECT DISTINCT run_id, unnest(names) AS name FROM replays
-                          WHERE status IN ('refused', 'failed'))
+                tried AS (SELECT DISTINCT run_id, unnest(names) AS name FROM replays)
            SELECT DISTINCT s.name FROM scripts s JOIN runs r ON r.script = s.script
-           WHERE r.mode = 'record' AND r.status <> 'running'
+           WHERE r.mode = 'record' AND r.status = 'finished'
              AND NOT EXISTS (SELECT 1 FROM having_name h WHERE h.run_id = r.run_id AND h.name = s.name)
-             AND NOT EXISTS (SELECT 1 FROM tried t WHERE t.run_id = r.run_id AND t.name = s.name)
-           UNION
-           SELECT DISTINCT n.name FROM (SELECT DISTINCT run_id, name FROM log_names
-                                        WHERE replayed AND list_contains(?, name) AND len(path) > 0) n
-           JOIN loops i ON i.run_id = n.run_id AND i.kind = 'iter' AND i.replay_id IS NULL
-           WHERE NOT EXISTS (SELECT 1 FROM records x WHERE x.run_id = n.run_id AND x.name = n.name
-                             AND x.coord[1] = i.coord[1])
-             AND NOT EXISTS (SELECT 1 FROM replays t WHERE t.run_id = n.run_id
-                             AND list_contains(t.names, n.name) AND t.status IN ('refused', 'failed'))""",
-        [names, names],
-    ).fetchall()
-    return sorted({r[0] for r in rows})
+             AND NOT EXISTS (SELECT 1 FROM tried t WHERE t.run_id = r.run_id AND t.name = s.name)""",
+        [names],
+    ).fetchall()}
+    covered: dict[tuple[str, str], set[int] | None] = {}  # None: the whole run
+    for run_id, names_, strategy, iterations, status in cat.execute(
+        "SELECT run_id, names, strategy, iterations, status FROM replays WHERE list_has_any(names, ?)", [names]
+    ).fetchall():
+        for n in set(names_) & set(names):
+            have = covered.setdefault((run_id, n), set())
+            if have is None or status in ("refused", "failed") or strategy in ("prefix", "suffix"):
+                covered[(run_id, n)] = None
+            else:
+                have.update(_parse_ranges(iterations))
+    recorded_by_run = set(cat.execute(
+        "SELECT DISTINCT run_id, name FROM log_names WHERE NOT replayed AND list_contains(?, name)", [names]
+    ).fetchall())
+    partial = {key: its for key, its in covered.items()
+               if its is not None and key[1] not in missing and key not in recorded_by_run}
+    if partial:
+        recorded: dict[str, set[int]] = {}
+        for run_id, i in cat.execute(
+            "SELECT run_id, coord[1] FROM loops WHERE kind = 'iter' AND replay_id IS NULL"
+            " AND list_contains(?, run_id)", [sorted({r for r, _ in partial})]
+        ).fetchall():
+            recorded.setdefault(run_id, set()).add(int(i))
+        missing |= {n for (run_id, n), its in partial.items() if recorded.get(run_id, set()) - its}
+    return sorted(missing)
+
+
+def _parse_ranges(text: str | None) -> set[int]:
+    """Inverse of :func:`_ranges`: "0-3,5" -> {0, 1, 2, 3, 5}."""
+    out: set[int] = set()
+    for part in (text or "").split(","):
+        lo, _, hi = part.partition("-")
+        if lo.strip().isdigit():
+            out.update(range(int(lo), int(hi or lo) + 1))
+    return out
 
 
 def _replayed_column_hook(cat: Catalog, plan, schema, sql: str, mode: str) -> bool:

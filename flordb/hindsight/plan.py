@@ -410,6 +410,8 @@ def plan_replay(cat: Catalog, names: list[str], where: str | None = None, worker
             plan.refused.append((run_id, "", "the run has no recorded code version"))
             continue
         facts = run_facts(cat, run_id, main_loop or "", store)
+        if only_missing and facts.recorded & set(names):
+            continue  # the run executed the statement itself: where it logged nothing, there is nothing
         if version not in patched_cache:
             try:
                 old = read_file(facts.git_dir, version, script)
