@@ -20,7 +20,8 @@ class ConfirmationRequired(HindsightError):
     exit_code = 2
 from flordb.hindsight.executor import LocalExecutor, TaskResult
 from flordb.hindsight.fidelity import Fidelity, check
-from flordb.hindsight.plan import ReplayPlan, plan_replay
+from flordb.hindsight.plan import plan_replay
+from flordb.hindsight.tasks import ReplayPlan
 from flordb.store.catalog import Catalog, open_catalog
 from flordb.store.layout import Layout, locate
 
@@ -393,7 +394,7 @@ def _refresh_stale(cat: Catalog, names: list[str], sql: str, mode: str) -> bool:
     except ConfirmationRequired:
         go = False
     if not go:
-        say(f"Answering with the values replayed from the earlier statement (pass --yes to re-materialize).")
+        say("Answering with the values replayed from the earlier statement (pass --yes to re-materialize).")
         return False
     cat.close()
     try:

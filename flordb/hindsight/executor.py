@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from flordb.hindsight.plan import Task
+from flordb.hindsight.tasks import Task
 from flordb.store.layout import Layout
 
 

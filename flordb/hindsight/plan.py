@@ -3,9 +3,10 @@
 For every selected run lacking the names: take its code version, place the
 current statements into it (:func:`flordb.hindsight.propagate.propagate`),
 record the patched version as a commit whose parent is the snapshot, decide
-the strategy from the patched tree (:mod:`flordb.hindsight.analyze`), cut the
-needed main-loop iterations into tasks and estimate their cost from the run's
-recorded timings. Versions where placement refuses are listed, not guessed.
+the strategy from the patched tree (:mod:`flordb.hindsight.analyze`), and cut
+the needed main-loop iterations into tasks costed from the run's recorded
+timings (:mod:`flordb.hindsight.tasks`). Versions where placement refuses are
+listed, not guessed.
 """
 
 from __future__ import annotations
@@ -14,111 +15,24 @@ import math
 import os
 import secrets
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import sqlglot
 from sqlglot import exp
 
 from flordb.errors import HindsightError, PropagationError, QueryError, UnknownColumnError
-from flordb.hindsight.analyze import AFTER, BEFORE, NESTED, PREFIX, SUFFIX, nested_skip_safety, placement
-from flordb.hindsight.locate import LogStatement, find_log_statements
+from flordb.hindsight.analyze import NESTED, PREFIX, SUFFIX, nested_skip_safety, placement
+from flordb.hindsight.locate import find_log_statements
 from flordb.hindsight.propagate import propagate
+from flordb.hindsight.tasks import (  # noqa: F401  (the plan types stay importable from here)
+    ReplayPlan, RunFacts, RunPlan, Statement, Task, _useful_chunks, _worth_splitting, make_tasks,
+)
 from flordb.query.engine import prepare, run_plan
 from flordb.query.logs import ident
 from flordb.query.schema import LogsSchema, load_schema
 from flordb.store.catalog import Catalog
 from flordb.store.objects import ObjectStore
 from flordb.store.segments import decode
-
-LOAD_BYTES_PER_SECOND = 200e6  # checkpoint restore throughput assumed by the estimate
-WORKER_START = 1.0  # seconds a worker needs before the script's first FlorDB call, when unknown
-WORKER_EXIT = 0.4  # interpreter shutdown and the final flush; measured 0.3-1 s with torch loaded
-
-
-@dataclass(frozen=True)
-class Statement:
-    name: str
-    script: str  # path relative to the project root
-    lineno: int
-    text: str
-    position: str = ""  # where it sits relative to the main loop, in words
-
-
-@dataclass
-class Task:
-    """One worker's job: the executor interface's unit (DESIGN decision 7)."""
-
-    task_id: str
-    replay_id: str
-    run_id: str
-    version: str  # the patched version the worker runs
-    script: str
-    cwd: str
-    argv: list[str]
-    main_loop: str
-    start: int  # first iteration that logs
-    stop: int  # iterations >= stop are not run
-    warm: int  # first iteration executed (silently before start)
-    restore_before: int | None  # flat loops: end state to restore before `warm`
-    strategy: str  # skip | reexec | prefix | suffix
-    nested: bool
-    suffix: bool
-    prefix_live: bool
-    checkpoints: dict[int, dict[str, list[str]]]
-    names: list[str]
-    fidelity: list[str]
-    args: dict
-    estimate: float
-    warm_skip: bool = True  # may iterations before `start` skip the nested loop (restoring its exit state)?
-    threads: int | None = None  # torch threads of the recorded run: the worker uses as many
-
-    def payload(self) -> dict:
-        d = dict(self.__dict__)
-        d["checkpoints"] = {str(k): v for k, v in self.checkpoints.items()}
-        return d
-
-
-@dataclass
-class RunPlan:
-    run_id: str
-    version: str
-    args: dict
-    strategy: str
-    iterations: list[int]
-    checkpoints: tuple[int, int]  # (usable, iterations)
-    estimate: float
-    replay_id: str
-    patched: str | None = None
-    tasks: list[Task] = field(default_factory=list)
-    note: str = ""
-    facts: "RunFacts | None" = field(default=None, repr=False)
-    placement: object = field(default=None, repr=False)
-    warm_skip: bool = True  # analyze.nested_skip_safety of the patched version
-
-
-@dataclass
-class ReplayPlan:
-    names: list[str]
-    statements: list[Statement]
-    runs: list[RunPlan]
-    refused: list[tuple[str, str, str]]  # (run_id, version, reason)
-    workers: int
-    where: str | None = None
-    only_missing: bool = False  # a query's hindsight (fill gaps) rather than an explicit replay
-
-    @property
-    def tasks(self) -> list[Task]:
-        return [t for r in self.runs for t in r.tasks]
-
-    @property
-    def estimate(self) -> float:
-        """Wall-clock estimate: longest-task-first packing onto the workers."""
-        loads = [0.0] * max(1, self.workers)
-        for t in sorted(self.tasks, key=lambda t: -t.estimate):
-            loads[loads.index(min(loads))] += t.estimate
-        return max(loads) if self.tasks else 0.0
-
 
 # -- locating the statements ---------------------------------------------------------
 
@@ -153,25 +67,6 @@ def locate_statements(work_tree: Path, names: list[str], scripts: set[str] | Non
 
 
 # -- reading what a run recorded ----------------------------------------------------------
-
-
-@dataclass
-class RunFacts:
-    run_id: str
-    version: str
-    git_dir: str
-    script: str
-    cwd: str
-    argv: list[str]
-    args: dict
-    iterations: list[tuple[int, float, float, float | None, float | None]]  # i, t0, t1, nested t0, nested t1
-    checkpoints: dict[int, dict[str, list[str]]]
-    ckpt_bytes: dict[int, int]
-    recorded: set[str]
-    clock0: float | None
-    startup: float | None
-    duration: float | None
-    threads: int | None = None
 
 
 def run_facts(cat: Catalog, run_id: str, main_loop: str, store: ObjectStore) -> RunFacts:
@@ -257,104 +152,6 @@ def patch_source(old: str, current: str, statements: list[Statement]) -> str:
     for st in statements:
         patched = propagate(current, st.lineno, patched)
     return patched
-
-
-# -- cost and tasks -----------------------------------------------------------------------------
-
-
-def iteration_cost(facts: RunFacts, i: int, skip: bool) -> float:
-    row = next((r for r in facts.iterations if r[0] == i), None)
-    if row is None:
-        return 0.0
-    _, t0, t1, n0, n1 = row
-    full = (t1 - t0) if t1 is not None and t0 is not None else 0.0
-    if skip and n0 is not None and n1 is not None and i in facts.checkpoints:
-        return max(0.0, full - (n1 - n0)) + 0.01 + facts.ckpt_bytes.get(i, 0) / LOAD_BYTES_PER_SECOND
-    return full
-
-
-def prefix_cost(facts: RunFacts) -> float:
-    first = facts.iterations[0][1] if facts.iterations else None
-    pre = (first - facts.clock0) if first is not None and facts.clock0 is not None else 0.0
-    return (facts.startup if facts.startup is not None else WORKER_START) + max(0.0, pre)
-
-
-def suffix_cost(facts: RunFacts) -> float:
-    if not facts.iterations or facts.duration is None or facts.clock0 is None:
-        return 0.0
-    return max(0.0, facts.duration - (facts.iterations[-1][2] - facts.clock0))
-
-
-def warm_start(facts: RunFacts, start: int, nested: bool, skip_ok: bool = True) -> tuple[int, int | None]:
-    """First iteration to execute, and for flat loops the end state to restore first.
-
-    With a nested loop, checkpoint c is the exit state of c's nested loop:
-    execute from c with its nested loop skipped. Without one, checkpoint c is
-    the state at the end of c: restore it and execute from c + 1. When the
-    nested loop may not be skipped (code after it reads what its body assigns),
-    no exit state is a valid starting point: execute from the start.
-    """
-    earlier = [c for c in facts.checkpoints if c < start]
-    if not earlier or start == 0 or (nested and not skip_ok):
-        return 0, None
-    c = max(earlier)
-    return (c, None) if nested else (c + 1, c)
-
-
-def make_tasks(run: RunPlan, facts: RunFacts, st_place, statements: list[Statement], names: list[str],
-               patched_version: str, chunks: int) -> list[Task]:
-    nested = any(r[3] is not None for r in facts.iterations)
-    total = len(facts.iterations)
-    strategy = run.strategy
-    fidelity = sorted(facts.recorded - set(names))
-    base = dict(
-        replay_id=run.replay_id, run_id=facts.run_id, version=patched_version, script=statements[0].script,
-        cwd=facts.cwd, argv=facts.argv, main_loop=st_place.main_loop or "", nested=nested,
-        names=names, fidelity=fidelity, args=facts.args, threads=facts.threads,
-    )
-    skip = strategy == "skip"
-    if strategy == "prefix":
-        ranges = [(0, 0)]
-    elif strategy == "suffix":
-        ranges = [(total, total)]
-    else:
-        its = run.iterations
-        ranges = _contiguous(its)
-        if chunks > 1:
-            ranges = [piece for a, b in ranges for piece in _split(a, b, chunks)]
-    tasks = []
-    for k, (a, b) in enumerate(ranges):
-        warm, restore_before = warm_start(facts, a, nested, run.warm_skip)
-        needed = {i: facts.checkpoints[i] for i in facts.checkpoints if warm <= i < b or i == restore_before}
-        cost = WORKER_EXIT + prefix_cost(facts) + sum(iteration_cost(facts, i, skip or (i < a and run.warm_skip))
-                                        for i in range(warm, b))
-        if restore_before is not None:
-            cost += facts.ckpt_bytes.get(restore_before, 0) / LOAD_BYTES_PER_SECOND
-        if strategy == "suffix":
-            cost += suffix_cost(facts)
-        tasks.append(Task(
-            task_id=f"{run.replay_id}-{k}", start=a, stop=b, warm=warm, restore_before=restore_before,
-            strategy=strategy, suffix=strategy == "suffix", prefix_live=(k == 0 and strategy == "prefix"),
-            checkpoints=needed, estimate=cost, warm_skip=run.warm_skip, **base,
-        ))
-    return tasks
-
-
-def _contiguous(its: list[int]) -> list[tuple[int, int]]:
-    out: list[tuple[int, int]] = []
-    for i in its:
-        if out and out[-1][1] == i:
-            out[-1] = (out[-1][0], i + 1)
-        else:
-            out.append((i, i + 1))
-    return out
-
-
-def _split(a: int, b: int, parts: int) -> list[tuple[int, int]]:
-    n = b - a
-    parts = max(1, min(parts, n))
-    edges = [a + (n * k) // parts for k in range(parts + 1)]
-    return [(edges[k], edges[k + 1]) for k in range(parts) if edges[k] < edges[k + 1]]
 
 
 # -- the planner --------------------------------------------------------------------------
@@ -459,39 +256,6 @@ def plan_replay(cat: Catalog, names: list[str], where: str | None = None, worker
         rp.tasks = make_tasks(rp, rp.facts, rp.placement, statements, names, rp.patched, chunks)
         rp.estimate = sum(t.estimate for t in rp.tasks)
     return plan
-
-
-def _useful_chunks(rp: RunPlan, chunks: int) -> int:
-    """1 when every chunk would have to re-execute from iteration 0: splitting only adds work."""
-    facts = rp.facts
-    if facts is None or rp.strategy in ("prefix", "suffix"):
-        return chunks
-    nested = any(r[3] is not None for r in facts.iterations)
-    if not facts.checkpoints or (nested and not rp.warm_skip):
-        return 1
-    return chunks
-
-
-def _worth_splitting(rp: RunPlan, chunks: int) -> int:
-    """At most as many chunks as leave each one at least a worker start's worth of work.
-
-    Applied when the worker count is the default (an explicit ``--workers``
-    splits as asked). Every chunk pays a whole worker start (interpreter, imports, the script's
-    prefix: seconds with torch), so cutting a cheap replay (nested loops
-    skipped) into pieces costs more than it saves, and on a busy machine the
-    extra starts compete for the same cores.
-    """
-    if chunks <= 1 or rp.strategy in ("prefix", "suffix"):
-        return chunks
-    facts = rp.facts
-    if facts is None:
-        return chunks
-    if _useful_chunks(rp, chunks) == 1:
-        return 1  # every chunk would re-execute from iteration 0 (see warm_start)
-    skip = rp.strategy == "skip"
-    work = sum(iteration_cost(facts, i, skip) for i in rp.iterations)
-    start = max(prefix_cost(facts), 0.1)
-    return max(1, min(chunks, int(work // start)))
 
 
 def _line_of(source: str, name: str) -> int | None:

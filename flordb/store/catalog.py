@@ -14,7 +14,6 @@ import socket
 import time
 from dataclasses import dataclass
 from importlib import resources
-from pathlib import Path
 from typing import Any, Callable
 
 import duckdb
