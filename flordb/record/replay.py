@@ -19,7 +19,7 @@ from typing import Any, Iterable, Iterator
 
 from flordb.record.context import TOP
 from flordb.record.run import Run, report
-from flordb.store.segments import IMMUTABLE, frozen
+from flordb.store.segments import IMMUTABLE, encode
 from flordb.store.layout import Layout
 
 
@@ -34,7 +34,6 @@ class ReplayRun(Run):
         self.checkpoints: dict[int, dict[str, list]] = {int(k): v for k, v in t.get("checkpoints", {}).items()}
         self.skip_nested = False
         self.main_done = False
-        self.iteration: int | None = None
         super().__init__(layout, overrides)
 
     def version_info(self) -> dict:
@@ -49,7 +48,7 @@ class ReplayRun(Run):
 
         def log(name, value):
             if live[0] and name in wanted:
-                append((name, value if type(value) in IMMUTABLE else frozen(name, value), cur[0]))
+                append((name, value if type(value) in IMMUTABLE else encode(name, value), cur[0]))
             return value
 
         return log
@@ -85,7 +84,6 @@ class ReplayRun(Run):
                 break
             if restore_before is not None and i == warm:
                 self.restore(restore_before)
-            self.iteration = i
             self.live[0] = i >= start
             self.skip_nested = i in self.checkpoints and bool(t.get("nested")) and (
                 t["strategy"] == "skip" or (i < start and t.get("warm_skip", True)))

@@ -20,7 +20,7 @@ from typing import Any, Iterable, Iterator
 
 from flordb.store.layout import Layout
 from flordb.record.context import TOP, Blocks
-from flordb.store.segments import IMMUTABLE, SegmentWriter, frozen, write_json_atomic
+from flordb.store.segments import IMMUTABLE, SegmentWriter, encode, write_json_atomic
 
 
 
@@ -61,7 +61,6 @@ class Run:
         self.events: list = []  # loop/iter/ckpt rows
         self.blocks = Blocks()
         self.cur = [TOP]  # cur[0] is the current loop context, an int (see record/context.py)
-        self.depth = 0
         self.objects: dict[str, Any] = {}
         self.outer_path: tuple = ()
         self.outer_paths: set[tuple] = set()
@@ -180,7 +179,7 @@ class Run:
 
         def log(name, value):
             if type(value) is not float and type(value) not in IMMUTABLE:
-                value = frozen(name, value)  # now: it may change, or pin a tensor's graph
+                value = encode(name, value)  # now: it may change, or pin a tensor's graph
             append((name, value, cur[0]))
             return value
 

@@ -42,11 +42,6 @@ _warned_repr: set[str] = set()
 IMMUTABLE = frozenset({float, int, str, bool, type(None)})
 
 
-def frozen(name: str, value: Any) -> tuple[int, float | None, str | None]:
-    """Encode now what could change (or pin a tensor's graph) before the flush."""
-    return encode(name, value)
-
-
 def encode(name: str, value: Any) -> tuple[int, float | None, str | None]:
     """Map a logged value to (vtype, num, txt) so that numbers stay numbers."""
     t = type(value)
