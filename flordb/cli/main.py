@@ -25,13 +25,32 @@ FORMAT = click.option(
 )
 
 
+EXECUTOR = click.option(
+    "--executor", type=click.Choice(["local", "ray"]), default=None,
+    help="Where replay tasks run (default: FLORDB_EXECUTOR, else local).",
+)
+ADDRESS = click.option("--address", default=None, help="Ray cluster: auto or HOST:PORT (default: RAY_ADDRESS).")
+
+
+def _executor_settings(executor: str | None, address: str | None) -> None:
+    """--executor/--address are the settings FLORDB_EXECUTOR/RAY_ADDRESS for this command."""
+    import os
+
+    if executor:
+        os.environ["FLORDB_EXECUTOR"] = executor
+    if address:
+        os.environ["RAY_ADDRESS"] = address
+
+
 @cli.command()
 @click.argument("sql")
 @FORMAT
 @click.option("--yes", "-y", "replay", flag_value="yes", help="Replay missing columns without asking.")
 @click.option("--no-replay", "replay", flag_value="no", help="Never replay; fail on missing columns.")
+@EXECUTOR
+@ADDRESS
 @handle_errors
-def query(sql: str, fmt: str, replay: str | None) -> None:
+def query(sql: str, fmt: str, replay: str | None, executor: str | None, address: str | None) -> None:
     """Run one SQL statement; `logs` is the wide view of every run.
 
     \b
@@ -40,6 +59,7 @@ def query(sql: str, fmt: str, replay: str | None) -> None:
     from flordb.cli.render import render
     from flordb.query.api import query_table
 
+    _executor_settings(executor, address)
     df = query_table(sql, replay=replay or "ask")
     click.echo(render(df, fmt))
 
@@ -69,19 +89,24 @@ def shell(fmt: str) -> None:
 @cli.command()
 @click.argument("names", nargs=-1, required=True)
 @click.option("--where", "-w", default=None, help="SQL predicate over run, arg and main-loop columns.")
-@click.option("--workers", "-j", type=click.IntRange(min=1), default=None, help="Parallel workers (default: cores).")
+@click.option("--workers", "-j", type=click.IntRange(min=1), default=None,
+              help="At most this many tasks at once (default: as many as the runs' threads fit on the cores).")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@EXECUTOR
+@ADDRESS
 @handle_errors
-def replay(names: tuple[str, ...], where: str | None, workers: int | None, yes: bool) -> None:
+def replay(names: tuple[str, ...], where: str | None, workers: int | None, yes: bool, executor: str | None,
+           address: str | None) -> None:
     """Fill in NAMES for recorded runs by replaying them with the current flor.log statements.
 
     \b
     flordb replay weight_norm
     flordb replay grad_norm --where "epoch >= 3" --workers 2 --yes
+    flordb replay grad_norm --executor ray --address auto --yes
     """
     from flordb.hindsight.api import replay as run_replay
 
-    report = run_replay(list(names), where=where, workers=workers, yes=yes)
+    report = run_replay(list(names), where=where, workers=workers, yes=yes, executor=executor, address=address)
     if report.failed or report.diverged:
         sys.exit(1)
 

@@ -25,7 +25,7 @@ from flordb.hindsight.analyze import NESTED, PREFIX, SUFFIX, nested_skip_safety,
 from flordb.hindsight.locate import find_log_statements
 from flordb.hindsight.propagate import propagate
 from flordb.hindsight.tasks import (  # noqa: F401  (the plan types stay importable from here)
-    ReplayPlan, RunFacts, RunPlan, Statement, Task, _useful_chunks, _worth_splitting, make_tasks,
+    ReplayPlan, RunFacts, RunPlan, Statement, Task, _useful_chunks, _worth_splitting, calibrate, make_tasks,
 )
 from flordb.query.engine import prepare, run_plan
 from flordb.query.logs import ident
@@ -72,11 +72,11 @@ def locate_statements(work_tree: Path, names: list[str], scripts: set[str] | Non
 def run_facts(cat: Catalog, run_id: str, main_loop: str, store: ObjectStore) -> RunFacts:
     ex = cat.execute
     row = ex(
-        "SELECT r.version, v.git_dir, r.script, r.cwd, r.argv, r.clock0, r.startup, r.duration, r.threads"
-        " FROM runs r LEFT JOIN versions v USING (version) WHERE r.run_id = ?",
+        "SELECT r.version, v.git_dir, r.script, r.cwd, r.argv, r.clock0, r.startup, r.duration, r.threads,"
+        " r.peak_rss, r.gpus FROM runs r LEFT JOIN versions v USING (version) WHERE r.run_id = ?",
         [run_id],
     ).fetchone()
-    version, git_dir, script, cwd, argv, clock0, startup, duration, threads = row
+    version, git_dir, script, cwd, argv, clock0, startup, duration, threads, peak_rss, gpus = row
     args = {n: decode(vt, num, txt) for n, vt, num, txt in
             ex("SELECT name, vtype, num, txt FROM args WHERE run_id = ?", [run_id]).fetchall()}
     iters = ex(
@@ -100,7 +100,7 @@ def run_facts(cat: Catalog, run_id: str, main_loop: str, store: ObjectStore) -> 
     recorded = {r[0] for r in ex("SELECT DISTINCT name FROM log_names WHERE run_id = ? AND NOT replayed",
                                  [run_id]).fetchall()}
     return RunFacts(run_id, version, git_dir, script, cwd or ".", list(argv or []), args, iters, usable,
-                    sizes, recorded, clock0, startup, duration, threads)
+                    sizes, recorded, clock0, startup, duration, threads, peak_rss, gpus or 0)
 
 
 # -- choosing runs and iterations from WHERE ------------------------------------------------
@@ -158,12 +158,20 @@ def patch_source(old: str, current: str, statements: list[Statement]) -> str:
 
 
 def plan_replay(cat: Catalog, names: list[str], where: str | None = None, workers: int | None = None,
-                only_missing: bool = False, work_tree: Path | None = None) -> ReplayPlan:
-    """Everything a replay needs, before anything runs."""
+                only_missing: bool = False, work_tree: Path | None = None, capacity=None,
+                executor: str = "local", where_word: str = "cores") -> ReplayPlan:
+    """Everything a replay needs, before anything runs.
+
+    ``workers`` is an upper bound; how many tasks run at once is what fits
+    ``capacity`` (default: this machine; a callable is asked only when there
+    is something to replay) given each run's threads, memory and GPUs.
+    """
+    from flordb.hindsight.executors.scheduler import machine, plan_workers
     from flordb.version import commit_patched, read_file
 
     auto_split = workers is None  # default workers: split a run only where it pays off
-    workers = workers or os.cpu_count() or 1
+    max_workers = workers
+    workers = workers or 1
     layout = cat.layout
     work_tree = work_tree or layout.work_tree
     schema = load_schema(cat)
@@ -196,6 +204,7 @@ def plan_replay(cat: Catalog, names: list[str], where: str | None = None, worker
         candidates = [r for r in candidates if r[0] in chosen]
 
     store = ObjectStore(layout.objects)
+    cal = calibrate(cat, script, executor)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     patched_cache: dict[str, tuple[str | None, str | None]] = {}
     plan = ReplayPlan(names=names, statements=statements, runs=[], refused=[], workers=workers, where=where,
@@ -207,6 +216,7 @@ def plan_replay(cat: Catalog, names: list[str], where: str | None = None, worker
             plan.refused.append((run_id, "", "the run has no recorded code version"))
             continue
         facts = run_facts(cat, run_id, main_loop or "", store)
+        facts.worker_start = cal.start
         if only_missing and facts.recorded & set(names):
             continue  # the run executed the statement itself: where it logged nothing, there is nothing
         if version not in patched_cache:
@@ -249,11 +259,19 @@ def plan_replay(cat: Catalog, names: list[str], where: str | None = None, worker
             facts=facts, placement=place, warm_skip=warm_skip,
         )
         plan.runs.append(rp)
-    # Tasks once the number of runs is known: spare workers split runs into ranges.
-    per_run = max(1, math.ceil(workers / max(1, len(plan.runs))))
+    # How many tasks fit at once (threads, memory, GPUs of the runs), then tasks: spare workers split
+    # runs into ranges.
+    capacity = (capacity() if callable(capacity) else capacity) if plan.runs else None
+    capacity = capacity or machine()
+    probe = [make_tasks(rp, rp.facts, rp.placement, statements, names, rp.patched, 1)[0] for rp in plan.runs]
+    fit = plan_workers(probe * (max_workers or int(capacity.cpus) or 1), capacity, max_workers, where_word)
+    plan.schedule, plan.workers, plan.calibration = fit, fit.workers, cal
+    per_run = max(1, math.ceil(plan.workers / max(1, len(plan.runs))))
     for rp in plan.runs:
         chunks = _worth_splitting(rp, per_run) if auto_split else min(per_run, _useful_chunks(rp, per_run))
         rp.tasks = make_tasks(rp, rp.facts, rp.placement, statements, names, rp.patched, chunks)
+        for t in rp.tasks:
+            t.estimate = t.model * cal.factor
         rp.estimate = sum(t.estimate for t in rp.tasks)
     return plan
 

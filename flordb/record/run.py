@@ -137,7 +137,8 @@ class Run:
         try:
             write_json_atomic(
                 self.dir / "end.json",
-                {"status": status, "ended": time.time(), "error": error, "threads": _torch_threads()},
+                {"status": status, "ended": time.time(), "error": error, "threads": _torch_threads(),
+                 **_resource_use()},
             )
         except Exception as exc:
             report(f"could not close the run: {exc}")
@@ -342,6 +343,30 @@ def _torch_threads() -> int | None:
         return int(torch.get_num_threads()) if torch is not None else None
     except Exception:
         return None
+
+
+def _resource_use() -> dict:
+    """Peak resident memory (bytes) and GPUs used: what a replay task of this run will need."""
+    out: dict = {}
+    try:
+        import resource
+
+        unit = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
+        out["peak_rss"] = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+                           + resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) * unit
+    except Exception:
+        pass
+    torch = sys.modules.get("torch")
+    try:
+        if torch is not None and torch.cuda.is_initialized():
+            used = [d for d in range(torch.cuda.device_count()) if torch.cuda.max_memory_allocated(d) > 0]
+            out["gpus"] = len(used) or 1
+            out["gpu_memory"] = max(torch.cuda.max_memory_allocated(d) for d in used) if used else 0
+        else:
+            out["gpus"] = 0
+    except Exception:
+        pass
+    return out
 
 
 def _process_age() -> float | None:

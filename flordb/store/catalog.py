@@ -177,6 +177,7 @@ class Catalog:
             meta.get("user_head"), meta.get("user_branch"), meta.get("skipped") or [],
             meta.get("mode", "record"), meta.get("replay_of"), meta.get("replay_id"), done,
             meta.get("perf_start"), meta.get("startup"), meta.get("cwd"), threads,
+            (end or {}).get("peak_rss"), (end or {}).get("gpus"),
             meta.get("git_dir"), meta.get("work_tree"),
         )
 
@@ -184,8 +185,8 @@ class Catalog:
         self.con.executemany(
             """INSERT OR REPLACE INTO runs (run_id, version, script, argv, status, error, started, ended,
                    duration, pid, host, user_head, user_branch, skipped, mode, replay_of, replay_id, complete,
-                   clock0, startup, cwd, threads)
-               VALUES (?, ?, ?, ?, ?, ?, to_timestamp(?), to_timestamp(?), ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                   clock0, startup, cwd, threads, peak_rss, gpus)
+               VALUES (?, ?, ?, ?, ?, ?, to_timestamp(?), to_timestamp(?), ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
             [r[:-2] for r in rows],
         )
         versions = {(r[1], r[-2], r[-1]) for r in rows if r[1]}
@@ -206,6 +207,7 @@ class Catalog:
     def record_replay(self, **row: Any) -> None:
         cols = ["replay_id", "run_id", "names", "version", "statement", "strategy", "iterations",
                 "seconds", "estimate", "status", "fidelity"]
+        cols += [c for c in ("work", "model", "executor", "workers", "threads", "attempts") if c in row]
         self.execute(
             f"INSERT OR REPLACE INTO replays ({', '.join(cols)}, started)"
             f" VALUES ({', '.join('?' for _ in cols)}, current_timestamp)",
