@@ -54,6 +54,9 @@ class Executor:
     def cancel(self, handles: list) -> None:
         raise NotImplementedError
 
+    def discard(self, task) -> None:
+        """Before a retry: drop what the failed attempt wrote, so its values are not ingested twice."""
+
     def close(self) -> None:
         pass
 
@@ -79,6 +82,7 @@ class Executor:
                     pool.give(need(task))
                     if rc != 0 and attempts[task.task_id] <= self.retries:
                         bar.retried += 1
+                        self.discard(task)
                         pending.insert(0, task)  # once more, first in line
                         continue
                     results.append(TaskResult(task, rc, seconds, log, attempts[task.task_id]))

@@ -90,6 +90,17 @@ class LocalExecutor(Executor):
             out.append((h, h.proc.returncode, time.perf_counter() - h.t0, h.log))
         return out
 
+    def discard(self, task) -> None:
+        """Move the failed attempt's run directory out of the store (kept beside the task's log)."""
+        from flordb.store.segments import iter_run_dirs, read_json
+
+        for run_dir in iter_run_dirs(self.layout.segments):
+            meta = read_json(run_dir / "run.json") or {}
+            if meta.get("task") == task.task_id and meta.get("replay_id") == task.replay_id:
+                dest = self.layout.replays / task.replay_id / f"discarded-{run_dir.name}"
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(run_dir, dest)
+
     def cancel(self, handles: list) -> None:
         for h in handles:
             h.proc.kill()

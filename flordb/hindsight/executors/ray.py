@@ -115,7 +115,7 @@ class RayExecutor(Executor):
                 out.append((h, -1, time.perf_counter() - h.t0, log))
                 continue
             with open(log, "a") as fh:
-                fh.write(f"[ray node {res.get('node', '?')}]\n{res['log']}")
+                fh.write(f"[ray node {res.get('node', '?')}, in {res.get('dir', '?')}]\n{res['log']}")
             if res["returncode"] == 0:
                 self.write_files(res["files"])
             out.append((h, res["returncode"], time.perf_counter() - h.t0, log))
@@ -235,4 +235,13 @@ def run_task(spec_json: str, tree: bytes, blobs: dict[str, bytes]) -> dict:
                     if f.is_file() and not f.name.startswith("."):
                         files[f"{run_dir.name}/{f.name}"] = f.read_bytes()
     return {"returncode": proc.returncode, "log": proc.stdout.decode(errors="replace")[-100_000:],
-            "files": files, "seconds": time.perf_counter() - t0, "node": socket.gethostname()}
+            "files": files, "seconds": time.perf_counter() - t0, "dir": tmp, "node": _node_id(socket.gethostname())}
+
+
+def _node_id(default: str) -> str:
+    try:
+        import ray
+
+        return ray.get_runtime_context().get_node_id()[:12]
+    except Exception:
+        return default
