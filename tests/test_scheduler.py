@@ -79,6 +79,60 @@ def test_the_estimate_simulates_the_same_rule():
     assert simulate([T(10), T(10)], Resources(2), 1) == 20.0  # --workers 1
 
 
+class FakeExecutor:
+    """An executor whose tasks fail per a script: exercises the shared loop (retry, Ctrl-C)."""
+
+    def __init__(self, outcomes, interrupt_after=None):
+        from flordb.hindsight.executors.base import Executor
+
+        class _E(Executor):
+            name = "fake"
+
+            def capacity(_self):
+                return Resources(2)
+
+            def start(_self, task, attempt):
+                self.started.append((task.task_id, attempt))
+                return (task.task_id, attempt)
+
+            def wait(_self, handles, timeout):
+                if interrupt_after is not None and len(self.started) >= interrupt_after:
+                    raise KeyboardInterrupt
+                return [(h, self.outcomes[h[0]].pop(0), 0.1, Path("/dev/null")) for h in handles]
+
+            def cancel(_self, handles):
+                self.cancelled.extend(handles)
+
+            def discard(_self, task):
+                self.discarded.append(task.task_id)
+
+        self.outcomes, self.started, self.cancelled, self.discarded = outcomes, [], [], []
+        self.executor = _E(workers=2, progress=False)
+
+
+def fake_tasks(*ids):
+    tasks = []
+    for i in ids:
+        t = T(1.0)
+        t.task_id = i
+        tasks.append(t)
+    return tasks
+
+
+def test_a_failed_task_is_retried_once_then_reported_without_losing_the_others():
+    fake = FakeExecutor({"a": [1, 0], "b": [0], "c": [9, 9]})
+    results = {r.task.task_id: r for r in fake.executor.run(fake_tasks("a", "b", "c"))}
+    assert {k: (r.ok, r.attempts) for k, r in results.items()} == {"a": (True, 2), "b": (True, 1), "c": (False, 2)}
+    assert sorted(fake.discarded) == ["a", "c"]  # what a failed attempt wrote is set aside before the retry
+
+
+def test_ctrl_c_cancels_every_running_task():
+    fake = FakeExecutor({"a": [0], "b": [0], "c": [0]}, interrupt_after=2)
+    with pytest.raises(KeyboardInterrupt):
+        fake.executor.run(fake_tasks("a", "b", "c"))
+    assert sorted(fake.cancelled) == [("a", 1), ("b", 1)]
+
+
 # -- projects ------------------------------------------------------------------------------------------
 
 KILL = '''if epoch == 2 and os.environ.get("FLORDB_REPLAY_TASK") and not os.path.exists({mark!r}):
