@@ -57,10 +57,15 @@ def schedule_line(stderr: str) -> str:
     return m.group(1) if m else "?"
 
 
+def env_for(lr: str) -> dict[str, str]:
+    """The workload reads its torch thread count from the environment: replays must see the recorded one."""
+    return base_env(FLORDB_BENCH_THREADS=1 if lr == SINGLE else CORES)
+
+
 def replay(project: Path, name: str, lr: str, workers: int, *extra: str) -> tuple[float, float, float, str]:
     """(end to end, executor, estimate, schedule) of one ``flordb replay``."""
     cmd = [*FLORDB, "replay", name, "--where", f"lr = {lr}", "--workers", str(workers), "--yes", *extra]
-    wall, _, err = run(cmd, project, base_env())
+    wall, _, err = run(cmd, project, env_for(lr))
     executor, estimate = replay_times(err)
     return wall, executor, estimate, schedule_line(err)
 
@@ -109,7 +114,7 @@ def bench_ray(project: Path, cfg: dict, quick: bool) -> dict:
                 extra = ("--executor", kind) + (("--address", cluster.address) if kind == "ray" else ())
                 cmd = [*FLORDB, "replay", "weight_norm", "--where", f"lr = {SINGLE}", "--workers", "2", "--yes",
                        *extra]
-                wall, _, err = run(cmd, project, base_env())
+                wall, _, err = run(cmd, project, env_for(SINGLE))
                 ex, est = replay_times(err)
                 m = re.search(r"\((\d+) tasks?\)", err)
                 tasks = int(m.group(1)) if m else 1

@@ -204,7 +204,6 @@ def plan_replay(cat: Catalog, names: list[str], where: str | None = None, worker
         candidates = [r for r in candidates if r[0] in chosen]
 
     store = ObjectStore(layout.objects)
-    cal = calibrate(cat, script, executor)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     patched_cache: dict[str, tuple[str | None, str | None]] = {}
     plan = ReplayPlan(names=names, statements=statements, runs=[], refused=[], workers=workers, where=where,
@@ -216,7 +215,6 @@ def plan_replay(cat: Catalog, names: list[str], where: str | None = None, worker
             plan.refused.append((run_id, "", "the run has no recorded code version"))
             continue
         facts = run_facts(cat, run_id, main_loop or "", store)
-        facts.worker_start = cal.start
         if only_missing and facts.recorded & set(names):
             continue  # the run executed the statement itself: where it logged nothing, there is nothing
         if version not in patched_cache:
@@ -264,10 +262,12 @@ def plan_replay(cat: Catalog, names: list[str], where: str | None = None, worker
     capacity = (capacity() if callable(capacity) else capacity) if plan.runs else None
     capacity = capacity or machine()
     probe = [make_tasks(rp, rp.facts, rp.placement, statements, names, rp.patched, 1)[0] for rp in plan.runs]
-    fit = plan_workers(probe * (max_workers or int(capacity.cpus) or 1), capacity, max_workers, where_word)
+    fit = plan_workers(probe * max(int(capacity.cpus), max_workers or 0, 1), capacity, max_workers, where_word)
+    cal = calibrate(cat, script, executor, fit.workers)
     plan.schedule, plan.workers, plan.calibration = fit, fit.workers, cal
     per_run = max(1, math.ceil(plan.workers / max(1, len(plan.runs))))
     for rp in plan.runs:
+        rp.facts.worker_start = cal.start
         chunks = _worth_splitting(rp, per_run) if auto_split else min(per_run, _useful_chunks(rp, per_run))
         rp.tasks = make_tasks(rp, rp.facts, rp.placement, statements, names, rp.patched, chunks)
         for t in rp.tasks:

@@ -149,7 +149,7 @@ class Calibration:
         return f"cost model: recorded timings x {self.factor:.2f}{start}, calibrated on {self.replays} past replay(s)"
 
 
-def calibrate(cat, script: str, executor: str = "local") -> Calibration:
+def calibrate(cat, script: str, executor: str = "local", workers: int | None = None) -> Calibration:
     """Learn from the last replays of ``script`` (else of any script) on ``executor``."""
     cal = Calibration()
     try:
@@ -158,13 +158,17 @@ def calibrate(cat, script: str, executor: str = "local") -> Calibration:
             " WHERE w.mode = 'replay' AND r.script = ? AND w.startup IS NOT NULL AND w.status = 'finished'"
             " ORDER BY w.started DESC LIMIT 20)", [script]).fetchone()[0]
         cal.start = float(start) if start is not None else None
-        for same_script in (True, False):
+        # The closest past replays first: same script and as many workers side by side (they share
+        # memory bandwidth and caches), then the same script, then any.
+        for extra, params in ((" AND r.script = ? AND p.workers = ?", [script, workers]),
+                              (" AND r.script = ?", [script]), ("", [])):
+            if "workers" in extra and workers is None:
+                continue
             row = cat.execute(
                 "SELECT sum(work), sum(model), count(*) FROM (SELECT p.work, p.model FROM replays p"
                 " JOIN runs r USING (run_id) WHERE p.work > 0 AND p.model > 0 AND p.status IN ('ok', 'diverged')"
-                " AND p.executor = ?" + (" AND r.script = ?" if same_script else "") +
-                " ORDER BY p.started DESC LIMIT 10)",
-                [executor, script] if same_script else [executor]).fetchone()
+                " AND p.executor = ?" + extra + " ORDER BY p.started DESC LIMIT 10)",
+                [executor, *params]).fetchone()
             if row and row[2]:
                 cal.factor = min(4.0, max(0.25, row[0] / row[1]))
                 cal.replays = int(row[2])

@@ -53,6 +53,7 @@ class RayExecutor(Executor):
         self.trees: dict[str, object] = {}  # version -> ObjectRef of its archive
         self.remote = None
         self.node_memory = 0
+        self.node_cpus = 1
 
     def connect(self):
         ray = _ray()
@@ -70,8 +71,9 @@ class RayExecutor(Executor):
     def capacity(self) -> Resources:
         ray = self.connect()
         total = ray.cluster_resources()
-        self.node_memory = max((n.get("Resources", {}).get("memory", 0) for n in ray.nodes() if n.get("Alive")),
-                               default=0)
+        nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+        self.node_memory = max((n.get("memory", 0) for n in nodes), default=0)
+        self.node_cpus = max((n.get("CPU", 0) for n in nodes), default=1)
         return Resources(cpus=total.get("CPU", 1), memory=int(total.get("memory", 0)), gpus=total.get("GPU", 0))
 
     def tree(self, version: str):
@@ -88,7 +90,8 @@ class RayExecutor(Executor):
         ray = self.connect()
         store = ObjectStore(self.layout.objects)
         blobs = {d: store.get(d) for c in task.checkpoints.values() for _, d in c.values()}
-        opts = {"num_cpus": max(1, task.threads or 1)}
+        # A task bigger than every node would never be placed: it asks for a whole node instead.
+        opts = {"num_cpus": min(max(1, task.threads or 1), self.node_cpus or 1)}
         if task.memory and self.node_memory and task.memory <= self.node_memory:
             opts["memory"] = int(task.memory)  # else it could never be placed: run it anyway
         if getattr(task, "gpus", 0):
