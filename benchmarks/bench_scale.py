@@ -3,7 +3,7 @@
 Every figure is measured side by side in this one run, on a project built in
 a temporary directory from ``benchmarks/workloads/mlp_train.py``:
 
-1. Runs recorded with 1 torch thread: step-level replay (statement inside the
+1. Two runs recorded with 1 torch thread: step-level replay (statement inside the
    step loop, every epoch re-executed) with ``--workers 2`` vs ``--workers 1``,
    alternating pairs. Target: at least 1.8x.
 2. Runs whose threads fill the machine (recorded with as many torch threads as
@@ -43,7 +43,9 @@ from bench_replay import (  # noqa: E402
 )
 
 CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-SINGLE, FILLED = "0.001", "0.002"  # the lr of the 1-thread run and of the machine-filling run
+SINGLES, FILLED = ("0.001", "0.0011"), "0.002"  # the lr of the two 1-thread runs and of the machine-filling run
+SINGLE = f"lr IN ({', '.join(SINGLES)})"
+FILLED_WHERE = f"lr = {FILLED}"
 
 
 def replay_times(stderr: str) -> tuple[float, float]:
@@ -52,20 +54,26 @@ def replay_times(stderr: str) -> tuple[float, float]:
     return (float(m.group(1)), float(m.group(2))) if m else (float("nan"), float("nan"))
 
 
+def plan_tasks(stderr: str) -> int:
+    """Tasks in the plan's table (its rows end with: checkpoints, tasks, estimate)."""
+    rows = [line.split() for line in stderr.splitlines() if re.match(r"^\s+\d{8}-\d{6}-\w+\s", line)]
+    return sum(int(r[-3]) for r in rows if len(r) >= 4 and r[-3].isdigit()) or 1
+
+
 def schedule_line(stderr: str) -> str:
     m = re.search(r"schedule: (.*)", stderr)
     return m.group(1) if m else "?"
 
 
-def env_for(lr: str) -> dict[str, str]:
+def env_for(where: str) -> dict[str, str]:
     """The workload reads its torch thread count from the environment: replays must see the recorded one."""
-    return base_env(FLORDB_BENCH_THREADS=1 if lr == SINGLE else CORES)
+    return base_env(FLORDB_BENCH_THREADS=1 if where == SINGLE else CORES)
 
 
-def replay(project: Path, name: str, lr: str, workers: int, *extra: str) -> tuple[float, float, float, str]:
+def replay(project: Path, name: str, where: str, workers: int, *extra: str) -> tuple[float, float, float, str]:
     """(end to end, executor, estimate, schedule) of one ``flordb replay``."""
-    cmd = [*FLORDB, "replay", name, "--where", f"lr = {lr}", "--workers", str(workers), "--yes", *extra]
-    wall, _, err = run(cmd, project, env_for(lr))
+    cmd = [*FLORDB, "replay", name, "--where", where, "--workers", str(workers), "--yes", *extra]
+    wall, _, err = run(cmd, project, env_for(where))
     executor, estimate = replay_times(err)
     return wall, executor, estimate, schedule_line(err)
 
@@ -76,14 +84,14 @@ def record(project: Path, lr: str, threads: int, cfg: dict) -> None:
     say(f"  recorded lr={lr} with {threads} torch thread(s): {wall:.1f} s")
 
 
-def bench_workers(project: Path, lr: str, pairs: int, label: str) -> dict:
+def bench_workers(project: Path, where: str, pairs: int, label: str) -> dict:
     """Alternating --workers 1 / --workers 2 step-level replays; medians, and estimate vs actual."""
     say(f"\n== {label}")
     one, two, est_err = [], [], []
     for k in range(pairs):
         order = (1, 2) if k % 2 == 0 else (2, 1)
         for w in order:
-            wall, ex, est, sched = replay(project, "grad_norm", lr, w)
+            wall, ex, est, sched = replay(project, "grad_norm", where, w)
             (one if w == 1 else two).append(ex)
             if k > 0:  # the first pair teaches the cost model; later ones are calibrated
                 est_err.append(est / ex - 1)
@@ -102,7 +110,7 @@ def bench_ray(project: Path, cfg: dict, quick: bool) -> dict:
     import ray
     from ray.cluster_utils import Cluster
 
-    say(f"\n== 4. Ray local cluster vs local executor (epoch-level replay of the 1-thread run, {CORES} cores)")
+    say(f"\n== 4. Ray local cluster vs local executor (epoch-level replay of the 1-thread runs, {CORES} cores)")
     t0 = time.perf_counter()
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": CORES, "include_dashboard": False,
                                                              "object_store_memory": 100 << 20})
@@ -112,12 +120,11 @@ def bench_ray(project: Path, cfg: dict, quick: bool) -> dict:
         for k in range(1 if quick else 3):
             for kind in (("local", "ray") if k % 2 == 0 else ("ray", "local")):
                 extra = ("--executor", kind) + (("--address", cluster.address) if kind == "ray" else ())
-                cmd = [*FLORDB, "replay", "weight_norm", "--where", f"lr = {SINGLE}", "--workers", "2", "--yes",
+                cmd = [*FLORDB, "replay", "weight_norm", "--where", SINGLE, "--workers", "2", "--yes",
                        *extra]
                 wall, _, err = run(cmd, project, env_for(SINGLE))
                 ex, est = replay_times(err)
-                m = re.search(r"\((\d+) tasks?\)", err)
-                tasks = int(m.group(1)) if m else 1
+                tasks = plan_tasks(err)
                 (local_s if kind == "local" else ray_s).append(ex)
                 say(f"  {kind}: executor {ex:.2f} s for {tasks} task(s) (end to end {wall:.2f} s,"
                     f" estimate {est:.2f} s)")
@@ -164,12 +171,13 @@ def main() -> int:
     args = ap.parse_args()
     pairs = args.pairs or (2 if args.quick else 3)
     cfg = dict(BENCH_EPOCHS=4, BENCH_N=2048, BENCH_HIDDEN=64) if args.quick else \
-        dict(BENCH_EPOCHS=12, BENCH_N=8192, BENCH_HIDDEN=256)
+        dict(BENCH_EPOCHS=10, BENCH_N=8192, BENCH_HIDDEN=256)
     say(f"bench_scale: {CORES} cores, sizes {cfg}, {pairs} alternating pairs")
     project = new_project("flordb-bench-scale-", {"train.py": WORKLOAD.read_text()})
     try:
         say("\n== recording")
-        record(project, SINGLE, 1, cfg)
+        for lr in SINGLES:
+            record(project, lr, 1, cfg)
         record(project, FILLED, CORES, cfg)
         text = WORKLOAD.read_text()
         text = insert_after_marker(text, "step-statement", STEP_STATEMENT)
@@ -177,7 +185,7 @@ def main() -> int:
         (project / "train.py").write_text(text)
         single = bench_workers(project, SINGLE, pairs,
                                "1. 1-thread runs, step-level replay: --workers 2 vs --workers 1 (1 thread per worker)")
-        filled = bench_workers(project, FILLED, pairs, f"2. {CORES}-thread runs (fill the machine):"
+        filled = bench_workers(project, FILLED_WHERE, pairs, f"2. {CORES}-thread runs (fill the machine):"
                                                        f" --workers 2 vs --workers 1 ({CORES} threads per worker)")
         rows = [
             ("1-thread runs: 2 workers vs 1 (1 thread each)", f"{single['speedup']:.2f}x", ">= 1.8x",
