@@ -28,7 +28,7 @@ print("writer done", tag)
 QUERIER = r"""
 import json, os, sys, time
 sys.path.insert(0, {repo!r})
-from flordb.query.api import query
+from flordb.api import query
 from flordb.store.layout import locate
 layout = locate({project!r})
 stop = {stop!r}

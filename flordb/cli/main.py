@@ -6,14 +6,34 @@ Results go to stdout, plans/progress/prompts to stderr. Exit codes: 0 success,
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 import click
 
 from flordb.cli.common import handle_errors
 
+# Commands defined in their own module, imported only when that command runs (or for --help):
+# one line here per command, so `flordb query` never loads what `flordb compare` needs.
+LAZY_COMMANDS = {
+    "compare": "flordb.cli.compare_cmd:compare",
+}
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+
+class LazyGroup(click.Group):
+    """A click group whose commands in LAZY_COMMANDS are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *LAZY_COMMANDS})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in LAZY_COMMANDS and name not in self.commands:
+            module, _, attr = LAZY_COMMANDS[name].partition(":")
+            self.add_command(getattr(importlib.import_module(module), attr), name)
+        return super().get_command(ctx, name)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="flordb")
 def cli() -> None:
     """FlorDB: query your training runs with SQL, even what you forgot to log."""
@@ -37,8 +57,8 @@ def query(sql: str, fmt: str, replay: str | None) -> None:
     \b
     flordb query "SELECT epoch, avg(loss) FROM logs GROUP BY ALL ORDER BY ALL"
     """
-    from flordb.cli.render import render
-    from flordb.query.api import query_table
+    from flordb.tabular import render
+    from flordb.api import query_table
 
     df = query_table(sql, replay=replay or "ask")
     click.echo(render(df, fmt))
@@ -50,8 +70,8 @@ def query(sql: str, fmt: str, replay: str | None) -> None:
 @handle_errors
 def runs(fmt: str, show_all: bool) -> None:
     """List runs: id, version, script, status, start, duration, args."""
-    from flordb.cli.render import render
-    from flordb.query.runs import list_runs
+    from flordb.tabular import render
+    from flordb.sql.runs import list_runs
 
     click.echo(render(list_runs(include_replays=show_all), fmt))
 
@@ -96,11 +116,6 @@ def demo(directory: str | None, yes: bool) -> None:
     from flordb.demo import run_demo
 
     run_demo(directory)
-
-
-from flordb.cli.compare_cmd import compare  # noqa: E402
-
-cli.add_command(compare)
 
 
 def main() -> None:

@@ -32,7 +32,7 @@ from prompt_toolkit.completion import Completer, Completion
 
 from flordb.cli import special
 from flordb.cli.completion import Vocabulary, is_blank, is_complete, split_sql, suggest, vocabulary, word_before_cursor
-from flordb.cli.render import FORMATS, render
+from flordb.tabular import FORMATS, render
 from flordb.cli.special import ExitShell, Result
 from flordb.errors import FlorError
 from flordb.store.layout import Layout, locate
@@ -100,7 +100,7 @@ def execute(state: ShellState, text: str) -> Result:
     """One statement or dot-command line -> a Result (raises FlorError on failure)."""
     if special.is_special(text):
         return special.execute(state, text)
-    from flordb.query.api import query
+    from flordb.api import query
 
     with state.lock:
         return Result(query(text, replay=state.replay, layout=state.layout))
@@ -108,8 +108,8 @@ def execute(state: ShellState, text: str) -> Result:
 
 def build_vocabulary(state: ShellState, timeout: float | None = REFRESH_LOCK_TIMEOUT) -> Vocabulary:
     """What completion knows, read from the catalog in one short visit."""
-    from flordb.query.engine import HIDDEN_TABLES, catalog_tables
-    from flordb.query.schema import load_schema
+    from flordb.sql.engine import HIDDEN_TABLES, catalog_tables
+    from flordb.sql.schema import load_schema
 
     with state.catalog(timeout=timeout) as cat:
         logs = load_schema(cat).names

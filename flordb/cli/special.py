@@ -17,7 +17,7 @@ from typing import Callable, Optional
 
 import pandas as pd
 
-from flordb.cli.render import FORMATS
+from flordb.tabular import FORMATS
 from flordb.errors import FlorError
 
 
@@ -110,7 +110,7 @@ def show_help(state, arg: str) -> Result:
 
 @special_command(".tables", "list tables: `logs` and the catalog's own tables", aliases=(".t",))
 def show_tables(state, arg: str) -> Result:
-    from flordb.query.engine import HIDDEN_TABLES, catalog_tables
+    from flordb.sql.engine import HIDDEN_TABLES, catalog_tables
 
     with state.catalog() as cat:
         names = [t for t in catalog_tables(cat) if t not in HIDDEN_TABLES]
@@ -121,8 +121,8 @@ def show_tables(state, arg: str) -> Result:
                  usage=".schema [table]", aliases=(".s",), completes="tables")
 def show_schema(state, arg: str) -> Result:
     from flordb.errors import UnknownColumnError
-    from flordb.query.engine import HIDDEN_TABLES, catalog_tables
-    from flordb.query.schema import load_schema
+    from flordb.sql.engine import HIDDEN_TABLES, catalog_tables
+    from flordb.sql.schema import load_schema
 
     table = arg.strip().strip('"').strip()
     with state.catalog() as cat:
@@ -148,7 +148,7 @@ def show_schema(state, arg: str) -> Result:
 @special_command(".runs", "list runs, like `flordb runs` (`.runs all` includes replays)",
                  usage=".runs [all]", completes=("all",))
 def show_runs(state, arg: str) -> Result:
-    from flordb.query.runs import list_runs
+    from flordb.sql.runs import list_runs
 
     if arg not in ("", "all"):
         raise ShellCommandError(f"unexpected argument {arg!r}; usage: .runs [all]")

@@ -27,9 +27,9 @@ from flordb.hindsight.propagate import propagate
 from flordb.hindsight.tasks import (  # noqa: F401  (the plan types stay importable from here)
     ReplayPlan, RunFacts, RunPlan, Statement, Task, _useful_chunks, _worth_splitting, make_tasks,
 )
-from flordb.query.engine import prepare, run_plan
-from flordb.query.logs import ident
-from flordb.query.schema import LogsSchema, load_schema
+from flordb.sql.engine import prepare, run_plan
+from flordb.sql.logs import ident
+from flordb.sql.schema import LogsSchema, load_schema
 from flordb.store.catalog import Catalog
 from flordb.store.objects import ObjectStore
 from flordb.store.segments import decode
@@ -134,7 +134,7 @@ def selected_iterations(cat: Catalog, cond: exp.Expression | None, main_loop: st
     select = exp.select(exp.column(ident("run_id")), exp.column(ident(main_loop))).distinct().from_("logs")
     if cond is not None:
         select = select.where(cond.copy())
-    p, _ = prepare(cat, select.sql(dialect="duckdb"))
+    p, _ = prepare(cat, select)
     df = run_plan(cat, p)
     out: dict[str, list[int]] = {r: [] for r in run_ids}
     for run_id, i in df.itertuples(index=False, name=None):
@@ -192,7 +192,7 @@ def plan_replay(cat: Catalog, names: list[str], where: str | None = None, worker
         its = selected_iterations(cat, cond, main_loop, [r[0] for r in candidates])
     elif cond is not None:
         sel = exp.select(exp.column(ident("run_id"))).distinct().from_("logs").where(cond.copy())
-        chosen = set(run_plan(cat, prepare(cat, sel.sql(dialect="duckdb"))[0])["run_id"])
+        chosen = set(run_plan(cat, prepare(cat, sel)[0])["run_id"])
         candidates = [r for r in candidates if r[0] in chosen]
 
     store = ObjectStore(layout.objects)

@@ -24,6 +24,11 @@ from flordb.store.segments import iter_run_dirs, read_json, segment_files
 
 Tracer = Callable[[str, Any], None]
 
+# What does not change between queries (the schema of `logs`, the catalog's tables,
+# the replayed statements), per catalog file and per catalog generation: reused
+# across queries of one process until something is ingested or replayed.
+_CACHE: dict[tuple[str, str], tuple[tuple, Any]] = {}
+
 
 def migrations() -> list[tuple[int, str, str]]:
     """(number, name, sql) of every ``schema/NNN_name.sql``, in order."""
@@ -56,6 +61,7 @@ class Catalog:
         self.timeout = float(os.environ.get("FLORDB_LOCK_TIMEOUT", "120")) if timeout is None else timeout
         self.tracer = tracer
         self.con: duckdb.DuckDBPyConnection | None = None
+        self._generation: tuple | None = None
 
     # -- connection ---------------------------------------------------------------
 
@@ -90,6 +96,7 @@ class Catalog:
         if self.con is not None:
             self.con.close()
             self.con = None
+        self._generation = None
 
     def execute(self, sql: str, params: Any = None) -> duckdb.DuckDBPyConnection:
         """Every statement goes through here, so ``tracer`` sees them all."""
@@ -97,6 +104,51 @@ class Catalog:
             self.tracer(sql, params)
         assert self.con is not None, "catalog is not open"
         return self.con.execute(sql, params) if params is not None else self.con.execute(sql)
+
+    def executemany(self, sql: str, rows: list) -> None:
+        if self.tracer is not None:
+            self.tracer(sql, rows)
+        assert self.con is not None, "catalog is not open"
+        self.con.executemany(sql, rows)
+        self._generation = None
+
+    def read_arrow(self, sql: str):
+        """A read-only statement's result as an Arrow table, in a transaction that is always rolled back."""
+        self.execute("BEGIN TRANSACTION")
+        try:
+            if self.tracer is not None:
+                self.tracer(sql, None)
+            return self.con.sql(sql).to_arrow_table()
+        finally:
+            self.execute("ROLLBACK")
+
+    # -- what stays the same between queries ------------------------------------------
+
+    def generation(self) -> tuple:
+        """Changes whenever rows are ingested or replays recorded (by this or another process)."""
+        if self._generation is None:
+            self._generation = self.execute(
+                "SELECT (SELECT max(version) FROM schema_version), (SELECT count(*) FROM segments),"
+                " (SELECT sum(nrows) FROM segments), (SELECT count(*) FROM replays),"
+                " (SELECT max(started) FROM replays), (SELECT count(*) FROM versions),"
+                " (SELECT count(*) FROM runs WHERE complete)"
+            ).fetchone()
+        return self._generation
+
+    def cached(self, key: str, compute: Callable[[], Any]) -> Any:
+        """``compute()``, reused while the catalog's generation stays the same. Callers must not mutate it."""
+        gen = self.generation()
+        slot = (str(self.path), key)
+        hit = _CACHE.get(slot)
+        if hit is not None and hit[0] == gen:
+            return hit[1]
+        value = compute()
+        _CACHE[slot] = (gen, value)
+        return value
+
+    def changed(self) -> None:
+        """Forget the generation: this connection wrote something."""
+        self._generation = None
 
     def migrate(self) -> None:
         self.execute(
@@ -160,6 +212,8 @@ class Catalog:
         except BaseException:
             self.execute("ROLLBACK")
             raise
+        finally:
+            self._generation = None
         stats.segments, stats.runs = len(files), len(run_rows)
         return stats
 
@@ -181,7 +235,7 @@ class Catalog:
         )
 
     def _upsert_runs(self, rows: list[tuple]) -> None:
-        self.con.executemany(
+        self.executemany(
             """INSERT OR REPLACE INTO runs (run_id, version, script, argv, status, error, started, ended,
                    duration, pid, host, user_head, user_branch, skipped, mode, replay_of, replay_id, complete,
                    clock0, startup, cwd, threads)
@@ -190,7 +244,7 @@ class Catalog:
         )
         versions = {(r[1], r[-2], r[-1]) for r in rows if r[1]}
         if versions:
-            self.con.executemany(
+            self.executemany(
                 "INSERT OR IGNORE INTO versions (version, git_dir, work_tree, kind) VALUES (?, ?, ?, 'snapshot')",
                 [list(v) for v in versions],
             )
@@ -202,6 +256,7 @@ class Catalog:
             " VALUES (?, ?, ?, ?, 'patched')",
             [version, git_dir, str(self.layout.work_tree), parent],
         )
+        self.changed()
 
     def record_replay(self, **row: Any) -> None:
         cols = ["replay_id", "run_id", "names", "version", "statement", "strategy", "iterations",
@@ -211,6 +266,7 @@ class Catalog:
             f" VALUES ({', '.join('?' for _ in cols)}, current_timestamp)",
             [row[c] for c in cols],
         )
+        self.changed()
 
     def _load_replayed(self) -> None:
         """Route replay workers' records before the bulk insert.
@@ -243,7 +299,7 @@ class Catalog:
     def _load_segments(self, files: list[str], owners: list[tuple]) -> int:
         self.execute("CREATE OR REPLACE TEMP TABLE seg_owner (filename VARCHAR, run_id VARCHAR,"
                      " target VARCHAR, replay_id VARCHAR, segment VARCHAR)")
-        self.con.executemany("INSERT INTO seg_owner VALUES (?, ?, ?, ?, ?)", owners)
+        self.executemany("INSERT INTO seg_owner VALUES (?, ?, ?, ?, ?)", owners)
         self.execute(
             "CREATE OR REPLACE TEMP TABLE seg_new AS SELECT s.*, o.target, o.replay_id"
             " FROM read_parquet(?, filename = true, union_by_name = true) s JOIN seg_owner o USING (filename)",

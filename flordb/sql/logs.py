@@ -16,7 +16,7 @@ from typing import Iterable
 import sqlglot
 from sqlglot import exp
 
-from flordb.query.schema import VALUE_SQL, Column, LogsSchema
+from flordb.sql.schema import VALUE_SQL, Column, LogsSchema
 
 Path = tuple[str, ...]
 

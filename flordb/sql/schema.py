@@ -63,6 +63,11 @@ class LogsSchema:
 
 
 def load_schema(catalog) -> LogsSchema:
+    """Describe ``logs`` from the catalog's summaries; reused until something is ingested or replayed."""
+    return catalog.cached("logs_schema", lambda: _load_schema(catalog))
+
+
+def _load_schema(catalog) -> LogsSchema:
     """Describe ``logs`` from the catalog's summaries (cheap: no scan of records)."""
     ex = catalog.execute
     log_rows = ex(

@@ -18,8 +18,8 @@ from sqlglot.optimizer.qualify import qualify
 from sqlglot.schema import MappingSchema
 
 from flordb.errors import QueryError, UnknownColumnError
-from flordb.query.logs import build_logs
-from flordb.query.schema import LogsSchema
+from flordb.sql.logs import build_logs
+from flordb.sql.schema import LogsSchema
 
 DIALECT = "duckdb"
 LOGS = "logs"
@@ -143,8 +143,9 @@ def rewrite(tree: exp.Expression, logs: LogsSchema, columns: list[str]) -> exp.E
     return tree.copy().transform(swap)
 
 
-def plan(sql: str, logs: LogsSchema, tables: dict[str, dict[str, str]]) -> Plan:
-    tree = parse(sql)
+def plan(statement: str | exp.Expression, logs: LogsSchema, tables: dict[str, dict[str, str]]) -> Plan:
+    """The statement rewritten over the catalog; a tree is used as given (parsed once, by the caller)."""
+    tree = parse(statement) if isinstance(statement, str) else statement
     if not reads_logs(tree):
         return Plan(tree=tree, logs_columns=[], sql=tree.sql(dialect=DIALECT))
     columns = resolve(tree, logs, tables)
@@ -152,3 +153,14 @@ def plan(sql: str, logs: LogsSchema, tables: dict[str, dict[str, str]]) -> Plan:
         columns = ["run_id"]
     out = rewrite(tree, logs, columns)
     return Plan(tree=out, logs_columns=columns, sql=out.sql(dialect=DIALECT))
+
+
+def logs_where(tree: exp.Expression) -> exp.Expression | None:
+    """The WHERE condition of the first SELECT reading ``logs`` alone (no joins): what narrows a replay."""
+    for select in tree.find_all(exp.Select):
+        source = select.args.get("from_") or select.args.get("from")
+        tables = [t.name for t in source.find_all(exp.Table)] if source is not None else []
+        where = select.args.get("where")
+        if LOGS in tables and where is not None and not select.args.get("joins"):
+            return where.this
+    return None
