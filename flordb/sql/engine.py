@@ -65,7 +65,9 @@ def describe_error(exc: Exception) -> str:
             text = text[len(prefix):]
     if text.startswith("Parser Error: "):
         text = "SQL syntax error: " + text[len("Parser Error: "):]
-    return "\n".join(line.rstrip() for line in text.splitlines() if line.strip())
+    # One line, hints kept ("Did you mean ...", "Candidate bindings: ..."); DuckDB's caret drawing is dropped.
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return " ".join(line for line in lines if not line.startswith("LINE ") and set(line) != {"^"})
 
 
 def execute(catalog: Catalog, sql: str) -> "pd.DataFrame":

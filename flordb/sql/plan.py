@@ -40,13 +40,16 @@ class Plan:
 
 def parse(sql: str) -> exp.Expression:
     """One statement, read-only. ``;`` at the end is fine."""
+    _check_first_word(sql)
     try:
         trees = [t for t in sqlglot.parse(sql, read=DIALECT) if t is not None]
     except ParseError as exc:
         errors = exc.errors[0] if exc.errors else {}
         where = f" at line {errors.get('line')}, column {errors.get('col')}" if errors else ""
         desc = errors.get("description", str(exc)).splitlines()[0] if errors else str(exc).splitlines()[0]
-        raise QueryError(f"SQL syntax error{where}: {desc}") from None
+        near = (errors.get("highlight") or "").strip()
+        near = f" near {near!r}" if near else ""
+        raise QueryError(f"SQL syntax error{where}{near}: {desc}") from None
     except SqlglotError as exc:
         raise QueryError(f"SQL syntax error: {str(exc).splitlines()[0]}") from None
     if not trees:
@@ -63,6 +66,25 @@ def parse(sql: str) -> exp.Expression:
     if isinstance(tree, exp.Command) and tree.name.upper() not in {"SHOW", "DESCRIBE", "SUMMARIZE", "EXPLAIN"}:
         raise QueryError(f"only read-only statements are allowed, not {tree.name.upper()}")
     return tree
+
+
+STATEMENTS = ("SELECT", "WITH", "FROM", "DESCRIBE", "DESC", "SHOW", "EXPLAIN", "SUMMARIZE", "PRAGMA", "VALUES",
+              "TABLE", "PIVOT", "UNPIVOT", "INSERT", "UPDATE", "DELETE", "CREATE", "DROP", "ALTER", "COPY", "SET",
+              "USE", "BEGIN", "COMMIT", "ROLLBACK", "MERGE", "TRUNCATE", "ATTACH", "DETACH", "CALL", "EXPORT",
+              "IMPORT", "INSTALL", "LOAD", "CHECKPOINT", "VACUUM", "ANALYZE", "RESET", "START")
+
+
+def _check_first_word(sql: str) -> None:
+    """A misspelt first keyword is named as such, not reported at a later token."""
+    m = re.match(r"\s*(?:--[^\n]*\n\s*)*([A-Za-z_]+)", sql)
+    if not m or m.group(1).upper() in STATEMENTS:
+        return
+    import difflib
+
+    word = m.group(1)
+    close = difflib.get_close_matches(word.upper(), STATEMENTS[:10], n=1)
+    hint = f"; did you mean {close[0]}?" if close else "; a query starts with SELECT, WITH or FROM"
+    raise QueryError(f"SQL syntax error at line 1: {word!r} is not a statement{hint}")
 
 
 def reads_logs(tree: exp.Expression) -> bool:

@@ -50,6 +50,9 @@ class Column:
 @dataclass
 class LogsSchema:
     columns: dict[str, Column] = field(default_factory=dict)
+    # The `logs` relation built for each set of names (see logs.build_logs): the schema is
+    # cached per catalog generation, and so are these.
+    relations: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def names(self) -> list[str]:

@@ -8,9 +8,12 @@ run and two query processes take turns instead of failing.
 
 from __future__ import annotations
 
+import atexit
+import functools
 import os
 import random
 import socket
+import threading
 import time
 from dataclasses import dataclass
 from importlib import resources
@@ -18,7 +21,7 @@ from typing import Any, Callable
 
 import duckdb
 
-from flordb.errors import CatalogBusyError, StoreError
+from flordb.errors import CatalogBusyError, NoStoreError, StoreError
 from flordb.store.layout import Layout
 from flordb.store.segments import iter_run_dirs, read_json, segment_files
 
@@ -28,6 +31,11 @@ Tracer = Callable[[str, Any], None]
 # the replayed statements), per catalog file and per catalog generation: reused
 # across queries of one process until something is ingested or replayed.
 _CACHE: dict[tuple[str, str], tuple[tuple, Any]] = {}
+
+
+@functools.lru_cache(maxsize=1)
+def _migrations() -> tuple[tuple[int, str, str], ...]:
+    return tuple(migrations())
 
 
 def migrations() -> list[tuple[int, str, str]]:
@@ -73,7 +81,14 @@ class Catalog:
         self.close()
 
     def open(self) -> None:
-        self.layout.home.mkdir(parents=True, exist_ok=True)
+        if not self.layout.home.is_dir():
+            raise NoStoreError(
+                f"no FlorDB store at {self.layout.home}: run a script that calls flor.log there first,"
+                " or cd into a project (FLORDB_HOME points elsewhere)"
+            )
+        self.con = _take_pooled(self.path)
+        if self.con is not None:
+            return
         deadline = time.monotonic() + self.timeout
         delay = 0.01
         while True:
@@ -93,8 +108,9 @@ class Catalog:
         self.migrate()
 
     def close(self) -> None:
+        """Done with the catalog; the connection is kept for HOLD seconds for this process's next query."""
         if self.con is not None:
-            self.con.close()
+            _release(self.path, self.con)
             self.con = None
         self._generation = None
 
@@ -151,12 +167,19 @@ class Catalog:
         self._generation = None
 
     def migrate(self) -> None:
+        """Apply the migrations not applied yet; an up-to-date catalog is only read (no write, no lock wait)."""
+        latest = max((n for n, _, _ in _migrations()), default=0)
+        try:
+            if self.execute("SELECT max(version) FROM schema_version").fetchone()[0] == latest:
+                return
+        except duckdb.CatalogException:
+            pass
         self.execute(
             "CREATE TABLE IF NOT EXISTS schema_version"
             " (version INTEGER PRIMARY KEY, name VARCHAR, applied TIMESTAMPTZ DEFAULT current_timestamp)"
         )
         done = {row[0] for row in self.execute("SELECT version FROM schema_version").fetchall()}
-        for number, name, sql in migrations():
+        for number, name, sql in _migrations():
             if number in done:
                 continue
             self.execute("BEGIN TRANSACTION")
@@ -343,6 +366,67 @@ class Catalog:
         self.execute("DROP TABLE seg_new")
         self.execute("DROP TABLE seg_owner")
         return rows
+
+
+# -- the connection kept between queries ------------------------------------------------------
+#
+# Opening the catalog can cost more than answering a small query. With
+# FLORDB_CONNECTION_HOLD=s (default 0: off), a closed catalog's connection is kept
+# for s seconds and handed to this process's next Catalog, then really closed: other
+# processes wait at most that long for their turn, but meanwhile no other DuckDB
+# client (not even a read-only one in this process) can open the file.
+
+HOLD = float(os.environ.get("FLORDB_CONNECTION_HOLD", "0") or 0)
+_pool: dict[str, duckdb.DuckDBPyConnection] = {}
+_timers: list[threading.Timer] = []
+_pool_lock = threading.Lock()
+
+
+def _take_pooled(path) -> duckdb.DuckDBPyConnection | None:
+    with _pool_lock:
+        return _pool.pop(str(path), None)
+
+
+def _release(path, con: duckdb.DuckDBPyConnection) -> None:
+    if HOLD <= 0:
+        con.close()
+        return
+    key = str(path)
+    with _pool_lock:
+        older = _pool.pop(key, None)
+        _pool[key] = con
+    if older is not None:
+        older.close()
+    timer = threading.Timer(HOLD, _expire, args=(key, con))
+    timer.daemon = True
+    with _pool_lock:
+        _timers[:] = [t for t in _timers if t.is_alive()]
+        _timers.append(timer)
+    timer.start()
+
+
+def _expire(key: str, con: duckdb.DuckDBPyConnection) -> None:
+    with _pool_lock:
+        if _pool.get(key) is not con:
+            return  # taken again (or replaced) since: its new owner releases it
+        del _pool[key]
+    con.close()
+
+
+def release_all() -> None:
+    """Close every kept connection now (at exit, and before anything that needs the file free)."""
+    with _pool_lock:
+        cons = list(_pool.values())
+        _pool.clear()
+        timers, _timers[:] = list(_timers), []
+    for timer in timers:  # no timer thread may be left inside DuckDB when the interpreter ends
+        timer.cancel()
+        timer.join()
+    for con in cons:
+        con.close()
+
+
+atexit.register(release_all)
 
 
 def _alive(meta: dict) -> bool:
