@@ -21,7 +21,7 @@ from sqlglot import exp
 from flordb.errors import QueryError, UnknownColumnError
 from flordb.sql.engine import prepare, run_table
 from flordb.sql.logs import ident
-from flordb.sql.plan import Plan, logs_where, parse
+from flordb.sql.plan import Plan, explained, logs_where, parse
 from flordb.sql.schema import REPLAY_PREFIX, LogsSchema, load_schema
 from flordb.store.catalog import Catalog, open_catalog
 from flordb.store.layout import Layout
@@ -49,11 +49,30 @@ def query_table(statement: str | exp.Expression, replay: str = "ask", layout: La
     tree = parse(statement) if isinstance(statement, str) else statement
     with open_catalog(layout) as cat:
         cat.ingest()
+        if explained(tree) is not None:
+            return _explain(cat, tree)
         plan, schema = _prepare(cat, tree, replay)
         if _refresh(cat, plan, schema, tree, replay):
             cat.ingest()
             plan, schema = prepare(cat, tree)
         return run_table(cat, plan)
+
+
+def _explain(cat: Catalog, tree: exp.Expression) -> "pa.Table":
+    """EXPLAIN runs nothing: DuckDB's plan, or for columns no run recorded, the replay plan."""
+    try:
+        plan, _ = prepare(cat, tree)
+    except UnknownColumnError as err:
+        from flordb.hindsight.fill import explain_missing
+
+        text = explain_missing(cat, err.names, logs_where(tree))
+        if text is None:
+            raise
+        import pyarrow as pa
+
+        lines = [*text.splitlines(), "(EXPLAIN: nothing was replayed; run the query itself to replay)"]
+        return pa.table({"replay plan": lines})
+    return run_table(cat, plan)
 
 
 def _prepare(cat: Catalog, tree: exp.Expression, replay: str) -> tuple[Plan, LogsSchema]:

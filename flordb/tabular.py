@@ -25,12 +25,14 @@ def _is_missing(value: Any) -> bool:
     return kind in ("NAType", "NaTType")
 
 
-def _cell(value: Any) -> Any:
+def _display(value: Any) -> Any:
     """A value as a person reads it in a table: NULL for missing, timestamps to the second."""
     if _is_missing(value):
         return None
     if isinstance(value, _dt.datetime):
         return value.isoformat(sep=" ", timespec="seconds")
+    if isinstance(value, dict) and type(value) is not dict:
+        return str(value)  # a dict with its own text (a run's args); JSON keeps the object
     return value
 
 
@@ -60,7 +62,42 @@ def plain(value: Any) -> Any:
     return str(value)
 
 
+def _json_cell(value: Any) -> Any:
+    """JSON keeps objects whole (a run's args), and shows timestamps as tables do."""
+    return plain(value if isinstance(value, dict) else _display(value))
+
+
 _plain = plain  # the name comparison and older callers use
+
+
+class Rows:
+    """A small result built in Python (a run listing, a command's help): columns and rows of values."""
+
+    def __init__(self, columns: list[str], rows: list[list[Any]]):
+        self.column_names = list(columns)
+        self.rows = rows
+
+    @property
+    def num_rows(self) -> int:
+        return len(self.rows)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def slice(self, offset: int, length: int) -> "Rows":
+        return Rows(self.column_names, self.rows[offset: offset + length])
+
+    def to_pylist(self) -> list[dict]:
+        return [dict(zip(self.column_names, r)) for r in self.rows]
+
+    def column(self, name: str) -> list[Any]:
+        i = self.column_names.index(name)
+        return [r[i] for r in self.rows]
+
+    def to_pandas(self):
+        import pandas as pd
+
+        return pd.DataFrame(self.rows, columns=self.column_names)
 
 
 def columns_of(result) -> list[str]:
@@ -71,8 +108,9 @@ def count_of(result) -> int:
     return result.num_rows if hasattr(result, "num_rows") else len(result)
 
 
-def rows_of(result, limit: int | None = None) -> list[list[Any]]:
+def rows_of(result, limit: int | None = None, cell=None) -> list[list[Any]]:
     """Rows of a DataFrame or an Arrow table (which keeps NULL apart from NaN), at most ``limit``."""
+    _cell = cell or _display
     if limit is not None and count_of(result) > limit:
         result = result.slice(0, limit) if hasattr(result, "slice") and hasattr(result, "num_rows") else result.head(limit)
     if hasattr(result, "to_pylist"):
@@ -94,7 +132,7 @@ def render(df, fmt: str = "table", width: int | None = None, limit: int | None =
     if fmt == "csv":
         return _csv(df)
     if fmt == "json":
-        records = [dict(zip(columns_of(df), (plain(v) for v in row))) for row in rows_of(df)]
+        records = [dict(zip(columns_of(df), row)) for row in rows_of(df, cell=_json_cell)]
         return json.dumps(records, indent=1, ensure_ascii=False, default=str)
     if fmt == "vertical":
         return vertical(df, limit)

@@ -107,6 +107,66 @@ def replay(names: tuple[str, ...], where: str | None, workers: int | None, yes: 
 
 
 @cli.command()
+@click.argument("run")
+@click.argument("tag")
+@click.option("--name", "as_name", is_flag=True, help="Make TAG the run's name (one per run) instead of a tag.")
+@handle_errors
+def tag(run: str, tag: str, as_name: bool) -> None:
+    """Tag a run (or name it), so that TAG works wherever a run is expected.
+
+    \b
+    flordb tag HEAD baseline
+    flordb tag 3f9c2a lr-sweep
+    flordb tag HEAD~1 first-try --name
+    """
+    _label(run, "name" if as_name else "tag", tag)
+
+
+@cli.command()
+@click.argument("run")
+@click.argument("text")
+@handle_errors
+def note(run: str, text: str) -> None:
+    """Attach a note to a run (a new note replaces the old one).
+
+    \b
+    flordb note HEAD "diverged after the lr change"
+    """
+    _label(run, "note", text)
+
+
+def _label(ref: str, kind: str, value: str) -> None:
+    from flordb.errors import QueryError
+    from flordb.sql.runs import resolve_run
+    from flordb.store.catalog import open_catalog
+
+    if not value.strip():
+        raise QueryError(f"the {kind} is empty")
+    with open_catalog() as cat:
+        cat.ingest()
+        run_id = resolve_run(cat, ref)
+        cat.add_label(run_id, kind, value.strip())
+    click.echo(f"{kind} {value.strip()!r} added to run {run_id}", err=True)
+
+
+@cli.command()
+@click.option("--to", "target", default="flordb-export.duckdb", show_default=True, metavar="FILE.duckdb|DIR.parquet",
+              help="Where to write: a DuckDB file, or a directory of Parquet files.")
+@handle_errors
+def export(target: str) -> None:
+    """Write a read-only copy with `runs` and a materialized `logs` for any DuckDB client.
+
+    \b
+    flordb export --to runs.duckdb && duckdb runs.duckdb "SELECT * FROM logs LIMIT 5"
+    flordb export --to runs.parquet
+    """
+    from flordb.sql.export import export as run_export
+
+    path, counts = run_export(target)
+    click.echo(f"Wrote {path}: " + ", ".join(f"{n} ({c} rows)" for n, c in counts.items()), err=True)
+
+
+@cli.command()
 @click.option("--dir", "directory", type=click.Path(file_okay=False), default=None,
               help="Where to build the demo project (default: a new temporary directory).")
 @click.option("--yes", "-y", is_flag=True, default=True, hidden=True)

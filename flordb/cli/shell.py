@@ -41,6 +41,7 @@ PROMPT = "flordb> "
 CONTINUATION = "   ...> "
 REFRESH_LOCK_TIMEOUT = 2.0  # a completion refresh gives up quickly when another process holds the catalog
 _BARE_EXIT = {"quit", "exit", "\\q"}
+MAXROWS = 100  # rows an interactive table shows; `.maxrows 0` shows all
 
 
 # -- configuration ------------------------------------------------------------------------
@@ -77,6 +78,10 @@ class ShellState:
     layout: Layout
     fmt: str = "table"
     interactive: bool = False
+    timer: bool = False  # print "Time: ..." after each result (.timer on|off)
+    maxrows: int | None = None  # rows shown by table/vertical output; the rest counted (.maxrows N)
+    pager: bool = False  # page results longer than the terminal (.pager on|off)
+    output: str | None = None  # results go to this file instead of stdout (.output FILE)
     # Held while this process uses the catalog, so a completion refresh never races a statement.
     lock: threading.RLock = field(default_factory=threading.RLock)
 
@@ -100,10 +105,10 @@ def execute(state: ShellState, text: str) -> Result:
     """One statement or dot-command line -> a Result (raises FlorError on failure)."""
     if special.is_special(text):
         return special.execute(state, text)
-    from flordb.api import query
+    from flordb.api import query_table
 
     with state.lock:
-        return Result(query(text, replay=state.replay, layout=state.layout))
+        return Result(query_table(text, replay=state.replay, layout=state.layout))
 
 
 def build_vocabulary(state: ShellState, timeout: float | None = REFRESH_LOCK_TIMEOUT) -> Vocabulary:
@@ -129,10 +134,11 @@ class Shell:
                  interactive: bool = False, layout: Layout | None = None):
         if fmt not in FORMATS:
             raise FlorError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
-        self.state = ShellState(layout or locate(), fmt, interactive)
+        self.config = load_config() if interactive else {"timing": False}
+        self.state = ShellState(layout or locate(), fmt, interactive, timer=bool(self.config.get("timing")),
+                                maxrows=MAXROWS if interactive else None, pager=interactive)
         self.out = stdout or sys.stdout
         self.err = stderr or sys.stderr
-        self.config = load_config() if interactive else {"timing": False}
         self.completer = _Completer(Vocabulary(commands=command_vocabulary()))
         self._refresh_guard = threading.Lock()
         self._refresh_wanted = False
@@ -176,11 +182,22 @@ class Shell:
 
     def _show(self, result: Result, seconds: float) -> None:
         if result.df is not None:
-            width = None if self.out is sys.stdout else 0  # auto-vertical only on the real terminal
-            print(render(result.df, self.state.fmt, width=width), file=self.out, flush=True)
+            state = self.state
+            to_file = state.output is not None
+            width = None if (self.out is sys.stdout and not to_file) else 0  # auto-vertical only on a terminal
+            text = render(result.df, state.fmt, width=width, limit=None if to_file else state.maxrows)
+            if to_file:
+                with open(state.output, "a", encoding="utf-8") as f:
+                    print(text, file=f)
+            elif state.pager and self.out is sys.stdout and _longer_than_terminal(text):
+                import click
+
+                click.echo_via_pager(text + "\n")
+            else:
+                print(text, file=self.out, flush=True)
         if result.status:
             print(result.status, file=self.err, flush=True)
-        if self.config.get("timing") and result.df is not None:
+        if self.state.timer and result.df is not None:
             print(f"Time: {seconds:.3f}s", file=self.err, flush=True)
 
     def _error(self, message: str) -> bool:
@@ -265,6 +282,7 @@ class Shell:
             complete_while_typing=True,
             lexer=_sql_lexer() if self.config.get("syntax_highlighting") else None,
             vi_mode=bool(self.config.get("vi")),
+            key_bindings=_key_bindings(),
             input=pt_input,
             output=pt_output,
         )
@@ -315,6 +333,28 @@ class _Completer(Completer):
             return  # while typing, pop up only once a word is begun (Tab shows everything)
         for text in suggest(before, self.vocab, full_text=document.text):
             yield Completion(text, start_position=-len(word))
+
+
+def _longer_than_terminal(text: str) -> bool:
+    import shutil
+
+    return sys.stdout.isatty() and text.count("\n") + 2 > shutil.get_terminal_size((120, 24)).lines
+
+
+def _key_bindings():
+    """Ctrl-C during a reverse search (Ctrl-R) ends the search, keeping the shell and its input."""
+    from prompt_toolkit.filters import is_searching
+    from prompt_toolkit.key_binding import KeyBindings
+    from prompt_toolkit.search import stop_search
+
+    kb = KeyBindings()
+
+    @kb.add("c-c", filter=is_searching)
+    @kb.add("c-g", filter=is_searching)
+    def _(event) -> None:
+        stop_search()
+
+    return kb
 
 
 def _sql_lexer():

@@ -53,6 +53,11 @@ def resolve_side(cat, spec: str, label: str) -> Side:
     runs = cat.execute(
         "SELECT run_id, version, script FROM runs WHERE mode = 'record' ORDER BY started, run_id"
     ).fetchall()
+    from flordb.sql.runs import find_runs
+
+    named = find_runs(cat, text)  # an id or a part of it, HEAD~n, a name or tag, a version prefix
+    if len(named) == 1:
+        return Side(label, text, *named[0])
     if _ID_LIKE.match(text):
         exact = [r for r in runs if r[0] == text]
         if exact:

@@ -103,7 +103,7 @@ def confirm(question: str, mode: str) -> bool:
         raise ConfirmationRequired(f"{question.rstrip('?')}: not confirmed; pass --yes (Python: replay='yes')")
     import click
 
-    return click.confirm(question, default=True, err=True)
+    return click.confirm(question, default=False, err=True)
 
 
 def replay(names, where: str | None = None, workers: int | None = None, yes: bool = False,
@@ -186,7 +186,7 @@ def _finish(cat: Catalog, report: ReplayReport) -> None:
         cat.record_replay(
             replay_id=r.replay_id, run_id=r.run_id, names=plan.names, version=r.patched, statement=statement,
             strategy=r.strategy, iterations=_ranges(r.iterations), seconds=max((x.seconds for x in results), default=0.0),
-            estimate=r.estimate, status=status, fidelity=fid.first,
+            estimate=r.estimate, status=status, fidelity=fid.summary,
         )
 
 

@@ -49,6 +49,16 @@ def fill_missing(cat: Catalog, missing: list[str], where: Where, mode: str) -> b
     return True
 
 
+def explain_missing(cat: Catalog, missing: list[str], where: Where) -> str | None:
+    """The replay plan that would fill ``missing``, as text; None when the current code logs none of them."""
+    from flordb.hindsight.api import render_plan
+    from flordb.hindsight.plan import locate_statements, plan_replay
+
+    if set(locate_statements(cat.layout.work_tree, missing)) != set(missing):
+        return None
+    return render_plan(plan_replay(cat, missing, where=where, only_missing=True))
+
+
 def replayed_statements(cat: Catalog, names: list[str], where: Where = None) -> dict[str, list[str]]:
     """The statement texts each name's replayed values still come from, oldest replay first.
 

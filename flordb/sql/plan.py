@@ -41,6 +41,9 @@ class Plan:
 def parse(sql: str) -> exp.Expression:
     """One statement, read-only. ``;`` at the end is fine."""
     _check_first_word(sql)
+    m = re.match(r"\s*EXPLAIN\b(\s+ANALY[SZ]E\b)?", sql, re.I)
+    if m:  # parsed here: sqlglot reads EXPLAIN as an opaque command
+        return exp.Command(this="EXPLAIN ANALYZE" if m.group(1) else "EXPLAIN", expression=parse(sql[m.end():]))
     try:
         trees = [t for t in sqlglot.parse(sql, read=DIALECT) if t is not None]
     except ParseError as exc:
@@ -66,6 +69,14 @@ def parse(sql: str) -> exp.Expression:
     if isinstance(tree, exp.Command) and tree.name.upper() not in {"SHOW", "DESCRIBE", "SUMMARIZE", "EXPLAIN"}:
         raise QueryError(f"only read-only statements are allowed, not {tree.name.upper()}")
     return tree
+
+
+def explained(tree: exp.Expression) -> exp.Expression | None:
+    """The statement under EXPLAIN, or None when ``tree`` is not an EXPLAIN."""
+    if isinstance(tree, exp.Command) and tree.name.upper().startswith("EXPLAIN") \
+            and isinstance(tree.expression, exp.Expression) and not isinstance(tree.expression, exp.Literal):
+        return tree.expression
+    return None
 
 
 STATEMENTS = ("SELECT", "WITH", "FROM", "DESCRIBE", "DESC", "SHOW", "EXPLAIN", "SUMMARIZE", "PRAGMA", "VALUES",
@@ -168,6 +179,10 @@ def rewrite(tree: exp.Expression, logs: LogsSchema, columns: list[str]) -> exp.E
 def plan(statement: str | exp.Expression, logs: LogsSchema, tables: dict[str, dict[str, str]]) -> Plan:
     """The statement rewritten over the catalog; a tree is used as given (parsed once, by the caller)."""
     tree = parse(statement) if isinstance(statement, str) else statement
+    inner = explained(tree)
+    if inner is not None:
+        p = plan(inner, logs, tables)
+        return Plan(tree=tree, logs_columns=p.logs_columns, sql=f"{tree.name} {p.sql}")
     if not reads_logs(tree):
         return Plan(tree=tree, logs_columns=[], sql=tree.sql(dialect=DIALECT))
     columns = resolve(tree, logs, tables)

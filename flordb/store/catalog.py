@@ -147,7 +147,7 @@ class Catalog:
                 "SELECT (SELECT max(version) FROM schema_version), (SELECT count(*) FROM segments),"
                 " (SELECT sum(nrows) FROM segments), (SELECT count(*) FROM replays),"
                 " (SELECT max(started) FROM replays), (SELECT count(*) FROM versions),"
-                " (SELECT count(*) FROM runs WHERE complete)"
+                " (SELECT count(*) FROM runs WHERE complete), (SELECT count(*) FROM run_labels)"
             ).fetchone()
         return self._generation
 
@@ -204,13 +204,17 @@ class Catalog:
         that loads its rows, so a crash mid-ingest loads it again next time.
         """
         stats = IngestStats()
-        complete = {r[0] for r in self.execute("SELECT run_id FROM runs WHERE complete").fetchall()}
+        complete = {r[0] for r in self.execute(
+            "SELECT run_id FROM runs WHERE complete UNION ALL SELECT run_id FROM replay_workers WHERE complete"
+        ).fetchall()}
         seen: dict[str, set[str]] = {}
         for run_id, seg in self.execute(
-            "SELECT s.run_id, s.segment FROM segments s JOIN runs r USING (run_id) WHERE NOT r.complete"
+            "SELECT s.run_id, s.segment FROM segments s JOIN"
+            " (SELECT run_id FROM runs WHERE NOT complete UNION ALL"
+            "  SELECT run_id FROM replay_workers WHERE NOT complete) r USING (run_id)"
         ).fetchall():
             seen.setdefault(run_id, set()).add(seg)
-        run_rows, files, owners = [], [], []
+        run_rows, files, owners, label_rows = [], [], [], []
         for run_dir in iter_run_dirs(self.layout.segments):
             run_id = run_dir.name
             if run_id in complete:
@@ -221,6 +225,9 @@ class Catalog:
             end = read_json(run_dir / "end.json")  # read before listing: see docstring of segments
             new = [f for f in segment_files(run_dir) if f.name not in seen.get(run_id, ())]
             run_rows.append(self._run_row(meta, end, done=end is not None))
+            given = meta.get("labels") or {}
+            label_rows += [(meta["run_id"], "name", given["name"])] if given.get("name") else []
+            label_rows += [(meta["run_id"], "tag", t) for t in given.get("tags") or []]
             for f in new:
                 files.append(str(f))
                 owners.append((str(f), run_id, meta.get("replay_of") or run_id, meta.get("replay_id"), f.name))
@@ -229,6 +236,12 @@ class Catalog:
         self.execute("BEGIN TRANSACTION")
         try:
             self._upsert_runs(run_rows)
+            for run_id, kind, value in label_rows:  # given at record time: added once
+                self.execute(
+                    "INSERT INTO run_labels (run_id, kind, value) SELECT ?, ?, ? WHERE NOT EXISTS"
+                    " (SELECT 1 FROM run_labels WHERE run_id = ? AND kind = ? AND value = ?)",
+                    [run_id, kind, value, run_id, kind, value],
+                )
             if files:
                 stats.rows = self._load_segments(files, owners)
             self.execute("COMMIT")
@@ -258,13 +271,23 @@ class Catalog:
         )
 
     def _upsert_runs(self, rows: list[tuple]) -> None:
+        """Recorded runs into ``runs``, replay workers into ``replay_workers`` (same columns)."""
+        for table, mode_rows in (("runs", [r for r in rows if r[14] != "replay"]),
+                                 ("replay_workers", [r for r in rows if r[14] == "replay"])):
+            if mode_rows:
+                self._upsert_into(table, mode_rows)
+        self._upsert_versions(rows)
+
+    def _upsert_into(self, table: str, rows: list[tuple]) -> None:
         self.executemany(
-            """INSERT OR REPLACE INTO runs (run_id, version, script, argv, status, error, started, ended,
+            f"""INSERT OR REPLACE INTO {table} (run_id, version, script, argv, status, error, started, ended,
                    duration, pid, host, user_head, user_branch, skipped, mode, replay_of, replay_id, complete,
                    clock0, startup, cwd, threads)
                VALUES (?, ?, ?, ?, ?, ?, to_timestamp(?), to_timestamp(?), ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
             [r[:-2] for r in rows],
         )
+
+    def _upsert_versions(self, rows: list[tuple]) -> None:
         versions = {(r[1], r[-2], r[-1]) for r in rows if r[1]}
         if versions:
             self.executemany(
@@ -279,6 +302,22 @@ class Catalog:
             " VALUES (?, ?, ?, ?, 'patched')",
             [version, git_dir, str(self.layout.work_tree), parent],
         )
+        self.changed()
+
+    def add_label(self, run_id: str, kind: str, value: str) -> None:
+        """A name, tag or note for a run (a run has one name and one note: a new one replaces it)."""
+        self.execute("BEGIN TRANSACTION")
+        try:
+            if kind in ("name", "note"):
+                self.execute("DELETE FROM run_labels WHERE run_id = ? AND kind = ?", [run_id, kind])
+            else:
+                self.execute("DELETE FROM run_labels WHERE run_id = ? AND kind = ? AND value = ?",
+                             [run_id, kind, value])
+            self.execute("INSERT INTO run_labels (run_id, kind, value) VALUES (?, ?, ?)", [run_id, kind, value])
+            self.execute("COMMIT")
+        except BaseException:
+            self.execute("ROLLBACK")
+            raise
         self.changed()
 
     def record_replay(self, **row: Any) -> None:
