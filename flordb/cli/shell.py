@@ -112,14 +112,44 @@ def execute(state: ShellState, text: str) -> Result:
 
 
 def build_vocabulary(state: ShellState, timeout: float | None = REFRESH_LOCK_TIMEOUT) -> Vocabulary:
-    """What completion knows, read from the catalog in one short visit."""
+    """What completion knows, read from the catalog in one short visit, with each column's type and kind.
+
+    Names the current code logs but no run recorded complete too, marked "hindsight":
+    a query naming one replays it.
+    """
     from flordb.sql.engine import HIDDEN_TABLES, catalog_tables
     from flordb.sql.schema import load_schema
 
     with state.catalog(timeout=timeout) as cat:
-        logs = load_schema(cat).names
-        tables = {t: list(c) for t, c in catalog_tables(cat).items() if t not in HIDDEN_TABLES}
-    return vocabulary(logs, tables, command_vocabulary())
+        logs = load_schema(cat)
+        tables = {t: c for t, c in catalog_tables(cat).items() if t not in HIDDEN_TABLES}
+    meta = {c.name: f"{c.type} {c.kind}" for c in logs.columns.values()}
+    for cols in tables.values():
+        for name, typ in cols.items():
+            meta.setdefault(name, typ)
+    capable = sorted(n for n in _logged_by_current_code(state.layout) if n not in logs.columns)
+    for n in capable:
+        meta[n] = "hindsight: logged by the current code, no run recorded it"
+    return vocabulary([*logs.names, *capable], {t: list(c) for t, c in tables.items()}, command_vocabulary(),
+                      meta)
+
+
+def _logged_by_current_code(layout: Layout) -> set[str]:
+    try:
+        from flordb.hindsight.locate import find_log_statements
+        from flordb.hindsight.plan import python_files
+
+        names: set[str] = set()
+        for path in python_files(layout.work_tree)[:500]:
+            try:
+                source = path.read_text()
+            except (OSError, UnicodeDecodeError):
+                continue
+            if ".log(" in source:
+                names.update(st.name for st in find_log_statements(source))
+        return names
+    except Exception:  # completion never fails on odd code
+        return set()
 
 
 def command_vocabulary() -> dict[str, object]:
@@ -267,12 +297,16 @@ class Shell:
         history_path = self.state.layout.history
         history_path.parent.mkdir(parents=True, exist_ok=True)
 
+        made: list = []
+
         @Condition
         def multiline() -> bool:  # Enter inserts a newline until the input is a complete statement
-            text = get_app().current_buffer.text
+            # The input buffer, never the current one: during a reverse search (Ctrl-R) that is the
+            # search field, and a layout that changed under the search crashed prompt_toolkit.
+            text = made[0].default_buffer.text if made else get_app().current_buffer.text
             return not (is_complete(text) or text.strip().lower() in _BARE_EXIT)
 
-        return PromptSession(
+        session = PromptSession(
             message=PROMPT,
             prompt_continuation=lambda width, line_number, is_soft_wrap: CONTINUATION,
             multiline=multiline,
@@ -286,6 +320,8 @@ class Shell:
             input=pt_input,
             output=pt_output,
         )
+        made.append(session)
+        return session
 
     # -- completion refresh -------------------------------------------------------------------
 
@@ -332,7 +368,8 @@ class _Completer(Completer):
         if not word and not asked and not before.endswith("."):
             return  # while typing, pop up only once a word is begun (Tab shows everything)
         for text in suggest(before, self.vocab, full_text=document.text):
-            yield Completion(text, start_position=-len(word))
+            meta = self.vocab.meta.get(text[1:-1].replace('""', '"') if text.startswith('"') else text)
+            yield Completion(text, start_position=-len(word), display_meta=meta)
 
 
 def _longer_than_terminal(text: str) -> bool:

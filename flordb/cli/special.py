@@ -13,11 +13,11 @@ the catalog for the length of one command.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Optional
-
-import pandas as pd
+from pathlib import Path
+from typing import Any, Callable, Optional
 
 from flordb.errors import FlorError
+from flordb.tabular import FORMATS, Rows
 
 
 @dataclass
