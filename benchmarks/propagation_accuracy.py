@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from flordb.errors import PropagationError  # noqa: E402
-from flordb.hindsight.propagate import propagate  # noqa: E402
+from flordb.hindsight.propagation import propagate  # noqa: E402
 
 CORPUS = ROOT / "tests" / "fixtures" / "propagate"
 

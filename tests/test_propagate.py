@@ -17,9 +17,12 @@ from flordb.errors import PropagationError
 from flordb.hindsight.astmatch import (
     ABSTRACT, EXACT, ModuleInfo, abstract_dump, align, core_iter, free_name_nodes,
 )
-from flordb.hindsight.propagate import (
-    Version, choose_gap, propagate, splice, statement_text, target_path, visible_names,
-)
+from flordb.hindsight import propagate
+from flordb.hindsight.propagation.check import visible_names
+from flordb.hindsight.propagation.model import Version
+from flordb.hindsight.propagation.place import choose_gap
+from flordb.hindsight.propagation.target import target_path
+from flordb.hindsight.propagation.text import splice, statement_text
 
 CORPUS = Path(__file__).parent / "fixtures" / "propagate"
 CASES = sorted(p.name for p in CORPUS.iterdir() if (p / "case.json").exists())

@@ -55,6 +55,83 @@ def _import_binding(alias: ast.alias) -> str:
     return alias.asname or alias.name.split(".")[0]
 
 
+
+# ---------------------------------------------------------------- API spellings
+
+# Functions renamed across library versions without changing what they compute.
+RENAMED_CALLS = {"clip_grad_norm": "clip_grad_norm_", "clip_grad_value": "clip_grad_value_",
+                 "xavier_uniform": "xavier_uniform_", "xavier_normal": "xavier_normal_",
+                 "kaiming_uniform": "kaiming_uniform_", "kaiming_normal": "kaiming_normal_"}
+# Calls that only move or wrap a value: ``Variable(x)``, ``x.cuda()``, ``x.to(device)``.
+WRAPPING_CALLS = frozenset({"Variable"})
+MOVING_METHODS = frozenset({"cuda", "cpu", "to"})
+
+
+class _Normalize(ast.NodeTransformer):
+    """Rewrite old API spellings into one form, and ``self.x`` into a name ``self.x``.
+
+    ``loss.data[0]`` becomes ``loss.item()``; ``Variable(x)`` and
+    ``x.cuda()`` become ``x``; ``clip_grad_norm`` becomes ``clip_grad_norm_``.
+    An attribute of ``self`` becomes one name so that ``self.loss`` and a
+    local ``loss`` compare like two spellings of one variable.
+    """
+
+    def visit_Subscript(self, node):
+        self.generic_visit(node)
+        v = node.value
+        if (isinstance(v, ast.Attribute) and v.attr == "data" and isinstance(node.slice, ast.Constant)
+                and node.slice.value == 0):
+            return ast.Call(func=ast.Attribute(value=v.value, attr="item", ctx=ast.Load()), args=[], keywords=[])
+        return node
+
+    def visit_Call(self, node):
+        self.generic_visit(node)
+        f = node.func
+        name = f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute) else None
+        if name in WRAPPING_CALLS and node.args:
+            return node.args[0]
+        if isinstance(f, ast.Attribute) and f.attr in MOVING_METHODS and len(node.args) <= 1:
+            return f.value
+        return node
+
+    def visit_Attribute(self, node):
+        self.generic_visit(node)
+        if isinstance(node.value, ast.Name) and node.value.id == "self":
+            return ast.Name(id=f"self.{node.attr}", ctx=node.ctx)
+        if node.attr in RENAMED_CALLS:
+            node.attr = RENAMED_CALLS[node.attr]
+        return node
+
+    def visit_Name(self, node):
+        if node.id in RENAMED_CALLS:
+            return ast.Name(id=RENAMED_CALLS[node.id], ctx=node.ctx)
+        return node
+
+
+def normalize(node: ast.AST) -> ast.AST:
+    """A normalized copy of ``node`` (see ``_Normalize``); the original is untouched."""
+    return _Normalize().visit(copy.deepcopy(node))
+
+
+def read_refs(stmt: ast.stmt) -> list[tuple[ast.expr, str]]:
+    """What the statement reads from its surroundings: free names and ``self.x`` attributes.
+
+    Each comes with its text (``"loss"``, ``"self.loss"``), the unit in
+    which names are matched, renamed and checked.
+    """
+    refs = []
+    free = free_name_nodes(stmt)
+    selfs = {id(n) for n in free if n.id == "self"}
+    parents = {id(c): p for p in ast.walk(stmt) for c in ast.iter_child_nodes(p)}
+    for n in free:
+        parent = parents.get(id(n))
+        if id(n) in selfs and isinstance(parent, ast.Attribute) and parent.value is n:
+            refs.append((parent, f"self.{parent.attr}"))
+        else:
+            refs.append((n, n.id))
+    return refs
+
+
 # ---------------------------------------------------------------- keys
 
 def abstract_dump(nodes: list[ast.AST], keep: frozenset[str]) -> str:
@@ -126,10 +203,10 @@ def _kind(stmt: ast.stmt) -> str:
 
 
 def exact_key(stmt: ast.stmt) -> str:
-    """Equal exactly when the statement (header, for compounds) is unchanged."""
+    """Equal exactly when the statement (header, for compounds) is unchanged, up to API spellings."""
     if isinstance(stmt, COMPOUND):
-        return _kind(stmt) + "|" + "|".join(ast.dump(n) for n in header_nodes(stmt))
-    return ast.dump(stmt)
+        return _kind(stmt) + "|" + "|".join(ast.dump(normalize(n)) for n in header_nodes(stmt))
+    return ast.dump(normalize(stmt))
 
 
 def abstract_key(stmt: ast.stmt, info: ModuleInfo) -> str | None:
@@ -143,7 +220,8 @@ def abstract_key(stmt: ast.stmt, info: ModuleInfo) -> str | None:
     if isinstance(stmt, (ast.With, ast.AsyncWith)):
         return _kind(stmt) + "|" + abstract_dump([i.context_expr for i in stmt.items], info.keep)
     if isinstance(stmt, COMPOUND):
-        return _kind(stmt) + "|" + abstract_dump(header_nodes(stmt), info.keep)
+        return _kind(stmt) + "|" + abstract_dump([normalize(n) for n in header_nodes(stmt)], info.keep)
+    stmt = normalize(stmt)
     return abstract_dump([stmt], info.keep) if _recognisable(stmt, info) else None
 
 
@@ -246,6 +324,7 @@ def name_pairs(new: ast.stmt, old: ast.stmt, new_info: ModuleInfo, old_info: Mod
         parts = list(zip(header_nodes(new), header_nodes(old)))
     else:
         parts = [(new, old)]
+    parts = [(normalize(n), normalize(o)) for n, o in parts]
     seen: dict[tuple[str, str], int] = {}
     for n, o in parts:
         nn = [x for x in ast.walk(n) if isinstance(x, ast.Name)]
