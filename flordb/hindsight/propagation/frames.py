@@ -6,21 +6,35 @@ import ast
 
 from flordb.errors import PropagationError
 from flordb.hindsight.astmatch import COMPOUND, abstract_dump, align, core_iter, loop_name
+from flordb.hindsight.propagation.computation import LOOPS, best_function, best_if, best_loop, tokens
 from flordb.hindsight.propagation.model import Frame, Match, Version, describe
+
+FUNCS = (ast.FunctionDef, ast.AsyncFunctionDef)
+
 
 def match_frames(frames: list[Frame], new: Version, old: Version) -> Match:
     """Find each enclosing block of the statement in the old code, outermost first.
 
     A wrapper the old code lacks (``with flor.checkpointing``, ``try``, a
     ``__main__`` guard) dissolves into its parent block; a function the old
-    code lacks (an extracted helper) is searched for by content later; a loop
-    or condition the old code lacks means there is no place with the same
+    code lacks (an extracted helper) is searched for by content later. A loop
+    whose header changed or that moved is found by what it computes; an
+    ``if`` by the role of its branch; a condition only the current code has
+    dissolves when the code it guards is unconditional in the old version.
+    Anything else the old code lacks means there is no place with the same
     meaning, so we refuse.
     """
     match = Match(pairs=[(frames[0], Frame(old.tree, "body"))], old_frame=Frame(old.tree, "body"),
                   region=old.tree, new_block=frames[0].block)
-    for frame in frames[1:]:
+    for k, frame in enumerate(frames[1:], start=1):
         found = find_counterpart(frame.node, match, new, old)
+        why = ""
+        if found is None and isinstance(frame.node, LOOPS):
+            found, why = loop_by_computation(frame.node, match, new, old)
+        elif found is None and isinstance(frame.node, ast.If) and match.old_frame is not None:
+            found = best_if(frame.node, frame.field, _untaken(frame.node, match, new, old), new, old)
+        elif found is None and isinstance(frame.node, FUNCS):
+            found = best_function(frame.node, [n for n in ast.walk(old.tree) if isinstance(n, FUNCS)], new, old)
         if found is not None:
             if not getattr(found, frame.field, None):
                 raise PropagationError(
@@ -28,7 +42,7 @@ def match_frames(frames: list[Frame], new: Version, old: Version) -> Match:
             old_frame = Frame(found, frame.field)
             match.pairs.insert(0, (frame, old_frame))
             match.old_frame, match.region, match.new_block = old_frame, found, frame.block
-        elif is_wrapper(frame):
+        elif is_wrapper(frame) or guard_only_here(frame, frames[k + 1:], match, new, old):
             i = next(k for k, s in enumerate(match.new_block) if s is frame.node)
             match.new_block = match.new_block[:i] + frame.block + match.new_block[i + 1:]
         elif isinstance(frame.node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
@@ -38,8 +52,60 @@ def match_frames(frames: list[Frame], new: Version, old: Version) -> Match:
         else:
             raise PropagationError(
                 f"{describe(frame.node)} that encloses the statement in the current code "
-                "has no counterpart in the old version")
+                f"has no counterpart in the old version{': ' + why if why else ''}")
     return match
+
+
+def loop_by_computation(loop: ast.AST, match: Match, new: Version, old: Version) -> tuple[ast.AST | None, str]:
+    """The old loop that computes what ``loop`` computes: nearby first, then anywhere in the old file."""
+    taken = {id(o.node) for _, o in match.pairs}
+    near = [n for n in ast.walk(match.region) if n is not match.region] + called_statements(match.region, old)
+    found, why = best_loop(loop, [n for n in near if id(n) not in taken], new, old)
+    if found is not None or why.startswith("several"):
+        return found, why
+    ancestors, node = set(), match.region
+    while node is not None:
+        ancestors.add(id(node))
+        node = old.parents.get(node)
+    anywhere = [n for n in ast.walk(old.tree) if id(n) not in ancestors and id(n) not in taken]
+    return best_loop(loop, anywhere, new, old)
+
+
+def _untaken(node: ast.AST, match: Match, new: Version, old: Version) -> list[ast.stmt]:
+    """Old statements of the matched block that no other new statement pairs with."""
+    direct = list(match.old_frame.block)
+    i = next(k for k, s in enumerate(match.new_block) if s is node)
+    taken = {p.old for p in align(match.new_block, direct, new.info, old.info) if p.new != i}
+    return [s for j, s in enumerate(direct) if j not in taken]
+
+
+def guard_only_here(frame: Frame, inner: list[Frame], match: Match, new: Version, old: Version) -> bool:
+    """Whether an ``if`` only the current code has guards code that the old block runs unconditionally.
+
+    A logging block wrapped in a new condition (``if step % log_every == 0``)
+    keeps its meaning in the old version without the condition: the values
+    are the same, only logged more often. The evidence is that the code
+    the condition guards sits directly in the old block.
+    """
+    node = frame.node
+    if not isinstance(node, ast.If) or frame.field != "body" or match.old_frame is None or inner:
+        return False
+    others = [s for s in node.body if not _is_log_only(s, new)]
+    if not others:
+        return _is_cadence(node.test)
+    want = tokens(ast.Module(body=others, type_ignores=[]), new, depth=0)
+    strong = [p for p in align(others, match.old_frame.block, new.info, old.info) if p.strength != "shape"]
+    return 2 * len(strong) >= len(others) and sum(want.values()) > 0
+
+
+def _is_log_only(stmt: ast.stmt, new: Version) -> bool:
+    v = stmt.value if isinstance(stmt, ast.Expr) else None
+    return isinstance(v, ast.Call) and new.info.flor.call_target(v) == "log"
+
+
+def _is_cadence(test: ast.expr) -> bool:
+    """``i % k == 0`` and the like: a condition that only thins out when something happens."""
+    return any(isinstance(n, ast.BinOp) and isinstance(n.op, ast.Mod) for n in ast.walk(test))
 
 
 def is_wrapper(frame: Frame) -> bool:

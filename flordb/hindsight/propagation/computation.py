@@ -1,0 +1,164 @@
+"""Matching blocks by what they compute, when their headers or places changed.
+
+A loop is the same loop when it iterates the same kind of thing and holds
+the same computation: the forward pass, ``backward()``, ``optimizer.step()``,
+the statements that define what the new statement reads. It may have moved
+(module level into ``main()``, ``main()`` into ``main_worker()``, inline into
+``train()`` or back) and its header may have changed (``enumerate`` added,
+``range(args.start_epoch, args.epochs)``, ``while True``). The evidence is a
+multiset of tokens from its body, including the helpers it calls; two
+candidates that fit about equally well are a refusal, not a guess.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections import Counter
+
+from flordb.hindsight.astmatch import abstract_key, normalize, shape_key
+from flordb.hindsight.propagation.model import Version
+
+LOOPS = (ast.For, ast.AsyncFor, ast.While)
+FUNCS = (ast.FunctionDef, ast.AsyncFunctionDef)
+MIN_SCORE = 0.35  # Dice similarity below which a block is not the same computation
+MARGIN = 1.25  # the best candidate must beat the runner-up by this factor
+
+
+def tokens(node: ast.AST, version: Version, depth: int = 2) -> Counter:
+    """What a block computes: method calls, library calls and statement keys, through called helpers."""
+    cache = version.__dict__.setdefault("_tokens", {})
+    key = (id(node), depth)
+    if key in cache:
+        return cache[key]
+    out: Counter = Counter()
+    defs = _defs(version)
+    body = [node] if not hasattr(node, "body") else _children(node)
+    for stmt in body:
+        for n in _walk_local(stmt):
+            if isinstance(n, ast.stmt) and not hasattr(n, "body"):
+                k = abstract_key(n, version.info) or shape_key(n, version.info)
+                if k:
+                    out["s:" + k] += 1
+            if isinstance(n, ast.Call):
+                f = normalize(n.func)
+                if isinstance(f, ast.Attribute):
+                    out["." + f.attr] += 1
+                elif isinstance(f, ast.Name):
+                    name = f.id.split(".")[-1]
+                    if f.id in version.info.keep:
+                        out[name] += 1
+                    for fn in defs.get(name, []) if depth > 0 else []:
+                        if fn is not node:
+                            out.update(tokens(fn, version, depth - 1))
+    cache[key] = out
+    return out
+
+
+def _children(node: ast.AST) -> list[ast.stmt]:
+    return [s for f in ("body", "orelse", "handlers", "finalbody") for s in getattr(node, f, []) or []]
+
+
+def _walk_local(node: ast.AST):
+    """ast.walk without descending into nested functions and classes."""
+    todo = [node]
+    while todo:
+        n = todo.pop()
+        yield n
+        todo.extend(c for c in ast.iter_child_nodes(n) if not isinstance(c, FUNCS + (ast.ClassDef,)))
+
+
+def _defs(version: Version) -> dict[str, list[ast.AST]]:
+    defs = version.__dict__.get("_defs")
+    if defs is None:
+        defs = {}
+        for n in ast.walk(version.tree):
+            if isinstance(n, FUNCS):
+                defs.setdefault(n.name, []).append(n)
+        version.__dict__["_defs"] = defs
+    return defs
+
+
+def similarity(a: Counter, b: Counter) -> float:
+    """Dice similarity of two token multisets."""
+    total = sum(a.values()) + sum(b.values())
+    return 2 * sum((a & b).values()) / total if total else 0.0
+
+
+def iter_kind(loop: ast.AST) -> str:
+    """``range`` for counting loops (``while`` counts too), ``items`` for loops over data."""
+    if isinstance(loop, ast.While):
+        return "range"
+    it = loop.iter
+    while isinstance(it, ast.Call) and it.args and _fname(it) in ("enumerate", "tqdm", "loop", "trange"):
+        it = it.args[-1] if _fname(it) == "loop" else it.args[0]
+    return "range" if isinstance(it, ast.Call) and _fname(it) in ("range", "trange") else "items"
+
+
+def _fname(call: ast.Call) -> str | None:
+    f = call.func
+    return f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute) else None
+
+
+def best_loop(new_loop: ast.AST, candidates: list[ast.AST], new: Version, old: Version) -> tuple[ast.AST | None, str]:
+    """The old loop computing what ``new_loop`` computes, or (None, why not).
+
+    An old loop over exactly what another loop of the current code iterates
+    (the training loader, when the statement is in the validation loop) is
+    that other loop's counterpart, never this one's.
+    """
+    want = tokens(new_loop, new)
+    kind = iter_kind(new_loop)
+    own = _iter_dump(new_loop)
+    others = {_iter_dump(n) for n in ast.walk(new.tree) if isinstance(n, LOOPS) and n is not new_loop} - {own}
+    scored = []
+    for c in candidates:
+        if not isinstance(c, LOOPS) or _iter_dump(c) in others:
+            continue
+        if isinstance(c, ast.For) and isinstance(new_loop, ast.For) and iter_kind(c) != kind:
+            continue
+        scored.append((similarity(want, tokens(c, old)), c))
+    return _pick(scored, "loop")
+
+
+def best_function(new_fn: ast.AST, candidates: list[ast.AST], new: Version, old: Version) -> ast.AST | None:
+    """The old function computing what a renamed ``new_fn`` computes, when one clearly does."""
+    names = {n.name for n in ast.walk(new.tree) if isinstance(n, FUNCS)}
+    want = tokens(new_fn, new, depth=0)
+    scored = [(similarity(want, tokens(c, old, depth=0)), c) for c in candidates
+              if isinstance(c, FUNCS) and c.name not in names]
+    found, _ = _pick(scored, "function", min_score=0.5)
+    return found
+
+
+def _iter_dump(loop: ast.AST) -> str:
+    return ast.dump(normalize(loop.iter if isinstance(loop, (ast.For, ast.AsyncFor)) else loop.test))
+
+
+def _pick(scored: list, what: str, min_score: float = MIN_SCORE) -> tuple[ast.AST | None, str]:
+    scored.sort(key=lambda p: -p[0])
+    if not scored or scored[0][0] < min_score:
+        return None, f"no {what} in the old version computes what it computes"
+    if len(scored) > 1 and scored[1][0] * MARGIN > scored[0][0]:
+        lines = ", ".join(str(c.lineno) for _, c in scored[:2])
+        return None, f"several {what}s in the old version compute about the same (lines {lines})"
+    return scored[0][1], ""
+
+
+def best_if(new_if: ast.If, field: str, candidates: list[ast.stmt], new: Version, old: Version) -> ast.If | None:
+    """The old ``if`` playing the same role: same branch holding the same computation."""
+    want = Counter()
+    for s in getattr(new_if, field):
+        want.update(tokens(s, new))
+    scored = []
+    for c in candidates:
+        if isinstance(c, ast.If) and getattr(c, field):
+            got = Counter()
+            for s in getattr(c, field):
+                got.update(tokens(s, old))
+            scored.append((similarity(want, got), c))
+    scored.sort(key=lambda p: -p[0])
+    if not scored or scored[0][0] < 0.5:
+        return None
+    if len(scored) > 1 and scored[1][0] * MARGIN > scored[0][0]:
+        return None
+    return scored[0][1]
