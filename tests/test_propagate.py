@@ -2,7 +2,9 @@
 
 The corpus in fixtures/propagate/<case>/ holds hand-written version pairs:
 new.py (current code), old.py, case.json ({"lineno", "description",
-"expect": "insert" | "unchanged" | "refuse"}) and, for inserts, expected.py.
+"expect": "insert" | "unchanged" | "refuse", optionally "reason": a fragment
+the refusal must contain}), for inserts expected.py, and SOURCE naming the
+public history whose kind of edit the pair reproduces.
 """
 
 import ast
@@ -51,8 +53,8 @@ def line_of(source: str, marker: str) -> int:
 
 def test_corpus_is_big_and_mixed():
     expects = [json.loads(read(CORPUS / c / "case.json"))["expect"] for c in CASES]
-    assert len(CASES) >= 25
-    assert expects.count("refuse") >= 5 and "unchanged" in expects
+    assert len(CASES) >= 80
+    assert expects.count("refuse") >= 15 and "unchanged" in expects
 
 
 @pytest.mark.parametrize("name", CASES)
@@ -62,6 +64,7 @@ def test_corpus_case(name):
         with pytest.raises(PropagationError) as info:
             propagate(new, case["lineno"], old)
         assert info.value.reason.strip()
+        assert case.get("reason", "") in info.value.reason
     elif case["expect"] == "unchanged":
         assert propagate(new, case["lineno"], old) == old
     else:

@@ -37,6 +37,35 @@ def check_defined(stmt: ast.stmt, renames: dict[str, str], old: Version, frame: 
     _check_parsed_args(stmt, renames, old)
 
 
+def adapt_attributes(stmt: ast.stmt, renames: dict[str, str], old: Version, frame: Frame, line: int) -> dict[str, str]:
+    """Spell ``self.x`` as a local ``x`` where the old code has the local, and the reverse.
+
+    The same value is often an attribute in one version and a local in the
+    other (a Trainer class against a ``main()``). A reference that does not
+    exist at the old insertion point switches spelling when the other one
+    does: a local bound on every path, or an attribute the enclosing old
+    class sets.
+    """
+    visible, _ = visible_names(old, frame.node, line)
+    cls = _enclosing_class(frame.node, old)
+    out = dict(renames)
+    for _, text in read_refs(stmt):
+        used = out.get(text, text)
+        if used.startswith("self."):
+            attr = used[5:]
+            has = cls is not None and "self" in visible and _class_sets(cls, attr)
+            if not has and attr in visible:
+                out[text] = attr
+        elif "." not in used and used not in visible and cls is not None and "self" in visible \
+                and _class_sets(cls, used):
+            out[text] = f"self.{used}"
+    return {k: v for k, v in out.items() if k != v}
+
+
+def _class_sets(cls: ast.ClassDef, attr: str) -> bool:
+    return _sets_attr(cls, attr) or any(getattr(s, "name", None) == attr or attr in _stores(s) for s in cls.body)
+
+
 def visible_names(old: Version, owner: ast.AST, line: int) -> tuple[set[str], bool]:
     """Names surely bound after old line ``line`` inside ``owner``'s block, and whether a star import hides some.
 
@@ -219,7 +248,7 @@ def _check_self_attribute(attr: str, shown: str, old: Version, owner: ast.AST, n
         if not _sets_attr(old.tree, attr):
             raise PropagationError(f"{shown} used by the statement: the old version never sets 'self.{attr}'")
         return
-    if _sets_attr(cls, attr) or any(getattr(s, "name", None) == attr or attr in _stores(s) for s in cls.body):
+    if _class_sets(cls, attr):
         return
     if new is not None and new_text.startswith("self.") and cls.bases:
         new_cls = next((c for c in ast.walk(new.tree) if isinstance(c, ast.ClassDef) and c.name == cls.name), None)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flordb.hindsight.propagation.check import check_defined
+from flordb.hindsight.propagation.check import adapt_attributes, check_defined
 from flordb.hindsight.propagation.frames import match_frames
 from flordb.hindsight.propagation.model import Version, source_lines
 from flordb.hindsight.propagation.names import rename_map
@@ -32,5 +32,6 @@ def propagate(new_source: str, lineno: int, old_source: str) -> str:
         return old_source
     gap = choose_gap(new_block, t, old_frame.block, new, old, edges=match.old_frame is not None)
     line = insertion_line(old_frame, gap, old)
+    renames = adapt_attributes(stmt, renames, old, old_frame, line)
     check_defined(stmt, renames, old, old_frame, line, new)
     return splice(old_source, line, statement_text(new.source, stmt, renames, indent))

@@ -60,6 +60,9 @@ def choose_gap(new_block: list[ast.stmt], t: int, old_block: list[ast.stmt],
     Failing both, the nearest matched statements on either side must leave
     no old code between them whose order relative to the statement is unknown.
     """
+    inlined = inline_new_helpers(new_block, t, new, old)
+    if inlined is not None:
+        return choose_gap(inlined, inlined.index(new_block[t]), old_block, new, old, edges)
     others = new_block[:t] + new_block[t + 1:]
     to_old = {(p.new if p.new < t else p.new + 1): p.old for p in align(others, old_block, new.info, old.info)}
     last = len(new_block) - 1
@@ -83,6 +86,39 @@ def choose_gap(new_block: list[ast.stmt], t: int, old_block: list[ast.stmt],
     raise PropagationError(
         f"the statements next to it in the current code ({around}) have no counterpart in the old "
         "version, so its position among the old statements is unclear")
+
+
+def inline_new_helpers(block: list[ast.stmt], t: int, new: Version, old: Version) -> list[ast.stmt] | None:
+    """The block with the previous statement's new helper calls replaced by the helpers' bodies.
+
+    When the current code moved the training step into helpers
+    (``loss = train_step(...)``), the old code does that work inline and the
+    statement belongs after the last of it, not after whatever line of it
+    happens to look like the call. None when there is nothing to inline.
+    """
+    if t == 0:
+        return None
+    old_defs = {n.name for n in ast.walk(old.tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
+    new_defs = {n.name: n for n in ast.walk(new.tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
+
+    def expand(stmt: ast.stmt, depth: int) -> list[ast.stmt]:
+        calls = [c.func.id for c in ast.walk(stmt) if isinstance(c, ast.Call) and isinstance(c.func, ast.Name)]
+        helpers = [new_defs[c] for c in calls if c in new_defs and c not in old_defs]
+        if not helpers or depth > 2:
+            return [stmt]
+        out = []
+        for h in helpers:
+            for s in h.body:
+                if isinstance(s, ast.Return):
+                    out += expand(s, depth + 1)[:-1] if s.value is not None else []
+                elif not (isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant)):
+                    out += expand(s, depth + 1)
+        return out
+
+    body = expand(block[t - 1], 0)
+    if body == [block[t - 1]]:
+        return None
+    return block[:t - 1] + body + block[t:]
 
 
 def insertion_line(frame: Frame, gap: int, old: Version) -> int:
