@@ -13,6 +13,7 @@ import ast
 import builtins
 import copy
 import difflib
+import weakref
 from collections import Counter
 from dataclasses import dataclass
 
@@ -108,9 +109,28 @@ class _Normalize(ast.NodeTransformer):
         return node
 
 
+_NORMALIZED: "weakref.WeakKeyDictionary[ast.AST, ast.AST]" = weakref.WeakKeyDictionary()
+_KEYS: "weakref.WeakKeyDictionary[ast.AST, dict]" = weakref.WeakKeyDictionary()
+
+
 def normalize(node: ast.AST) -> ast.AST:
-    """A normalized copy of ``node`` (see ``_Normalize``); the original is untouched."""
-    return _Normalize().visit(copy.deepcopy(node))
+    """A normalized copy of ``node`` (see ``_Normalize``); the original is untouched.
+
+    Copies are cached per node and shared: callers must not modify them.
+    """
+    found = _NORMALIZED.get(node)
+    if found is None:
+        found = _NORMALIZED[node] = _Normalize().visit(copy.deepcopy(node))
+    return found
+
+
+def _cached(kind: str, node: ast.AST, make):
+    keys = _KEYS.get(node)
+    if keys is None:
+        keys = _KEYS[node] = {}
+    if kind not in keys:
+        keys[kind] = make()
+    return keys[kind]
 
 
 def read_refs(stmt: ast.stmt) -> list[tuple[ast.expr, str]]:
@@ -204,6 +224,10 @@ def _kind(stmt: ast.stmt) -> str:
 
 def exact_key(stmt: ast.stmt) -> str:
     """Equal exactly when the statement (header, for compounds) is unchanged, up to API spellings."""
+    return _cached("exact", stmt, lambda: _exact_key(stmt))
+
+
+def _exact_key(stmt: ast.stmt) -> str:
     if isinstance(stmt, COMPOUND):
         return _kind(stmt) + "|" + "|".join(ast.dump(normalize(n)) for n in header_nodes(stmt))
     return ast.dump(normalize(stmt))
@@ -215,6 +239,10 @@ def abstract_key(stmt: ast.stmt, info: ModuleInfo) -> str | None:
     A tiny statement made only of local names (``b()``, ``x = y``) has no
     key: once its names are abstracted nothing is left to recognise it by.
     """
+    return _cached(("abstract", id(info)), stmt, lambda: _abstract_key(stmt, info))
+
+
+def _abstract_key(stmt: ast.stmt, info: ModuleInfo) -> str | None:
     if isinstance(stmt, (ast.For, ast.AsyncFor)):
         return f"{_kind(stmt)}|{loop_name(stmt, info)}|" + abstract_dump([core_iter(stmt, info)[1]], info.keep)
     if isinstance(stmt, (ast.With, ast.AsyncWith)):
