@@ -394,3 +394,15 @@ def test_replay_dry_run_prints_each_version_and_changes_nothing(project, monkeyp
 
     with open_catalog(locate(project)) as cat:
         assert cat.execute("SELECT count(*) FROM replays").fetchone()[0] == 0
+
+
+def test_readme_propagation_example_runs(capsys):
+    import re
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    (block,) = [b for b in re.findall(r"```python\n(.*?)```", readme, re.S)
+                if "from flordb.hindsight import propagate" in b]
+    exec(block, {})
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == '            flor.log("loss", loss.item())'
+    assert "'self.ema'" in out[1]
