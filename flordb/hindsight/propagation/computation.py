@@ -15,7 +15,7 @@ from __future__ import annotations
 import ast
 from collections import Counter
 
-from flordb.hindsight.astmatch import abstract_key, normalize, shape_key
+from flordb.hindsight.astmatch import ABSTRACT, Pair, abstract_key, align, normalize, shape_key
 from flordb.hindsight.propagation.model import Version
 
 LOOPS = (ast.For, ast.AsyncFor, ast.While)
@@ -34,6 +34,8 @@ def tokens(node: ast.AST, version: Version, depth: int = 2) -> Counter:
     defs = _defs(version)
     body = [node] if not hasattr(node, "body") else _children(node)
     for stmt in body:
+        if _is_flor_call(stmt, version):
+            continue  # instrumentation differs between versions by design
         for n in _walk_local(stmt):
             if isinstance(n, ast.stmt) and not hasattr(n, "body"):
                 k = abstract_key(n, version.info) or shape_key(n, version.info)
@@ -52,6 +54,36 @@ def tokens(node: ast.AST, version: Version, depth: int = 2) -> Counter:
                             out.update(tokens(fn, version, depth - 1))
     cache[key] = out
     return out
+
+
+def _is_flor_call(stmt: ast.stmt, version: Version) -> bool:
+    v = stmt.value if isinstance(stmt, ast.Expr) else None
+    return isinstance(v, ast.Call) and version.info.flor.call_target(v) is not None
+
+
+def align_blocks(new_block: list[ast.stmt], old_block: list[ast.stmt], new: Version, old: Version) -> list[Pair]:
+    """``align``, plus loops left unpaired matched by what they compute.
+
+    A loop whose header changed (``range(1, args.epochs + 1)`` against
+    ``range(args.start_epoch, args.epochs)``) is still the neighbour that
+    positions a statement after it. Loops pair only inside the gap between
+    the surrounding pairs, so pairs never cross.
+    """
+    pairs = align(new_block, old_block, new.info, old.info)
+    done_new, done_old = {p.new for p in pairs}, {p.old for p in pairs}
+    extra = []
+    for i, stmt in enumerate(new_block):
+        if i in done_new or not isinstance(stmt, LOOPS):
+            continue
+        lo = max((p.old for p in pairs if p.new < i), default=-1)
+        hi = min((p.old for p in pairs if p.new > i), default=len(old_block))
+        gap = [old_block[j] for j in range(lo + 1, hi) if j not in done_old]
+        found, _ = best_loop(stmt, gap, new, old)
+        if found is not None:
+            j = next(k for k, o in enumerate(old_block) if o is found)
+            extra.append(Pair(i, j, ABSTRACT))
+            done_old.add(j)
+    return sorted(pairs + extra, key=lambda p: p.new)
 
 
 def _children(node: ast.AST) -> list[ast.stmt]:
@@ -108,11 +140,12 @@ def best_loop(new_loop: ast.AST, candidates: list[ast.AST], new: Version, old: V
     """
     want = tokens(new_loop, new)
     kind = iter_kind(new_loop)
-    own = _iter_dump(new_loop)
-    others = {_iter_dump(n) for n in ast.walk(new.tree) if isinstance(n, LOOPS) and n is not new_loop} - {own}
+    dumps = _loop_dumps(new)
+    own = dumps[id(new_loop)]
+    others = set(dumps.values()) - {own}
     scored = []
     for c in candidates:
-        if not isinstance(c, LOOPS) or _iter_dump(c) in others:
+        if not isinstance(c, LOOPS) or _loop_dumps(old)[id(c)] in others:
             continue
         if isinstance(c, ast.For) and isinstance(new_loop, ast.For) and iter_kind(c) != kind:
             continue
@@ -128,6 +161,15 @@ def best_function(new_fn: ast.AST, candidates: list[ast.AST], new: Version, old:
               if isinstance(c, FUNCS) and c.name not in names]
     found, _ = _pick(scored, "function", min_score=0.5)
     return found
+
+
+def _loop_dumps(version: Version) -> dict[int, str]:
+    """What each loop of a version iterates (``for``) or tests (``while``), normalized; cached."""
+    dumps = version.__dict__.get("_loop_dumps")
+    if dumps is None:
+        dumps = version.__dict__["_loop_dumps"] = {
+            id(n): _iter_dump(n) for n in ast.walk(version.tree) if isinstance(n, LOOPS)}
+    return dumps
 
 
 def _iter_dump(loop: ast.AST) -> str:

@@ -6,7 +6,8 @@ import ast
 import copy
 
 from flordb.errors import PropagationError
-from flordb.hindsight.astmatch import align, read_refs
+from flordb.hindsight.astmatch import read_refs
+from flordb.hindsight.propagation.computation import align_blocks
 from flordb.hindsight.locate import find_log_statements, literal_name, log_call
 from flordb.hindsight.propagation.model import Frame, Version, first_line
 
@@ -64,7 +65,7 @@ def choose_gap(new_block: list[ast.stmt], t: int, old_block: list[ast.stmt],
     if inlined is not None:
         return choose_gap(inlined, inlined.index(new_block[t]), old_block, new, old, edges)
     others = new_block[:t] + new_block[t + 1:]
-    to_old = {(p.new if p.new < t else p.new + 1): p.old for p in align(others, old_block, new.info, old.info)}
+    to_old = {(p.new if p.new < t else p.new + 1): p.old for p in align_blocks(others, old_block, new, old)}
     last = len(new_block) - 1
     if t - 1 in to_old:
         return to_old[t - 1] + 1

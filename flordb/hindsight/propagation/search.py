@@ -5,7 +5,8 @@ from __future__ import annotations
 import ast
 
 from flordb.errors import PropagationError
-from flordb.hindsight.astmatch import ABSTRACT, BLOCK_FIELDS, EXACT, align
+from flordb.hindsight.astmatch import ABSTRACT, BLOCK_FIELDS, EXACT
+from flordb.hindsight.propagation.computation import align_blocks
 from flordb.hindsight.propagation.frames import called_statements
 from flordb.hindsight.propagation.model import Frame, Match, Version, describe
 
@@ -48,7 +49,7 @@ def _support(others: list[ast.stmt], t: int, block: list[ast.stmt], new: Version
     and at least half of the siblings, and at least two of them when there
     are two, are matched.
     """
-    strong = {p.new for p in align(others, block, new.info, old.info) if p.strength in (EXACT, ABSTRACT)}
+    strong = {p.new for p in align_blocks(others, block, new, old) if p.strength in (EXACT, ABSTRACT)}
     neighbours = {t - 1, t} & set(range(len(others)))
     if not neighbours & strong:
         return 0
