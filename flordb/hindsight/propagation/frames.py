@@ -194,6 +194,13 @@ def called_statements(region: ast.AST, old: Version) -> list[ast.stmt]:
     are inside that helper. Calls are resolved by name only (``f(...)`` and
     ``self.f(...)``), which is enough for training scripts.
     """
+    cache = old.__dict__.setdefault("_called", {})
+    if id(region) not in cache:
+        cache[id(region)] = _called_statements(region, old)
+    return cache[id(region)]
+
+
+def _called_statements(region: ast.AST, old: Version) -> list[ast.stmt]:
     defs: dict[str, list[ast.AST]] = {}
     for n in ast.walk(old.tree):
         if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)):
