@@ -406,3 +406,26 @@ def test_readme_propagation_example_runs(capsys):
     out = capsys.readouterr().out.splitlines()
     assert out[0] == '            flor.log("loss", loss.item())'
     assert "'self.ema'" in out[1]
+
+
+def test_reordered_parameters_are_not_renames():
+    new = src("""
+        import flordb as flor
+        def train_one_epoch(epoch, model, loader, optimizer):
+            for x, y in loader:
+                optimizer.zero_grad()
+                loss = model(x, y)
+                loss.backward()
+                optimizer.step()
+                flor.log("ep", epoch)
+    """)
+    old = src("""
+        import flordb as flor
+        def train_epoch(model, loader, optimizer, epoch):
+            for x, y in loader:
+                optimizer.zero_grad()
+                loss = model(x, y)
+                loss.backward()
+                optimizer.step()
+    """)
+    assert propagate(new, 8, old) == old + '        flor.log("ep", epoch)\n'

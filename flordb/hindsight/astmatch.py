@@ -343,8 +343,12 @@ def name_pairs(new: ast.stmt, old: ast.stmt, new_info: ModuleInfo, old_info: Mod
         (nt, ni), (ot, oi) = core_iter(new, new_info), core_iter(old, old_info)
         parts = [(ni, oi)] + ([(nt, ot)] if ast.dump(_shape(nt)) == ast.dump(_shape(ot)) else [])
     elif isinstance(new, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        # Parameters kept by name are the same; a renamed one pairs by position only
+        # with an old parameter that is renamed too (reordering is not renaming).
         na, oa = _params(new), _params(old)
-        yield from ((n, o, 2) for n, o in zip(na, oa)) if len(na) == len(oa) else ()
+        yield from ((n, n, 2) for n in na if n in oa)
+        if len(na) == len(oa):
+            yield from ((n, o, 2) for n, o in zip(na, oa) if n not in oa and o not in na)
         return
     elif isinstance(new, (ast.With, ast.AsyncWith)) and len(new.items) == len(old.items):
         parts = list(zip(new.items, old.items))
