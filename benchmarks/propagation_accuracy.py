@@ -59,19 +59,19 @@ def main() -> int:
     cases = sorted(p for p in CORPUS.iterdir() if (p / "case.json").exists())
     counts = dict.fromkeys(
         ("correct placement", "correct refusal", "wrong refusal", "silent error"), 0)
-    started = time.perf_counter()
+    started, cpu0 = time.perf_counter(), time.process_time()
     width = max(len(p.name) for p in cases)
     print(f"{'case':<{width}}  {'expect':<9}  {'outcome':<17}  detail")
     for case_dir in cases:
         expect, outcome, detail = run_case(case_dir)
         counts[outcome] += 1
         print(f"{case_dir.name:<{width}}  {expect:<9}  {outcome:<17}  {detail[:100]}")
-    elapsed = time.perf_counter() - started
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu0
     print()
     print(f"pairs {len(cases)}, correct placements {counts['correct placement']}, "
           f"correct refusals {counts['correct refusal']}, wrong refusals {counts['wrong refusal']}, "
           f"silent errors {counts['silent error']}, total time {elapsed:.2f} s "
-          f"({1000 * elapsed / len(cases):.1f} ms a pair, one thread)")
+          f"({1000 * elapsed / len(cases):.1f} ms a pair; {cpu:.2f} s CPU; one thread)")
     return 1 if counts["silent error"] else 0
 
 
