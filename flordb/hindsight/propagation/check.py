@@ -240,6 +240,7 @@ def _or_empty(got):
 
 # ---------------------------------------------------------------- attributes
 
+
 def _check_self_attribute(attr: str, shown: str, old: Version, owner: ast.AST, new: Version | None,
                           new_text: str) -> None:
     """``self.attr`` is readable only where the old class sets ``attr``, or inherits it as the new one does."""

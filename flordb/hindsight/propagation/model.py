@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from flordb.errors import PropagationError
 from flordb.hindsight.astmatch import ModuleInfo
 
+
 @dataclass(frozen=True)
 class Frame:
     """A block of statements: the ``field`` list of ``node`` (a module or compound statement)."""
@@ -58,7 +59,6 @@ class Match:
     new_block: list[ast.stmt]
     searched: Frame | None = None
     dropped: list[ast.AST] = field(default_factory=list)
-
 
 
 def first_line(stmt: ast.stmt) -> int:

@@ -9,6 +9,7 @@ from flordb.errors import PropagationError
 from flordb.hindsight.astmatch import add_votes, call_site_pairs, collect_votes, name_pairs, read_refs
 from flordb.hindsight.propagation.model import Frame, Match, Version
 
+
 def rename_map(stmt: ast.stmt, new_block: list[ast.stmt], old_frame: Frame, match: Match,
                new: Version, old: Version) -> dict[str, str]:
     """Map each name the statement reads to what the old code at that place calls it.

@@ -11,6 +11,7 @@ from flordb.hindsight.propagation.computation import align_blocks
 from flordb.hindsight.locate import find_log_statements, literal_name, log_call
 from flordb.hindsight.propagation.model import Frame, Version, first_line
 
+
 def already_present(stmt: ast.stmt, renames: dict[str, str], frame: Frame, new: Version, old: Version) -> bool:
     """Whether the old block already has the statement, up to renaming.
 
@@ -50,6 +51,7 @@ def adapt(stmt: ast.stmt, renames: dict[str, str]) -> ast.stmt:
 
 
 # ---------------------------------------------------------------- step 6: the gap
+
 
 def choose_gap(new_block: list[ast.stmt], t: int, old_block: list[ast.stmt],
                new: Version, old: Version, edges: bool = True) -> int:

@@ -10,6 +10,7 @@ from flordb.hindsight.propagation.computation import align_blocks
 from flordb.hindsight.propagation.frames import called_statements
 from flordb.hindsight.propagation.model import Frame, Match, Version, describe
 
+
 def search_block(new_block: list[ast.stmt], t: int, match: Match, new: Version, old: Version) -> Frame:
     """Find the old block holding the code around the statement, when no header says where.
 

@@ -9,6 +9,7 @@ from flordb.hindsight.astmatch import BLOCK_FIELDS, COMPOUND
 from flordb.hindsight.locate import FlorNames, flor_names, log_call
 from flordb.hindsight.propagation.model import Frame, describe, first_line
 
+
 def target_path(tree: ast.Module, lineno: int, flor: FlorNames | None = None,
                 lines: list[str] | None = None) -> tuple[list[Frame], int]:
     """The chain of blocks holding the statement at ``lineno``, and its index in the last.

@@ -9,6 +9,7 @@ from flordb.errors import PropagationError
 from flordb.hindsight.astmatch import read_refs
 from flordb.hindsight.propagation.model import Frame, Version, describe, source_lines
 
+
 def statement_text(source: str, stmt: ast.stmt, renames: dict[str, str], indent: str) -> str:
     """The statement's source with names replaced, re-indented for the old block.
 
