@@ -281,6 +281,18 @@ def shape_key(stmt: ast.stmt, info: ModuleInfo) -> str | None:
     return None
 
 
+def value_key(stmt: ast.stmt) -> str | None:
+    """What a one-name assignment stores, when that is more than a constant: used only to position.
+
+    ``best_val = val_loss`` and ``best_val_loss = val_loss`` store the same value
+    under two names; ``x = 0`` and ``y = 0`` say nothing.
+    """
+    if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name) \
+            and not isinstance(stmt.value, ast.Constant):
+        return "Value|" + ast.dump(normalize(stmt.value))
+    return None
+
+
 # ---------------------------------------------------------------- alignment
 
 @dataclass(frozen=True)
@@ -304,6 +316,7 @@ def align(new_block: list[ast.stmt], old_block: list[ast.stmt],
         (EXACT, exact_key, exact_key),
         (ABSTRACT, lambda s: abstract_key(s, new_info), lambda s: abstract_key(s, old_info)),
         (SHAPE, lambda s: shape_key(s, new_info), lambda s: shape_key(s, old_info)),
+        (SHAPE, value_key, value_key),
     )
     return sorted(_align_gap(new_block, old_block, 0, len(new_block), 0, len(old_block), passes),
                   key=lambda p: p.new)

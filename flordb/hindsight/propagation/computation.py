@@ -186,8 +186,40 @@ def _pick(scored: list, what: str, min_score: float = MIN_SCORE) -> tuple[ast.AS
     return scored[0][1], ""
 
 
-def best_if(new_if: ast.If, field: str, candidates: list[ast.stmt], new: Version, old: Version) -> ast.If | None:
-    """The old ``if`` playing the same role: same branch holding the same computation."""
+def best_if(new_if: ast.If, field: str, candidates: list[ast.stmt], in_place: list[ast.stmt],
+            new: Version, old: Version) -> ast.If | None:
+    """The old ``if`` playing the same role: same branch holding the same computation.
+
+    Failing a clear match by content anywhere in the block, the only ``if``
+    standing in the same place (between the counterparts of its
+    neighbours) is taken when its branch shares some of the computation and
+    its test reads some of the same names: a rewritten test
+    (``if not best or loss < best`` against ``if best is None or loss < best``)
+    over a partly rewritten body.
+    """
+    found = _best_if_by_content(new_if, field, candidates, new, old)
+    if found is not None:
+        return found
+    here = [c for c in in_place if isinstance(c, ast.If) and getattr(c, field)]
+    if len(here) != 1:
+        return None
+    want, got = _branch_tokens(new_if, field, new), _branch_tokens(here[0], field, old)
+    new_names = {n.id for n in ast.walk(new_if.test) if isinstance(n, ast.Name)}
+    old_names = {n.id for n in ast.walk(here[0].test) if isinstance(n, ast.Name)}
+    if similarity(want, got) > 0 and new_names & old_names:
+        return here[0]
+    return None
+
+
+def _branch_tokens(node: ast.If, field: str, version: Version) -> Counter:
+    out = Counter()
+    for s in getattr(node, field):
+        out.update(tokens(s, version))
+    return out
+
+
+def _best_if_by_content(new_if: ast.If, field: str, candidates: list[ast.stmt], new: Version,
+                        old: Version) -> ast.If | None:
     want = Counter()
     for s in getattr(new_if, field):
         want.update(tokens(s, new))

@@ -32,7 +32,7 @@ def match_frames(frames: list[Frame], new: Version, old: Version) -> Match:
         if found is None and isinstance(frame.node, LOOPS):
             found, why = loop_by_computation(frame.node, match, new, old)
         elif found is None and isinstance(frame.node, ast.If) and match.old_frame is not None:
-            found = best_if(frame.node, frame.field, _untaken(frame.node, match, new, old), new, old)
+            found = best_if(frame.node, frame.field, *_untaken(frame.node, match, new, old), new, old)
         elif found is None and isinstance(frame.node, FUNCS):
             found = best_function(frame.node, [n for n in ast.walk(old.tree) if isinstance(n, FUNCS)], new, old)
         if found is not None:
@@ -71,12 +71,17 @@ def loop_by_computation(loop: ast.AST, match: Match, new: Version, old: Version)
     return best_loop(loop, anywhere, new, old)
 
 
-def _untaken(node: ast.AST, match: Match, new: Version, old: Version) -> list[ast.stmt]:
-    """Old statements of the matched block that no other new statement pairs with."""
+def _untaken(node: ast.AST, match: Match, new: Version, old: Version) -> tuple[list[ast.stmt], list[ast.stmt]]:
+    """Old statements of the matched block that no other new statement pairs with, and those of
+    them in the same place: between the old counterparts of ``node``'s paired neighbours."""
     direct = list(match.old_frame.block)
     i = next(k for k, s in enumerate(match.new_block) if s is node)
-    taken = {p.old for p in align(match.new_block, direct, new.info, old.info) if p.new != i}
-    return [s for j, s in enumerate(direct) if j not in taken]
+    pairs = [p for p in align(match.new_block, direct, new.info, old.info) if p.new != i]
+    taken = {p.old for p in pairs}
+    lo = max((p.old for p in pairs if p.new < i), default=-1)
+    hi = min((p.old for p in pairs if p.new > i), default=len(direct))
+    untaken = [s for j, s in enumerate(direct) if j not in taken]
+    return untaken, [s for j, s in enumerate(direct) if lo < j < hi and j not in taken]
 
 
 def guard_only_here(frame: Frame, inner: list[Frame], match: Match, new: Version, old: Version) -> bool:

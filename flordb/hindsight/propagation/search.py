@@ -47,14 +47,15 @@ def _support(others: list[ast.stmt], t: int, block: list[ast.stmt], new: Version
     """How many siblings a candidate block shares, or 0 when that is not convincing.
 
     Convincing means: an immediate neighbour is matched (renamed at most),
-    and at least half of the siblings, and at least two of them when there
-    are two, are matched.
+    and at least a third of the siblings, and at least two of them when
+    there are two, are matched (a function that grew, like ``main_worker``
+    with its distributed set-up, keeps fewer of its old statements).
     """
     strong = {p.new for p in align_blocks(others, block, new, old) if p.strength in (EXACT, ABSTRACT)}
     neighbours = {t - 1, t} & set(range(len(others)))
     if not neighbours & strong:
         return 0
-    if len(strong) < min(2, len(others)) or 2 * len(strong) < len(others):
+    if len(strong) < min(2, len(others)) or 3 * len(strong) < len(others):
         return 0
     return len(strong)
 
