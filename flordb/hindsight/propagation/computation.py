@@ -21,6 +21,7 @@ from flordb.hindsight.propagation.model import Version
 LOOPS = (ast.For, ast.AsyncFor, ast.While)
 FUNCS = (ast.FunctionDef, ast.AsyncFunctionDef)
 MIN_SCORE = 0.35  # Dice similarity below which a block is not the same computation
+IN_PLACE_SCORE = 0.15  # enough for the only loop standing in the same place
 MARGIN = 1.25  # the best candidate must beat the runner-up by this factor
 
 
@@ -131,7 +132,8 @@ def _fname(call: ast.Call) -> str | None:
     return f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute) else None
 
 
-def best_loop(new_loop: ast.AST, candidates: list[ast.AST], new: Version, old: Version) -> tuple[ast.AST | None, str]:
+def best_loop(new_loop: ast.AST, candidates: list[ast.AST], new: Version, old: Version,
+              min_score: float = MIN_SCORE) -> tuple[ast.AST | None, str]:
     """The old loop computing what ``new_loop`` computes, or (None, why not).
 
     An old loop over exactly what another loop of the current code iterates
@@ -150,7 +152,7 @@ def best_loop(new_loop: ast.AST, candidates: list[ast.AST], new: Version, old: V
         if isinstance(c, ast.For) and isinstance(new_loop, ast.For) and iter_kind(c) != kind:
             continue
         scored.append((similarity(want, tokens(c, old)), c))
-    return _pick(scored, "loop")
+    return _pick(scored, "loop", min_score)
 
 
 def best_function(new_fn: ast.AST, candidates: list[ast.AST], new: Version, old: Version) -> ast.AST | None:

@@ -6,7 +6,7 @@ import ast
 
 from flordb.errors import PropagationError
 from flordb.hindsight.astmatch import COMPOUND, abstract_dump, align, core_iter, loop_name
-from flordb.hindsight.propagation.computation import LOOPS, best_function, best_if, best_loop, tokens
+from flordb.hindsight.propagation.computation import IN_PLACE_SCORE, LOOPS, best_function, best_if, best_loop, tokens
 from flordb.hindsight.propagation.model import Frame, Match, Version, describe
 
 FUNCS = (ast.FunctionDef, ast.AsyncFunctionDef)
@@ -63,6 +63,12 @@ def loop_by_computation(loop: ast.AST, match: Match, new: Version, old: Version)
     found, why = best_loop(loop, [n for n in near if id(n) not in taken], new, old)
     if found is not None or why.startswith("several"):
         return found, why
+    if match.old_frame is not None and any(s is loop for s in match.new_block):
+        here = [s for s in _untaken(loop, match, new, old)[1] if isinstance(s, LOOPS)]
+        if len(here) == 1:  # the only loop in the same place, rewritten more than its content shows
+            found, _ = best_loop(loop, here, new, old, min_score=IN_PLACE_SCORE)
+            if found is not None:
+                return found, ""
     ancestors, node = set(), match.region
     while node is not None:
         ancestors.add(id(node))
