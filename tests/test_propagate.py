@@ -429,3 +429,21 @@ def test_reordered_parameters_are_not_renames():
                 optimizer.step()
     """)
     assert propagate(new, 8, old) == old + '        flor.log("ep", epoch)\n'
+
+
+@pytest.mark.parametrize("old_flag, placed", [
+    ('parser.add_argument("-b", "--batch-size", type=int)', True),
+    ('parser.add_argument("--bs", dest="batch_size", type=int)', True),
+    ('parser.add_argument("--lr", type=float)', False),
+    ('parser.add_argument(*["--lr"], type=float)\nparser.set_defaults(batch_size=8)', True),
+])
+def test_args_attributes_need_the_old_parser_to_define_them(old_flag, placed):
+    head = 'import flordb as flor\nimport argparse\nfrom m import loader, net\nparser = argparse.ArgumentParser()\n'
+    loop = 'args = parser.parse_args()\nfor x in loader:\n    net.step(x)\n'
+    new = head + 'parser.add_argument("--batch-size", type=int)\n' + loop + '    flor.log("bs", args.batch_size)\n'
+    old = head + old_flag + "\n" + loop
+    if placed:
+        assert propagate(new, line_of(new, "flor.log"), old) == old + '    flor.log("bs", args.batch_size)\n'
+    else:
+        with pytest.raises(PropagationError, match="no '--batch-size'"):
+            propagate(new, line_of(new, "flor.log"), old)

@@ -295,8 +295,12 @@ def _check_parsed_args(stmt: ast.stmt, renames: dict[str, str], old: Version) ->
                         None)
             flags = [a.value for a in n.args if isinstance(a, ast.Constant) and isinstance(a.value, str)]
             long = [f for f in flags if f.startswith("--")]
+            if not (dest or flags):
+                dynamic = True  # flags built at run time: the parser cannot be read here
             dests.add(dest or (long[0] if long else flags[0] if flags else "").lstrip("-").replace("-", "_"))
         elif isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr in ("set_defaults", "update"):
+            dynamic = True
+        elif isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == "setattr":
             dynamic = True
         elif isinstance(n, ast.Attribute) and isinstance(n.ctx, ast.Store) and isinstance(n.value, ast.Name) \
                 and n.value.id in parsed:
