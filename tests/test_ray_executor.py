@@ -27,7 +27,7 @@ from test_replay import kwargs, setup_project  # noqa: E402
 from test_scheduler import KILL  # noqa: E402
 
 from flordb.hindsight.api import replay  # noqa: E402
-from flordb.query.api import query  # noqa: E402
+from flordb.api import query  # noqa: E402
 from flordb.store.catalog import open_catalog  # noqa: E402
 from flordb.store.layout import locate  # noqa: E402
 
