@@ -209,7 +209,7 @@ def test_two_thread_runs_never_share_the_cores(proj, monkeypatch):
     assert not rep.failed and rep.plan.workers == 1 and len(rep.results) == 2
     cat = catalog(proj)
     try:
-        spans = cat.execute("SELECT started, ended FROM runs WHERE mode = 'replay' AND replay_id IN"
+        spans = cat.execute("SELECT started, ended FROM replay_workers WHERE replay_id IN"
                             " (SELECT unnest(?)) ORDER BY started", [[r.replay_id for r in rep.plan.runs]]).fetchall()
         n = cat.execute("SELECT count(*) FROM records WHERE name = 'w_norm'").fetchone()[0]
     finally:

@@ -154,7 +154,7 @@ def calibrate(cat, script: str, executor: str = "local", workers: int | None = N
     cal = Calibration()
     try:
         start = cat.execute(
-            "SELECT median(startup) FROM (SELECT w.startup FROM runs w JOIN runs r ON w.replay_of = r.run_id"
+            "SELECT median(startup) FROM (SELECT w.startup FROM replay_workers w JOIN runs r ON w.replay_of = r.run_id"
             " WHERE w.mode = 'replay' AND r.script = ? AND w.startup IS NOT NULL AND w.status = 'finished'"
             " ORDER BY w.started DESC LIMIT 20)", [script]).fetchone()[0]
         cal.start = float(start) if start is not None else None
