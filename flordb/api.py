@@ -47,7 +47,7 @@ def query(sql: str, replay: str = "ask", layout: Layout | None = None, into: str
 def query_table(statement: str | exp.Expression, replay: str = "ask", layout: Layout | None = None) -> "pa.Table":
     """:func:`query` as an Arrow table (NULL and NaN kept apart), for renderers."""
     tree = parse(statement) if isinstance(statement, str) else statement
-    with open_catalog(layout) as cat:
+    with open_catalog(layout, create=False) as cat:
         cat.ingest()
         if explained(tree) is not None:
             return _explain(cat, tree)
@@ -123,7 +123,7 @@ def convert(table: "pa.Table", into: str) -> Any:
 
 def dataframe(*names: str, replay: str = "ask", layout: Layout | None = None, into: str = "pandas") -> Any:
     """Shorthand: the named columns plus the run and loop columns, ordered."""
-    with open_catalog(layout) as cat:
+    with open_catalog(layout, create=False) as cat:
         cat.ingest()
         schema = load_schema(cat)
     wanted = list(dict.fromkeys(names))

@@ -142,7 +142,7 @@ def _label(ref: str, kind: str, value: str) -> None:
 
     if not value.strip():
         raise QueryError(f"the {kind} is empty")
-    with open_catalog() as cat:
+    with open_catalog(create=False) as cat:
         cat.ingest()
         run_id = resolve_run(cat, ref)
         cat.add_label(run_id, kind, value.strip())

@@ -90,7 +90,7 @@ class ShellState:
         """The catalog, opened (and new segments ingested) for the length of a ``with`` block."""
         from flordb.store.catalog import open_catalog
 
-        kwargs = {} if timeout is None else {"timeout": timeout}
+        kwargs = {"create": False} if timeout is None else {"timeout": timeout, "create": False}
         with self.lock, open_catalog(self.layout, **kwargs) as cat:
             cat.ingest()
             yield cat

@@ -63,11 +63,13 @@ def _is_lock_error(exc: Exception) -> bool:
 class Catalog:
     """One open connection to the catalog, used as a context manager."""
 
-    def __init__(self, layout: Layout, *, timeout: float | None = None, tracer: Tracer | None = None):
+    def __init__(self, layout: Layout, *, timeout: float | None = None, tracer: Tracer | None = None,
+                 create: bool = True):
         self.layout = layout
         self.path = layout.catalog
         self.timeout = float(os.environ.get("FLORDB_LOCK_TIMEOUT", "120")) if timeout is None else timeout
         self.tracer = tracer
+        self.create = create  # False for commands that only read: no store is made where there is none
         self.con: duckdb.DuckDBPyConnection | None = None
         self._generation: tuple | None = None
 
@@ -81,7 +83,9 @@ class Catalog:
         self.close()
 
     def open(self) -> None:
-        if not self.layout.home.is_dir():
+        if self.create:
+            self.layout.home.mkdir(parents=True, exist_ok=True)
+        elif not self.layout.home.is_dir():
             raise NoStoreError(
                 f"no FlorDB store at {self.layout.home}: run a script that calls flor.log there first,"
                 " or cd into a project (FLORDB_HOME points elsewhere)"
