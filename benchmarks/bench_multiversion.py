@@ -82,7 +82,7 @@ def record_history(project: Path, runs, epochs: int) -> float:
 
 
 def ground_truth_sources(runs) -> list[str]:
-    from flordb.hindsight.propagate import propagate
+    from flordb.hindsight.propagation import propagate
 
     current = (EVOLUTION / "v4_train.py").read_text()
     lineno = next(k for k, l in enumerate(current.splitlines(), 1) if f'"{STATEMENT_NAME}"' in l)

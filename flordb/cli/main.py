@@ -91,14 +91,21 @@ def shell(fmt: str) -> None:
 @click.option("--where", "-w", default=None, help="SQL predicate over run, arg and main-loop columns.")
 @click.option("--workers", "-j", type=click.IntRange(min=1), default=None, help="Parallel workers (default: cores).")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--dry-run", is_flag=True, help="Print each version's patch (or refusal) and change nothing.")
 @handle_errors
-def replay(names: tuple[str, ...], where: str | None, workers: int | None, yes: bool) -> None:
+def replay(names: tuple[str, ...], where: str | None, workers: int | None, yes: bool, dry_run: bool) -> None:
     """Fill in NAMES for recorded runs by replaying them with the current flor.log statements.
 
     \b
     flordb replay weight_norm
     flordb replay grad_norm --where "epoch >= 3" --workers 2 --yes
+    flordb replay grad_norm --dry-run
     """
+    if dry_run:
+        from flordb.hindsight.api import replay_preview
+
+        click.echo("".join(p.render() for p in replay_preview(list(names), where=where)), nl=False)
+        return
     from flordb.hindsight.api import replay as run_replay
 
     report = run_replay(list(names), where=where, workers=workers, yes=yes)

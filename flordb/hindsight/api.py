@@ -147,6 +147,16 @@ def replay(names, where: str | None = None, workers: int | None = None, yes: boo
     return report
 
 
+def replay_preview(names, where: str | None = None, layout: Layout | None = None) -> list:
+    """Per recorded version, the patch propagation would make or its refusal; changes nothing."""
+    from flordb.hindsight.propagation.preview import dry_run
+
+    names = [names] if isinstance(names, str) else list(names)
+    with open_catalog(layout or locate()) as cat:
+        cat.ingest()
+        return dry_run(cat, names, where=where)
+
+
 def _git_dirs(cat: Catalog, plan: ReplayPlan) -> dict[str, str]:
     out = {}
     for r in plan.runs:

@@ -1,7 +1,7 @@
 """Plan a hindsight replay: which runs, which versions, which iterations, how.
 
 For every selected run lacking the names: take its code version, place the
-current statements into it (:func:`flordb.hindsight.propagate.propagate`),
+current statements into it (:func:`flordb.hindsight.propagation.propagate`),
 record the patched version as a commit whose parent is the snapshot, decide
 the strategy from the patched tree (:mod:`flordb.hindsight.analyze`), and cut
 the needed main-loop iterations into tasks costed from the run's recorded
@@ -23,7 +23,7 @@ from sqlglot import exp
 from flordb.errors import HindsightError, PropagationError, QueryError, UnknownColumnError
 from flordb.hindsight.analyze import NESTED, PREFIX, SUFFIX, nested_skip_safety, placement
 from flordb.hindsight.locate import find_log_statements
-from flordb.hindsight.propagate import propagate
+from flordb.hindsight.propagation import propagate
 from flordb.hindsight.tasks import (  # noqa: F401  (the plan types stay importable from here)
     ReplayPlan, RunFacts, RunPlan, Statement, Task, _useful_chunks, _worth_splitting, make_tasks,
 )
