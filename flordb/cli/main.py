@@ -58,9 +58,9 @@ def query(sql: str, fmt: str, replay: str | None) -> None:
     flordb query "SELECT epoch, avg(loss) FROM logs GROUP BY ALL ORDER BY ALL"
     """
     from flordb.tabular import render
-    from flordb.api import query_table
+    from flordb.api import query_rows
 
-    df = query_table(sql, replay=replay or "ask")
+    df = query_rows(sql, replay=replay or "ask")
     click.echo(render(df, fmt))
 
 

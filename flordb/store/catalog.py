@@ -132,15 +132,25 @@ class Catalog:
         self.con.executemany(sql, rows)
         self._generation = None
 
-    def read_arrow(self, sql: str):
-        """A read-only statement's result as an Arrow table, in a transaction that is always rolled back."""
+    def read(self, sql: str, fetch: str = "arrow"):
+        """A read-only statement's result, in a transaction that is always rolled back.
+
+        ``fetch="arrow"``: an Arrow table; ``"rows"``: (column names, list of row tuples),
+        which needs no pyarrow (None and NaN stay apart either way).
+        """
         self.execute("BEGIN TRANSACTION")
         try:
             if self.tracer is not None:
                 self.tracer(sql, None)
+            if fetch == "rows":
+                cur = self.con.execute(sql)
+                return [d[0] for d in cur.description or []], cur.fetchall()
             return self.con.sql(sql).to_arrow_table()
         finally:
             self.execute("ROLLBACK")
+
+    def read_arrow(self, sql: str):
+        return self.read(sql, "arrow")
 
     # -- what stays the same between queries ------------------------------------------
 
