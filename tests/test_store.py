@@ -191,7 +191,9 @@ def test_ingest_crash_midway_rolls_back_and_retries(project, monkeypatch):
         return real(self, sql, params)
 
     monkeypatch.setattr(Catalog, "execute", failing)
-    with pytest.raises(duckdb.Error):
+    from flordb.errors import StoreError
+
+    with pytest.raises(StoreError, match="could not ingest new records: disk on fire"):
         with open_catalog(layout) as cat:
             cat.ingest()
     monkeypatch.setattr(Catalog, "execute", real)

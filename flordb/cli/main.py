@@ -25,13 +25,15 @@ FORMAT = click.option(
 )
 
 
-@cli.command()
+@cli.command(context_settings={"ignore_unknown_options": True})  # SQL may start with "--" (a comment)
 @click.argument("sql")
 @FORMAT
 @click.option("--yes", "-y", "replay", flag_value="yes", help="Replay missing columns without asking.")
 @click.option("--no-replay", "replay", flag_value="no", help="Never replay; fail on missing columns.")
+@click.option("--allow-files", "allow_files", multiple=True, type=click.Path(), metavar="PATH",
+              help="Let the query read this local file or directory (read-only; repeatable).")
 @handle_errors
-def query(sql: str, fmt: str, replay: str | None) -> None:
+def query(sql: str, fmt: str, replay: str | None, allow_files: tuple[str, ...]) -> None:
     """Run one SQL statement; `logs` is the wide view of every run.
 
     \b
@@ -40,7 +42,7 @@ def query(sql: str, fmt: str, replay: str | None) -> None:
     from flordb.cli.render import render
     from flordb.query.api import query_table
 
-    df = query_table(sql, replay=replay or "ask")
+    df = query_table(sql, replay=replay or "ask", allow_files=allow_files)
     click.echo(render(df, fmt))
 
 

@@ -28,18 +28,21 @@ StaleColumnHook = Callable[[Catalog, object, object, str, str], bool]
 stale_column_hook: StaleColumnHook | None = None
 
 
-def query(sql: str, replay: str = "ask", layout: Layout | None = None) -> pd.DataFrame:
+def query(sql: str, replay: str = "ask", layout: Layout | None = None, allow_files=()) -> pd.DataFrame:
     """Run SQL over the catalog; ``logs`` is the wide view of every run.
 
     ``replay`` says what to do when the query names a column no run recorded
     but the current code logs: "ask" (prompt on a terminal), "yes", or "no".
+    The query cannot write and reads only the store; ``allow_files`` names
+    local files or directories it may also read.
     """
-    return query_table(sql, replay=replay, layout=layout).to_pandas()
+    return query_table(sql, replay=replay, layout=layout, allow_files=allow_files).to_pandas()
 
 
-def query_table(sql: str, replay: str = "ask", layout: Layout | None = None) -> pa.Table:
+def query_table(sql: str, replay: str = "ask", layout: Layout | None = None, allow_files=()) -> pa.Table:
     """:func:`query` as an Arrow table (NULL and NaN kept apart), for renderers."""
     with open_catalog(layout) as cat:
+        cat.allow_files = tuple(str(p) for p in allow_files)
         cat.ingest()
         try:
             p, logs = prepare(cat, sql)

@@ -10,6 +10,7 @@ from flordb.errors import QueryError
 from flordb.query.plan import Plan, plan
 from flordb.query.schema import LogsSchema, load_schema
 from flordb.store.catalog import Catalog
+from flordb.store.readonly import check_statement
 
 HIDDEN_TABLES = {"schema_version"}
 
@@ -31,19 +32,23 @@ def prepare(catalog: Catalog, sql: str) -> tuple[Plan, LogsSchema]:
 
 
 def run_table(catalog: Catalog, p: Plan) -> pa.Table:
-    """Execute inside a transaction that is always rolled back: queries change nothing.
+    """Execute on a connection that cannot write or reach files (flordb.store.readonly).
 
     The result is Arrow so that NULL and NaN stay distinct until rendering.
     """
-    catalog.execute("BEGIN TRANSACTION")
-    try:
-        if catalog.tracer is not None:
-            catalog.tracer(p.sql, None)
-        return catalog.con.sql(p.sql).to_arrow_table()
-    except duckdb.Error as exc:
-        raise QueryError(_first_line(exc)) from None
-    finally:
-        catalog.execute("ROLLBACK")
+    check_statement(p.tree)
+    with catalog.reader() as con:
+        try:
+            if catalog.tracer is not None:
+                catalog.tracer(p.sql, None)
+            return con.sql(p.sql).to_arrow_table()
+        except duckdb.PermissionException as exc:
+            raise QueryError(f"{_first_line(exc)}; queries read only the store: pass --allow-files PATH"
+                             " (flor.query(..., allow_files=[PATH])) to join a local file") from None
+        except duckdb.Error as exc:
+            raise QueryError(_first_line(exc)) from None
+        except RecursionError:
+            raise QueryError("the query is nested too deeply; simplify it") from None
 
 
 def run_plan(catalog: Catalog, p: Plan) -> pd.DataFrame:
