@@ -32,6 +32,34 @@ def report(message: str) -> None:
         pass
 
 
+_refused_names: set[str] = set()
+
+
+def normalize_name(name: Any) -> str | None:
+    """The name ``flor.log`` stores for ``name``: ``str(name)``; None (refused) for None and "".
+
+    One warning per distinct name. Lone surrogates are escaped when the
+    segment is written (flordb.store.segments.clean_text).
+    """
+    if name is None or name == "":
+        key = repr(name)
+        if key not in _refused_names:
+            _refused_names.add(key)
+            report(f"flor.log({key}, ...) ignored: a name must be a non-empty string")
+        return None
+    try:
+        text = str(name)
+    except Exception:
+        text = f"<{type(name).__name__}>"
+    if not isinstance(text, str) or not text:
+        text = f"<{type(name).__name__}>"
+    key = f"{type(name).__name__}:{text}"
+    if key not in _refused_names:
+        _refused_names.add(key)
+        report(f"flor.log name {text!r} is a {type(name).__name__}, not a string; stored as {text!r}")
+    return text
+
+
 def new_run_id() -> str:
     """Sortable by start time, unique across processes and hosts."""
     return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
@@ -178,9 +206,17 @@ class Run:
         append, cur = self.buffer.append, self.cur
 
         def log(name, value):
-            if type(value) is not float and type(value) not in IMMUTABLE:
-                value = encode(name, value)  # now: it may change, or pin a tensor's graph
-            append((name, value, cur[0]))
+            try:  # free when nothing raises; flor.log never raises into training
+                if type(name) is not str or not name:
+                    name = normalize_name(name)
+                    if name is None:
+                        return value
+                if type(value) is not float and type(value) not in IMMUTABLE:
+                    append((name, encode(name, value), cur[0]))  # now: it may change, or pin a tensor's graph
+                else:
+                    append((name, value, cur[0]))
+            except Exception as exc:
+                report(f"flor.log could not record a value: {type(exc).__name__}")
             return value
 
         return log
