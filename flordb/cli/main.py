@@ -56,6 +56,11 @@ def runs(fmt: str, show_all: bool) -> None:
     from flordb.query.runs import list_runs
 
     click.echo(render(list_runs(include_replays=show_all), fmt))
+    from flordb.store.catalog import quarantined_count
+
+    n = quarantined_count()
+    if n:
+        click.echo(f"warning: {n} damaged store files were quarantined; `flordb doctor` lists them", err=True)
 
 
 @cli.command()
@@ -98,6 +103,32 @@ def demo(directory: str | None, yes: bool) -> None:
     from flordb.demo import run_demo
 
     run_demo(directory)
+
+
+@cli.command()
+@click.option("--rebuild", is_flag=True, help="Move the catalog aside and rebuild it from the segments.")
+@handle_errors
+def doctor(rebuild: bool) -> None:
+    """Check the store: run files, segments, catalog, quarantined files.
+
+    \b
+    flordb doctor
+    flordb doctor --rebuild
+    """
+    from flordb.store import doctor as doc
+    from flordb.store.layout import locate
+
+    layout = locate()
+    if rebuild:
+        old, runs, rows = doc.rebuild(layout)
+        if old is not None:
+            click.echo(f"old catalog moved to {old}", err=True)
+        click.echo(f"catalog rebuilt from the segments: {runs} runs, {rows} records")
+    report = doc.check(layout)
+    for finding in report.findings:
+        click.echo(str(finding))
+    if not report.healthy:
+        sys.exit(1)
 
 
 from flordb.cli.compare_cmd import compare  # noqa: E402

@@ -127,6 +127,7 @@ class Run:
         meta.update(self.version_info())
         meta.update(self.extra_meta())
         write_json_atomic(self.dir / "run.json", meta)
+        self.heartbeat = _start_heartbeat(self.dir / "heartbeat")
         _warm_up_writer()
         atexit.register(self.finish)
         _chain_excepthook(self)
@@ -157,6 +158,8 @@ class Run:
             if self.finished:
                 return
             self.finished = True
+        if getattr(self, "heartbeat", None) is not None:
+            self.heartbeat.set()
         self.close_checkpoints()
         self.flush(force=True)  # every segment is on disk before end.json says the run ended
         unused = set(self.overrides) - self.used_overrides
@@ -369,6 +372,40 @@ def _warm_up_writer() -> None:
             pass
 
     threading.Thread(target=work, name="flordb-warm-up", daemon=True).start()
+
+
+def heartbeat_interval() -> float:
+    try:
+        return max(0.05, float(os.environ.get("FLORDB_HEARTBEAT_INTERVAL", "10")))
+    except ValueError:
+        return 10.0
+
+
+def _start_heartbeat(path: Path) -> threading.Event:
+    """Touch ``path`` every few seconds while the process lives (the catalog's liveness test).
+
+    A daemon thread, so it dies with the process, wherever it runs: a run
+    killed on another host of a shared project stops beating and is seen as
+    interrupted once the beat is older than FLORDB_HEARTBEAT_LIMIT.
+    """
+    stop = threading.Event()
+    interval = heartbeat_interval()
+
+    def beat() -> None:
+        while True:
+            try:
+                path.touch()
+            except OSError:
+                pass
+            if stop.wait(interval):
+                return
+
+    try:
+        path.touch()
+        threading.Thread(target=beat, name="flordb-heartbeat", daemon=True).start()
+    except Exception as exc:
+        report(f"no heartbeat for this run: {exc}")
+    return stop
 
 
 def _torch_threads() -> int | None:

@@ -423,6 +423,12 @@ def _alive(meta: dict, run_dir: Path | None = None) -> bool:
     return time.time() - beat < heartbeat_limit()
 
 
+def quarantined_count(layout: Layout | None = None) -> int:
+    """How many files ingest has quarantined (``flordb runs`` mentions them)."""
+    with open_catalog(layout) as cat:
+        return cat.execute("SELECT count(*) FROM quarantine").fetchone()[0]
+
+
 def open_catalog(layout: Layout | None = None, **kwargs) -> Catalog:
     """An unopened catalog for the current project; use ``with open_catalog() as cat:``."""
     if layout is None:
