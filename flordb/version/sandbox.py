@@ -55,6 +55,7 @@ def replay_tree(
 ) -> Path:
     """A new directory under ``root`` holding ``version`` plus copies of the user's ignored files."""
     source = pristine(git_dir, version, root / "src")
+    _remove_stale(root / "trees")
     dest = root / "trees" / f"{version[:12]}-{os.getpid()}-{next(_counter)}"
     if dest.exists():
         shutil.rmtree(dest)
@@ -110,6 +111,22 @@ def merge_missing(src: Path, dest: Path, skip: set[Path], limit: int, budget: li
                     target.symlink_to(path)
         except OSError:
             continue  # unreadable entries stay out; the replay fails visibly if it needs them
+
+
+def _remove_stale(trees: Path) -> None:
+    """Trees left by processes that died before their exit handler ran."""
+    try:
+        entries = list(os.scandir(trees))
+    except OSError:
+        return
+    for entry in entries:
+        try:
+            pid = int(entry.name.rsplit("-", 2)[1])
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            shutil.rmtree(entry.path, ignore_errors=True)
+        except (ValueError, IndexError, OSError):
+            continue
 
 
 def _remember(path: Path) -> None:
