@@ -62,7 +62,8 @@ class Catalog:
         self.path = layout.catalog
         self.timeout = float(os.environ.get("FLORDB_LOCK_TIMEOUT", "120")) if timeout is None else timeout
         self.tracer = tracer
-        self.con: duckdb.DuckDBPyConnection | None = None
+        self._con: duckdb.DuckDBPyConnection | None = None
+        self._reopen = False  # reader() closed the writing connection; reopen it when used
         self.allow_files: tuple[str, ...] = ()  # files user SQL may read (``--allow-files``)
 
     # -- connection ---------------------------------------------------------------
@@ -100,9 +101,10 @@ class Catalog:
         self.migrate()
 
     def close(self) -> None:
-        if self.con is not None:
-            self.con.close()
-            self.con = None
+        self._reopen = False
+        if self._con is not None:
+            self._con.close()
+            self._con = None
 
     @contextmanager
     def reader(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -111,15 +113,26 @@ class Catalog:
         DuckDB allows one configuration per file and process, so the writing
         connection is closed meanwhile and opened again afterwards.
         """
-        was_open = self.con is not None
+        reopen = self._reopen or self._con is not None
         self.close()
+        self._reopen = reopen
         con = connect_reader(self.path, allow_files=self.allow_files, timeout=self.timeout)
         try:
             yield con
         finally:
             con.close()
-            if was_open:
-                self.open()
+
+    @property
+    def con(self) -> duckdb.DuckDBPyConnection | None:
+        """The writing connection; opened again on first use after :meth:`reader` closed it."""
+        if self._con is None and self._reopen:
+            self._reopen = False
+            self.open()
+        return self._con
+
+    @con.setter
+    def con(self, value: duckdb.DuckDBPyConnection | None) -> None:
+        self._con = value
 
     def execute(self, sql: str, params: Any = None) -> duckdb.DuckDBPyConnection:
         """Every statement goes through here, so ``tracer`` sees them all."""
