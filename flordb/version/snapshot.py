@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from flordb.errors import VersionError
+from flordb.store.layout import find_git_top as layout_git_top
 from flordb.version._git import GitFailed, commit_tree, git, git_text, keep_ref, split_nul
 
 SNAPSHOT_REF = "refs/flordb/snapshots/"
@@ -56,11 +57,13 @@ class Snapshot:
 def find_git_top(path) -> Path | None:
     """The top level of the git work tree containing ``path``, else None.
 
-    A repository git refuses to use (``safe.directory``) is an error, not
-    "no repository": snapshotting it privately would hide the problem.
+    Decided by :func:`flordb.store.layout.find_git_top` (the store lives there
+    too, so the two can never disagree); ``snapshot`` then asks git for that
+    repository's directories, and a repository git refuses to use
+    (``safe.directory``) is an error, not "no repository".
     """
-    loc = _locate(Path(path))
-    return None if loc is None else Path(loc[0])
+    top = layout_git_top(Path(path).resolve())
+    return None if top is None else top.resolve()
 
 
 def _locate(path: Path) -> tuple[str, str, str, str, str] | None:
