@@ -103,6 +103,8 @@ def test_a_damaged_file_is_quarantined_and_everything_else_answers(project, kind
     assert "1 damaged store files were quarantined" in result.stderr
     result = CliRunner().invoke(cli, ["doctor"])
     assert f"quarantined: quarantine/bad/{name}" in result.stdout
+    if name == "run.json":
+        assert "segments/bad has segments but no run.json" in result.stdout
     assert q(project, "SELECT count(*) AS n FROM quarantine")["n"][0] == 1
 
 

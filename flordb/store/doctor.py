@@ -48,7 +48,9 @@ def check(layout: Layout) -> Report:
         runs += 1
         for what, fn in (("run.json", run_meta), ("end.json", end_meta)):
             try:
-                fn(run_dir)
+                if fn(run_dir) is None and what == "run.json" and segment_files(run_dir):
+                    report.add("warning", f"segments/{run_dir.name} has segments but no run.json"
+                                          " (a run starting now, or its run.json was quarantined): not queryable")
             except DamagedFile as bad:
                 report.add("problem", f"segments/{run_dir.name}/{what}: {bad.reason}")
         for seg in segment_files(run_dir):
