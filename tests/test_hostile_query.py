@@ -138,7 +138,7 @@ def test_reader_connection_cannot_write_or_reach_files_on_its_own(store, monkeyp
 
 
 def test_allow_files_opens_a_named_file_for_reading_only(store, tmp_path, monkeypatch):
-    from flordb.query.api import query
+    from flordb.api import query
 
     monkeypatch.chdir(store)
     data = tmp_path / "labels.csv"

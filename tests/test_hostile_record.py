@@ -16,7 +16,7 @@ import pytest
 
 from conftest import q, record
 from flordb.errors import StoreError
-from flordb.query.schema import unique_name
+from flordb.sql.schema import unique_name
 from flordb.record import state
 from flordb.record.context import Blocks
 from flordb.store.layout import locate

@@ -12,7 +12,7 @@ import os
 import textwrap
 
 from conftest import git, git_state, record
-from flordb.query.api import query
+from flordb.api import query
 from flordb.store.layout import locate
 
 SCRIPT = '''

@@ -50,8 +50,11 @@ _EXPLAIN_PREFIX = re.compile(r"^\s*(ANALYZE\b|\([^)]*\))\s*", re.IGNORECASE)
 
 def check_statement(tree: exp.Expression, depth: int = 0) -> None:
     """Raise :class:`QueryError` unless ``tree`` is a read-only query, all the way down."""
-    if isinstance(tree, exp.Command) and tree.name.upper() == "EXPLAIN" and depth < 4:
-        check_statement(_explained(tree), depth + 1)
+    if isinstance(tree, exp.Command) and tree.name.upper().startswith("EXPLAIN") and depth < 4:
+        inner = tree.expression
+        if not isinstance(inner, exp.Expression) or isinstance(inner, exp.Literal):
+            inner = _explained(tree)
+        check_statement(inner, depth + 1)
         return
     if isinstance(tree, exp.Pragma):
         name = _pragma_name(tree)
