@@ -53,6 +53,7 @@ SINK_OBJECTS = frozenset({"logging", "logger", "log", "LOGGER", "LOG", "tqdm", "
                           "writer", "tb", "tb_writer", "summary_writer", "wandb"})
 # Functions that change their first argument.
 MUTATING_FUNCS = frozenset({"next", "shuffle"})
+WRAPPERS = frozenset({"enumerate", "tqdm", "iter", "zip", "reversed", "list", "islice", "trange"})
 ITERATOR_MAKERS = frozenset({"iter", "map", "filter", "zip", "enumerate", "cycle", "islice", "chain", "count",
                              "repeat", "tee"})
 
@@ -100,11 +101,25 @@ def path_of(node: ast.AST) -> tuple | None:
             return None
 
 
-def _flor_loop(node: ast.AST, flor) -> str | None:
-    if not isinstance(node, (ast.For, ast.AsyncFor)) or not isinstance(node.iter, ast.Call):
+def _loop_call(node: ast.AST, flor) -> ast.Call | None:
+    """The ``flor.loop(...)`` call a ``for`` iterates, also through ``enumerate(flor.loop(...))`` and the like."""
+    if not isinstance(node, (ast.For, ast.AsyncFor)):
         return None
-    call = node.iter
-    if flor.call_target(call) != "loop" or not call.args:
+    it = node.iter
+    while isinstance(it, ast.Call):
+        if flor.call_target(it) == "loop":
+            return it if it.args else None
+        if isinstance(it.func, (ast.Name, ast.Attribute)) and it.args and (
+                getattr(it.func, "id", None) or getattr(it.func, "attr", None)) in WRAPPERS:
+            it = it.args[0]
+            continue
+        return None
+    return None
+
+
+def _flor_loop(node: ast.AST, flor) -> str | None:
+    call = _loop_call(node, flor)
+    if call is None:
         return None
     first = call.args[0]
     return first.value if isinstance(first, ast.Constant) and isinstance(first.value, str) else None
@@ -441,7 +456,7 @@ class Walk:
             self.phase = INSIDE_PH
             self.expr(st.iter, frame)
             self.mark(st)
-            it = self._iterable(st.iter)
+            it = self._iterable(_loop_call(st, self.flor))
             p = path_of(it) if it is not None else None
             if p and p[-1] in self.shared_iters:
                 self.write(p, frame, st.lineno, "w")  # a shared iterator: the loop consumes it
