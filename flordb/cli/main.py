@@ -40,8 +40,20 @@ def query(sql: str, fmt: str, replay: str | None) -> None:
     from flordb.cli.render import render
     from flordb.query.api import query_table
 
-    df = query_table(sql, replay=replay or "ask")
+    import warnings
+
+    from flordb.hindsight.partial import PartialAnswerWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", PartialAnswerWarning)
+        df = query_table(sql, replay=replay or "ask")
     click.echo(render(df, fmt))
+    partial = [w for w in caught if issubclass(w.category, PartialAnswerWarning)]
+    for w in caught:
+        if w not in partial:
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+    if partial:  # the summary is already on stderr: a partial answer is a negative verdict
+        sys.exit(1)
 
 
 @cli.command()

@@ -20,6 +20,7 @@ class ConfirmationRequired(HindsightError):
     exit_code = 2
 from flordb.hindsight.executor import LocalExecutor, TaskResult
 from flordb.hindsight.fidelity import Fidelity, check, guard_plan
+from flordb.hindsight.partial import announce_retry, check_answer, failure_reason
 from flordb.hindsight.plan import plan_replay
 from flordb.hindsight.tasks import ReplayPlan
 from flordb.store.catalog import Catalog, open_catalog
@@ -96,7 +97,7 @@ def _ranges(its: list[int]) -> str:
 
 def confirm(question: str, mode: str) -> bool:
     """``yes`` goes ahead, ``no`` never; ``ask`` prompts on a terminal, else refuses."""
-    if mode == "yes":
+    if mode in ("yes", "strict"):
         return True
     if mode == "no":
         return False
@@ -208,7 +209,7 @@ def _finish(cat: Catalog, report: ReplayReport) -> None:
         cat.record_replay(
             replay_id=r.replay_id, run_id=r.run_id, names=plan.names, version=r.patched, statement=statement,
             strategy=r.strategy, iterations=_ranges(r.iterations), seconds=max((x.seconds for x in results), default=0.0),
-            estimate=r.estimate, status=status, fidelity=fid.first,
+            estimate=r.estimate, status=status, fidelity=failure_reason(failed) if failed else fid.first,
         )
 
 
@@ -323,7 +324,8 @@ def gaps(cat: Catalog, names: list[str]) -> list[str]:
         """WITH having_name AS (SELECT DISTINCT l.run_id, l.name, r.script FROM log_names l
                                 JOIN runs r USING (run_id) WHERE list_contains(?, l.name)),
                 scripts AS (SELECT DISTINCT name, script FROM having_name),
-                tried AS (SELECT DISTINCT run_id, unnest(names) AS name FROM replays)
+                tried AS (SELECT DISTINCT run_id, unnest(names) AS name FROM replays
+                          WHERE status IS DISTINCT FROM 'failed')
            SELECT DISTINCT s.name FROM scripts s JOIN runs r ON r.script = s.script
            WHERE r.mode = 'record' AND r.status = 'finished'
              AND NOT EXISTS (SELECT 1 FROM having_name h WHERE h.run_id = r.run_id AND h.name = s.name)
@@ -334,9 +336,11 @@ def gaps(cat: Catalog, names: list[str]) -> list[str]:
     for run_id, names_, strategy, iterations, status in cat.execute(
         "SELECT run_id, names, strategy, iterations, status FROM replays WHERE list_has_any(names, ?)", [names]
     ).fetchall():
+        if status == "failed":
+            continue  # failed replays are retried by the next query that needs them
         for n in set(names_) & set(names):
             have = covered.setdefault((run_id, n), set())
-            if have is None or status in ("refused", "failed") or strategy in ("prefix", "suffix"):
+            if have is None or status == "refused" or strategy in ("prefix", "suffix"):
                 covered[(run_id, n)] = None
             else:
                 have.update(_parse_ranges(iterations))
@@ -367,11 +371,18 @@ def _parse_ranges(text: str | None) -> set[int]:
 
 
 def _replayed_column_hook(cat: Catalog, plan, schema, sql: str, mode: str) -> bool:
-    """Before a query reads log columns: refresh stale replayed values, fill gaps."""
-    from flordb.query.schema import REPLAY_PREFIX
-
+    """Before a query reads log columns: refresh stale replayed values, fill gaps, and never
+    answer partially in silence (:mod:`flordb.hindsight.partial`)."""
     names = [schema.columns[c].source for c in plan.logs_columns
              if c in schema.columns and schema.columns[c].kind == "log"]
+    changed = _fill_gaps(cat, schema, names, sql, mode)
+    check_answer(cat, names, mode)
+    return changed
+
+
+def _fill_gaps(cat: Catalog, schema, names: list[str], sql: str, mode: str) -> bool:
+    from flordb.query.schema import REPLAY_PREFIX
+
     replayed = [n for n in names if REPLAY_PREFIX + n in schema.columns]
     changed = _refresh_stale(cat, replayed, sql, mode) if replayed else False
     missing = gaps(cat, names)
@@ -385,6 +396,7 @@ def _replayed_column_hook(cat: Catalog, plan, schema, sql: str, mode: str) -> bo
     if mode == "no":
         say(f"{', '.join(logged)}: some runs never logged it; the current code does (replay with --yes to fill them).")
         return changed
+    announce_retry(cat, logged)
     cat.close()
     try:
         report = replay(logged, layout=cat.layout, only_missing=True, confirm_mode=mode, where=_where_of(sql),

@@ -32,7 +32,8 @@ def query(sql: str, replay: str = "ask", layout: Layout | None = None) -> pd.Dat
     """Run SQL over the catalog; ``logs`` is the wide view of every run.
 
     ``replay`` says what to do when the query names a column no run recorded
-    but the current code logs: "ask" (prompt on a terminal), "yes", or "no".
+    but the current code logs: "ask" (prompt on a terminal), "yes", or "no"; "strict" is "yes"
+    and raises ``PartialAnswerError`` instead of warning when some runs' replay failed.
     """
     return query_table(sql, replay=replay, layout=layout).to_pandas()
 
