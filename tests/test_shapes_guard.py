@@ -179,3 +179,57 @@ def test_failed_replays_give_a_loud_partial_answer_and_are_retried(tmp_path):
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["n", "6"]
     assert "Retrying: w2 is missing from 1 run whose replay failed" in out.stderr
+
+
+MULTI_TRAIN = '''\
+import numpy as np
+import flordb as flor
+
+lr = flor.arg("lr", 0.1)
+w = np.ones(3)
+with flor.checkpointing(w=w):
+    for epoch in flor.loop("epoch", range(3)):
+        for s in flor.loop("step", range(2)):
+            w -= lr * w
+        lr = lr * 0.9
+        # @post
+'''
+MULTI_FINETUNE = '''\
+import numpy as np
+import flordb as flor
+
+
+def tune(w, rate):
+    for s in flor.loop("step", range(3)):
+        w += rate
+
+
+w = np.zeros(2)
+rate = 0.5
+with flor.checkpointing(w=w):
+    for epoch in flor.loop("epoch", range(2)):
+        tune(w, rate)
+        rate = rate / 2
+        # @post
+'''
+
+
+def test_two_scripts_logging_the_same_name_each_get_their_own_statement(tmp_path):
+    stmts = {"train.py": 'flor.log("lr_now", lr * float(w.sum()))', "finetune.py": 'flor.log("lr_now", rate)'}
+    texts = {"train.py": MULTI_TRAIN, "finetune.py": MULTI_FINETUNE}
+    project, gt = make_project(tmp_path / "multi"), make_project(tmp_path / "multi-gt")
+    for name, text in texts.items():
+        (project / name).write_text(text)
+        (gt / name).write_text(put(text, post=stmts[name]))
+        record(project, name, check=True)
+        record(gt, name, check=True)
+    for name, text in texts.items():
+        (project / name).write_text(put(text, post=stmts[name]))
+    layout = locate(project)
+    sql = "SELECT script, epoch, lr_now FROM logs WHERE script = 'finetune.py' ORDER BY ALL"
+    got = list(query(sql, replay="yes", layout=layout).itertuples(index=False, name=None))
+    assert got == rows(gt, sql) and len(got) == 2
+    assert rows(project, "SELECT count(lr_now) FROM logs WHERE script = 'train.py'") == [(0,)]  # narrowed
+    sql = "SELECT script, epoch, lr_now FROM logs ORDER BY ALL"
+    got = list(query(sql, replay="yes", layout=layout).itertuples(index=False, name=None))
+    assert got == rows(gt, sql) and len(got) == 5

@@ -20,7 +20,7 @@ class ConfirmationRequired(HindsightError):
     exit_code = 2
 from flordb.hindsight.executor import LocalExecutor, TaskResult
 from flordb.hindsight.fidelity import Fidelity, check, guard_plan
-from flordb.hindsight.partial import announce_retry, check_answer, failure_reason
+from flordb.hindsight.partial import announce_retry, check_answer, current_scripts, failure_reason
 from flordb.hindsight.plan import plan_replay
 from flordb.hindsight.tasks import ReplayPlan
 from flordb.store.catalog import Catalog, open_catalog
@@ -307,15 +307,17 @@ def _serving_replays(cat: Catalog, names: list[str], where: str | None) -> set[t
         return everywhere(replayed)
 
 
-def gaps(cat: Catalog, names: list[str]) -> list[str]:
+def gaps(cat: Catalog, names: list[str], logged_by: list[tuple[str, str]] = ()) -> list[str]:
     """Names some finished runs lack, among runs of the scripts that log them.
 
     A run lacks a name when it never logged it and no replay of that name was
     tried on it; or, when a replay filled only some main-loop iterations (a
     narrowed ``--where``), when recorded iterations remain that no replay
-    covered. A replay that was tried (whatever it produced, refused or failed)
-    is not tried again here, so a statement that logs nothing in some runs
-    does not replay them on every query; ``flordb replay`` always can.
+    covered. A replay that was tried (refused, or whatever it produced) is not
+    tried again here, so a statement that logs nothing in some runs does not
+    replay them on every query; ``flordb replay`` always can. A failed replay
+    is retried. ``logged_by`` adds (name, script) pairs whose current code logs
+    the name, so a script none of whose runs logged it yet is not left out.
     Cheap: run summaries and the replays table only.
     """
     if not names:
@@ -323,14 +325,15 @@ def gaps(cat: Catalog, names: list[str]) -> list[str]:
     missing = {r[0] for r in cat.execute(
         """WITH having_name AS (SELECT DISTINCT l.run_id, l.name, r.script FROM log_names l
                                 JOIN runs r USING (run_id) WHERE list_contains(?, l.name)),
-                scripts AS (SELECT DISTINCT name, script FROM having_name),
+                scripts AS (SELECT DISTINCT name, script FROM having_name
+                            UNION SELECT unnest(?::VARCHAR[]) AS name, unnest(?::VARCHAR[]) AS script),
                 tried AS (SELECT DISTINCT run_id, unnest(names) AS name FROM replays
                           WHERE status IS DISTINCT FROM 'failed')
            SELECT DISTINCT s.name FROM scripts s JOIN runs r ON r.script = s.script
            WHERE r.mode = 'record' AND r.status = 'finished'
              AND NOT EXISTS (SELECT 1 FROM having_name h WHERE h.run_id = r.run_id AND h.name = s.name)
              AND NOT EXISTS (SELECT 1 FROM tried t WHERE t.run_id = r.run_id AND t.name = s.name)""",
-        [names],
+        [names, [n for n, _ in logged_by], [sc for _, sc in logged_by]],
     ).fetchall()}
     covered: dict[tuple[str, str], set[int] | None] = {}  # None: the whole run
     for run_id, names_, strategy, iterations, status in cat.execute(
@@ -385,7 +388,7 @@ def _fill_gaps(cat: Catalog, schema, names: list[str], sql: str, mode: str) -> b
 
     replayed = [n for n in names if REPLAY_PREFIX + n in schema.columns]
     changed = _refresh_stale(cat, replayed, sql, mode) if replayed else False
-    missing = gaps(cat, names)
+    missing = gaps(cat, names, current_scripts(cat, names))
     if not missing:
         return changed
     from flordb.hindsight.plan import locate_statements

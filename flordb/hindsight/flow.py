@@ -269,6 +269,8 @@ class Walk:
                 return expr.func.id
         if frame.parent is not None:
             return self._var_class(name, frame.parent)
+        if frame.func is not None and name not in frame.local_names:
+            return self._var_class(name, self.module_frame)  # a global
         return None
 
     # -- keys --------------------------------------------------------------------
@@ -329,6 +331,10 @@ class Walk:
                     m = self._method(cls, func.attr)
                     if m is not None:
                         return m, self.key((base.id,), frame), []
+            if isinstance(base, ast.Call) and isinstance(base.func, ast.Name) and base.func.id in self.classes:
+                m = self._method(base.func.id, func.attr)  # C(...).method()
+                if m is not None:
+                    return m, (f"obj{id(base)}", ()), []
             p = path_of(base)
             if p and len(p) == 2 and frame.cls and p[0] == frame.self_name:
                 cls = self.attr_types.get((frame.cls.name, p[1]))
@@ -371,7 +377,7 @@ class Walk:
     # -- walking ----------------------------------------------------------------------
 
     def run(self) -> "Walk":
-        module = Frame(fid=GLOBAL, name="<module>", func=None)
+        module = self.module_frame = Frame(fid=GLOBAL, name="<module>", func=None)
         self.stack.append(module)
         try:
             self.block(self.tree.body, module)
@@ -411,11 +417,18 @@ class Walk:
             self.block(st.body, frame)
             self.block(st.orelse, frame)
         elif isinstance(st, (ast.For, ast.AsyncFor)):
+            before = self.phase
             self.expr(st.iter, frame)
+            # A generator whose body enters the nested loop: this loop's body runs inside it.
+            inside = before == BEFORE_PH and self.phase == AFTER_PH
+            if inside:
+                self.phase = INSIDE_PH
             self.mark(st)
             self.target(st.target, frame, st.lineno)
             self.block(st.body, frame)
             self.block(st.orelse, frame)
+            if inside:
+                self.phase = AFTER_PH
         elif isinstance(st, (ast.With, ast.AsyncWith)):
             for item in st.items:
                 self.expr(item.context_expr, frame)
@@ -595,6 +608,8 @@ class Walk:
         if target is not None:
             return
         if got is not None:
+            if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Call):
+                self.call(func.value, frame, sink)  # C(...).method(): the constructor runs first
             self.enter(got, c, frame, assign_to)
             return
         # Unresolved: a method call may change its receiver (or the object an attribute
@@ -617,7 +632,7 @@ class Walk:
             if recv == "new":
                 target = assign_to[0] if assign_to and len(assign_to) == 1 else None
                 p = path_of(target) if target is not None else None
-                new.binding[params[0]] = self.key(p, frame) if p else None
+                new.binding[params[0]] = self.key(p, frame) if p else (f"obj{id(c)}", ())
             else:
                 new.binding[params[0]] = recv
             params = params[1:]
@@ -675,6 +690,10 @@ class Walk:
         owner, path = key
         return any(o == owner and path[:len(p)] == p for o, p in self.ckpt_keys)
 
+    def _outlives(self, owner) -> bool:
+        """Does what this owner holds survive from one iteration to the next?"""
+        return owner in self.outer_fids or (isinstance(owner, str) and owner.startswith("obj"))
+
     @staticmethod
     def _overlap(a: Key, b: Key) -> bool:
         n = min(len(a[1]), len(b[1]))
@@ -712,7 +731,7 @@ class Walk:
 
     def warm_safety(self) -> tuple[bool, str]:
         """The nested loop carries nothing of its own into the next iteration's nested loop."""
-        changed = {k: ev for k, ev in self._changed_inside().items() if k[0] in self.outer_fids}
+        changed = {k: ev for k, ev in self._changed_inside().items() if self._outlives(k[0])}
         killed = self._killed()
         for ev in self.events:
             if ev.op != "r" or ev.phase != INSIDE_PH:
@@ -731,7 +750,7 @@ class Walk:
         killed = self._killed()
         written: dict = {}
         for ev in self.events[self.iter_start:]:
-            if ev.phase in (BEFORE_PH, AFTER_PH) and ev.op in ("w", "b") and ev.key[0] in self.outer_fids \
+            if ev.phase in (BEFORE_PH, AFTER_PH) and ev.op in ("w", "b") and self._outlives(ev.key[0]) \
                     and ev.key not in killed and not self._ignored(ev.key):
                 written.setdefault(ev.key, ev)
         for ev in self.events[self.iter_start:]:

@@ -89,3 +89,18 @@ def check_answer(cat, names: list[str], mode: str) -> None:
 
 def _say(text: str) -> None:
     print(text, file=sys.stderr)
+
+
+def current_scripts(cat, names: list[str]) -> list[tuple[str, str]]:
+    """(name, script) for recorded scripts whose current code logs the name.
+
+    Gap filling looks at these as well as at the scripts whose runs logged the
+    name, so a second script that starts logging it (``finetune.py`` next to
+    ``train.py``) is not answered with NULLs in silence.
+    """
+    from flordb.hindsight.plan import script_statements
+
+    scripts = [r[0] for r in cat.execute(
+        "SELECT DISTINCT script FROM runs WHERE mode = 'record' AND script IS NOT NULL ORDER BY 1").fetchall()]
+    found = script_statements(cat.layout.work_tree, list(names), scripts)
+    return [(st.name, script) for script, sts in found.items() for st in sts]
