@@ -218,3 +218,27 @@ def test_code_the_analysis_cannot_reach_is_reexecuted_and_says_why():
 def test_loop_names_from_what_ran_pick_the_main_loop():
     p = place(FUNCS, '"e_after"', main_loop="epoch", nested_loop="step")
     assert p.position == AFTER and p.nested_loop == "step"
+
+
+def test_uncheckpointed_rng_streams_the_nested_loop_draws_from_are_not_skipped():
+    s = src('''
+        import torch
+        import flordb as flor
+        from torch.utils.data import DataLoader
+        g = torch.Generator().manual_seed(0)
+        X = torch.randn(8, 2)
+        loader = DataLoader(X, batch_size=2, shuffle=True, generator=g)
+        net = torch.nn.Linear(2, 1)
+        with flor.checkpointing(net=net):
+            for epoch in flor.loop("epoch", range(3)):
+                for x in flor.loop("step", loader):
+                    net(x).sum().backward()
+                flor.log("noise", float(torch.rand(1, generator=g)))
+    ''')
+    p = place(s, '"noise"')
+    assert not p.skip_nested and "g" in p.reason
+    ok, why = nested_skip_safety(s.replace('                flor.log("noise", float(torch.rand(1, generator=g)))\n',
+                                           ""), "epoch")
+    assert not ok and "g" in why  # the next epoch's shuffle depends on it
+    with_ckpt = s.replace("checkpointing(net=net)", "checkpointing(net=net, g=g)")
+    assert place(with_ckpt, '"noise"').skip_nested

@@ -54,6 +54,7 @@ SINK_OBJECTS = frozenset({"logging", "logger", "log", "LOGGER", "LOG", "tqdm", "
 # Functions that change their first argument.
 MUTATING_FUNCS = frozenset({"next", "shuffle"})
 WRAPPERS = frozenset({"enumerate", "tqdm", "iter", "zip", "reversed", "list", "islice", "trange"})
+RNG_KEYWORDS = frozenset({"generator", "rng", "random_state"})
 ITERATOR_MAKERS = frozenset({"iter", "map", "filter", "zip", "enumerate", "cycle", "islice", "chain", "count",
                              "repeat", "tee"})
 
@@ -192,6 +193,7 @@ class Walk:
         self.attr_types: dict[tuple, str] = {}  # (class, attr) -> class of self.attr = C(...)
         self.data_attrs: set = set()  # attribute names assigned anywhere (obj.attr = ...)
         self.shared_iters: set = set()
+        self.loader_rngs: dict = {}  # name of a DataLoader -> path of the generator it draws from
         for node in ast.walk(tree):
             for child in ast.iter_child_nodes(node):
                 self.parent_of[id(child)] = node
@@ -222,6 +224,12 @@ class Walk:
             if isinstance(n, ast.Assign) and isinstance(n.value, ast.Call):
                 f = n.value.func
                 fname = f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute) else None
+                for k in n.value.keywords:
+                    g = path_of(k.value) if k.arg == "generator" and fname == "DataLoader" else None
+                    for t in n.targets if g else ():
+                        tp = path_of(t)
+                        if tp:
+                            self.loader_rngs[tp[-1]] = g
                 if fname in ITERATOR_MAKERS or fname in self.generators:
                     for t in n.targets:
                         p = path_of(t)
@@ -473,6 +481,8 @@ class Walk:
             p = path_of(it) if it is not None else None
             if p and p[-1] in self.shared_iters:
                 self.write(p, frame, st.lineno, "w")  # a shared iterator: the loop consumes it
+            if p and p[-1] in self.loader_rngs:  # DataLoader(..., generator=g): iterating draws from g
+                self.write(self.loader_rngs[p[-1]], frame, st.lineno, "w")
             self.target(st.target, frame, st.lineno)
             self.block(st.body, frame)
             self.block(st.orelse, frame)
@@ -619,6 +629,10 @@ class Walk:
         elif fname in MUTATING_FUNCS and c.args:
             p = path_of(c.args[0])
             if p:
+                self.write(p, frame, c.lineno, "w")
+        for k in c.keywords:  # torch.randperm(n, generator=g), shuffle(x, random_state=rs): a drawn RNG stream
+            p = path_of(k.value) if k.arg in RNG_KEYWORDS else None
+            if p and fname not in ("DataLoader", "Generator"):
                 self.write(p, frame, c.lineno, "w")
 
     def enter(self, got, c: ast.Call, frame: Frame, assign_to) -> None:
