@@ -242,3 +242,24 @@ def test_uncheckpointed_rng_streams_the_nested_loop_draws_from_are_not_skipped()
     assert not ok and "g" in why  # the next epoch's shuffle depends on it
     with_ckpt = s.replace("checkpointing(net=net)", "checkpointing(net=net, g=g)")
     assert place(with_ckpt, '"noise"').skip_nested
+
+
+def test_nonlocal_rebound_in_a_closure_blocks_skipping():
+    s = src('''
+        import flordb as flor
+        w = [0.0]
+        def main():
+            seen = 0
+            def train():
+                nonlocal seen
+                for s in flor.loop("step", range(3)):
+                    w[0] += s
+                    seen += 1
+            with flor.checkpointing(w=w):
+                for epoch in flor.loop("epoch", range(3)):
+                    train()
+                    flor.log("seen", seen)
+        main()
+    ''')
+    p = place(s, '"seen"')
+    assert p.position == AFTER and not p.skip_nested and "seen" in p.reason

@@ -138,7 +138,10 @@ def _local_names(func: ast.AST) -> tuple[set, set]:
     stack = list(body)
     while stack:
         n = stack.pop()
-        if isinstance(n, (ast.Global, ast.Nonlocal)):
+        if isinstance(n, ast.Global):
+            glob.update(n.names)
+        elif isinstance(n, ast.Nonlocal):
+            glob.update(f"nonlocal:{x}" for x in n.names)
             glob.update(n.names)
         elif isinstance(n, ast.Name) and isinstance(n.ctx, (ast.Store, ast.Del)):
             loc.add(n.id)
@@ -293,6 +296,8 @@ class Walk:
                 return (frame.fid, path)
             return (bound[0], bound[1] + path[1:])
         if root in frame.global_names:
+            if f"nonlocal:{root}" in frame.global_names and frame.parent is not None:
+                return self.key(path, frame.parent)  # the enclosing function's variable
             return (GLOBAL, path)
         if root in frame.local_names:
             return (frame.fid, path)
