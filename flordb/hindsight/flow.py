@@ -394,8 +394,10 @@ class Walk:
         self.stack.append(module)
         try:
             self.block(self.tree.body, module)
-        except _Budget:
+        except (_Budget, RecursionError):
             self.incomplete = f"the script is too large to follow through its calls ({BUDGET} statements)"
+        except Exception as exc:  # never a traceback for the user: what was not reached re-executes
+            self.incomplete = f"the analysis could not follow the script ({type(exc).__name__}: {exc})"
         return self
 
     def block(self, stmts: list, frame: Frame) -> None:
@@ -605,7 +607,7 @@ class Walk:
         sink = sink or fname in SINK_FUNCS or bool(base and (base[0] in SINK_OBJECTS or base[-1] in SINK_OBJECTS)) \
             or fname in ("set_postfix", "set_description", "add_scalar", "add_scalars")
         got = self.resolve(func, frame) if target is None else None
-        if got is not None and (got[0] is None or any(f.func is got[0] for f in self.stack)):
+        if got is not None and (got[0] is None or len(self.stack) > 40 or any(f.func is got[0] for f in self.stack)):
             got = None  # recursion: walk each function once per call chain
         if target is None and got is None:
             if isinstance(func, ast.Attribute):
