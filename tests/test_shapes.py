@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "replay"))
 from replay_scripts import run_parallel, with_statements  # noqa: E402
 
 from flordb.hindsight.api import replay  # noqa: E402
-from flordb.query.api import query  # noqa: E402
+from flordb.api import query  # noqa: E402
 from flordb.store.layout import locate  # noqa: E402
 
 SHAPES = Path(__file__).parent / "fixtures" / "shapes"

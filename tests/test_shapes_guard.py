@@ -12,7 +12,7 @@ import pytest
 
 from conftest import base_env, make_project, q, record
 from flordb.hindsight.api import replay
-from flordb.query.api import query
+from flordb.api import query
 from flordb.store.catalog import open_catalog
 from flordb.store.layout import locate
 
@@ -125,7 +125,7 @@ def test_issue_script_step_level_via_cli_and_predicates_on_the_column(projects):
 
 def test_pushdown_drops_predicates_on_columns_being_filled():
     from flordb.hindsight.plan import pushdown
-    from flordb.query.schema import LogsSchema
+    from flordb.sql.schema import LogsSchema
 
     schema = LogsSchema()
     assert pushdown("g IS NOT NULL", schema, "epoch", ["g"]) is None
