@@ -263,3 +263,19 @@ def test_nonlocal_rebound_in_a_closure_blocks_skipping():
     ''')
     p = place(s, '"seen"')
     assert p.position == AFTER and not p.skip_nested and "seen" in p.reason
+
+
+def test_appending_to_a_history_is_not_carried_unless_it_is_read():
+    s = src('''
+        import flordb as flor
+        w = [0.0]
+        history = []
+        with flor.checkpointing(w=w):
+            for epoch in flor.loop("epoch", range(3)):
+                for s in flor.loop("step", range(3)):
+                    w[0] += s
+                history.append(w[0])
+        flor.log("mean", sum(history) / len(history))
+    ''')
+    assert carried_state(s, "epoch") == ""  # loop statements need not rebuild it
+    assert "history" in carried_state(s, "epoch", suffix=True)  # the suffix reads it

@@ -132,15 +132,17 @@ def nested_skip_safety(source: str, main_loop: str | None, nested_loop: str | No
     return w.warm_safety()
 
 
-def carried_state(source: str, main_loop: str | None, nested_loop: str | None = None) -> str:
+def carried_state(source: str, main_loop: str | None, nested_loop: str | None = None,
+                  suffix: bool = False) -> str:
     """Why a replay cannot start from a checkpoint, or "" when it can.
 
     Code outside the nested loop that carries uncheckpointed state from one
     iteration to the next (``best = min(best, val)``, ``lr /= 4``) must run in
     every earlier iteration too, so the replay executes from iteration 0
-    (skipping nested loops where that is safe).
+    (skipping nested loops where that is safe). With ``suffix``, state read
+    after the main loop counts too (a suffix statement needs it rebuilt).
     """
-    return _walk(source, main_loop, nested_loop).carried()
+    return _walk(source, main_loop, nested_loop).carried(suffix)
 
 
 def skip_safety(w: Walk) -> tuple[bool, str]:

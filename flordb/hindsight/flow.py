@@ -54,6 +54,7 @@ SINK_OBJECTS = frozenset({"logging", "logger", "log", "LOGGER", "LOG", "tqdm", "
 # Functions that change their first argument.
 MUTATING_FUNCS = frozenset({"next", "shuffle"})
 WRAPPERS = frozenset({"enumerate", "tqdm", "iter", "zip", "reversed", "list", "islice", "trange"})
+APPEND_LIKE = frozenset({"append", "extend", "appendleft", "add", "insert"})
 RNG_KEYWORDS = frozenset({"generator", "rng", "random_state"})
 ITERATOR_MAKERS = frozenset({"iter", "map", "filter", "zip", "enumerate", "cycle", "islice", "chain", "count",
                              "repeat", "tee"})
@@ -606,14 +607,15 @@ class Walk:
         base = path_of(func.value) if isinstance(func, ast.Attribute) else None
         sink = sink or fname in SINK_FUNCS or bool(base and (base[0] in SINK_OBJECTS or base[-1] in SINK_OBJECTS)) \
             or fname in ("set_postfix", "set_description", "add_scalar", "add_scalars")
+        appends = isinstance(func, ast.Attribute) and func.attr in APPEND_LIKE
         got = self.resolve(func, frame) if target is None else None
         if got is not None and (got[0] is None or len(self.stack) > 40 or any(f.func is got[0] for f in self.stack)):
             got = None  # recursion: walk each function once per call chain
         if target is None and got is None:
             if isinstance(func, ast.Attribute):
                 fp = path_of(func)
-                if fp is not None:
-                    self.read(fp, frame, c.lineno, sink)
+                if fp is not None:  # history.append(x) changes history without reading what is in it
+                    self.read(fp, frame, c.lineno, sink or appends)
                 else:
                     self.expr(func.value, frame, sink)
             elif not isinstance(func, ast.Name):
@@ -763,7 +765,7 @@ class Walk:
                                    " to the next: skipping it in earlier iterations would change it")
         return True, ""
 
-    def carried(self) -> str:
+    def carried(self, suffix: bool = False) -> str:
         if self.main is None:
             return ""
         if self.incomplete:
@@ -775,7 +777,7 @@ class Walk:
                     and ev.key not in killed and not self._ignored(ev.key):
                 written.setdefault(ev.key, ev)
         for ev in self.events[self.iter_start:]:
-            if ev.op != "r" or ev.phase == SUFFIX_PH or (ev.sink and ev.phase != INSIDE_PH):
+            if ev.op != "r" or (ev.phase == SUFFIX_PH and not suffix) or (ev.sink and ev.phase != INSIDE_PH):
                 continue
             for key, w in written.items():
                 if self._overlap(ev.key, key):

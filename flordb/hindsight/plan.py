@@ -294,7 +294,7 @@ def _plan_script(cat: Catalog, plan: ReplayPlan, script: str, statements: list[S
                      for n in names}
         strategy, note = _strategy(positions, place, facts)
         warm_skip, warm_reason = nested_skip_safety(patched_text, main_loop, nested_loop)
-        carried = carried_state(patched_text, main_loop, nested_loop) if strategy != "prefix" else ""
+        carried = carried_state(patched_text, main_loop, nested_loop, strategy == "suffix") if strategy != "prefix" else ""
         iterations = [r[0] for r in facts.iterations]
         if its is not None:
             iterations = [i for i in iterations if i in set(its.get(run_id, []))]
