@@ -38,7 +38,8 @@ def query(sql: str, replay: str = "ask", layout: Layout | None = None, into: str
     """Run SQL over the catalog; ``logs`` is the wide view of every run.
 
     ``replay`` says what to do when the query names a column no run recorded
-    but the current code logs: "ask" (prompt on a terminal), "yes", or "no".
+    but the current code logs: "ask" (prompt on a terminal), "yes", or "no"; "strict" is
+    "yes", and raises ``PartialAnswerError`` where "yes" warns when some runs' replay failed.
     ``into`` is the result's type: "pandas" (a DataFrame), "polars" or "arrow".
     The query cannot write and reads only the store; ``allow_files`` names
     local files or directories it may also read.
