@@ -19,7 +19,8 @@ class ConfirmationRequired(HindsightError):
 
     exit_code = 2
 from flordb.hindsight.executors import TaskResult, executor_name, make_executor
-from flordb.hindsight.fidelity import Fidelity, check
+from flordb.hindsight.fidelity import Fidelity, check, guard_plan
+from flordb.hindsight.partial import failure_reason
 from flordb.hindsight.plan import plan_replay
 from flordb.hindsight.tasks import ReplayPlan
 from flordb.store.catalog import Catalog, open_catalog
@@ -34,6 +35,7 @@ class ReplayReport:
     fidelity: dict[str, Fidelity] = field(default_factory=dict)  # replay_id -> result
     seconds: float = 0.0
     waited: list[str] = field(default_factory=list)  # runs another replay was producing: its values serve
+    reruns: list[tuple[str, str]] = field(default_factory=list)  # (diverged replay, its re-execution)
 
     @property
     def failed(self) -> list[TaskResult]:
@@ -111,7 +113,7 @@ def _ranges(its: list[int]) -> str:
 
 def confirm(question: str, mode: str) -> bool:
     """``yes`` goes ahead, ``no`` never; ``ask`` prompts on a terminal, else refuses."""
-    if mode == "yes":
+    if mode in ("yes", "strict"):
         return True
     if mode == "no":
         return False
@@ -175,8 +177,10 @@ def replay(names, where: str | None = None, workers: int | None = None, yes: boo
             with open_catalog(layout) as cat:
                 cat.ingest()
                 _finish(cat, report, kind)
+            _summarize(report)
+            _guard(report, runner, kind)
             for r in plan.runs:
-                if any(x.ok for x in report.results if x.task.replay_id == r.replay_id):
+                if any(x.ok for x in report.results if x.task.run_id == r.run_id):
                     claims.finish(r.run_id, plan.names, r.replay_id)
         claims.release()
         for run_id in report.waited:
@@ -186,8 +190,6 @@ def replay(names, where: str | None = None, workers: int | None = None, yes: boo
         runner.close()
     if report.waited:
         say(f"  {len(report.waited)} run(s) were being replayed by another process: using its values.")
-    if plan.runs:
-        _summarize(report)
     return report
 
 
@@ -204,6 +206,27 @@ def _claim(claims: Claims, plan: ReplayPlan, report: ReplayReport, since: float)
             say(f"  run {r.run_id}: another replay (pid {holder.get('pid', '?')} on {holder.get('host', '?')})"
                 f" is producing {', '.join(plan.names)}; waiting for it")
     plan.runs = keep
+
+
+def _guard(report: ReplayReport, runner, executor: str) -> None:
+    """The runtime guard: runs that diverged after skipping nested loops run again, re-executing them."""
+    again = guard_plan(report.plan, report.fidelity)
+    if again is None:
+        return
+    say(f"Re-running {len(again.runs)} run(s) with every nested loop executed (the skipping replay diverged).")
+    sub = ReplayReport(again)
+    runner.workers = again.workers
+    sub.results = runner.run(again.tasks)
+    with open_catalog(runner.layout) as cat:
+        cat.ingest()
+        _finish(cat, sub, executor)
+    _summarize(sub)
+    first = {r.run_id: r.replay_id for r in report.plan.runs}
+    for r in again.runs:  # the answer now comes from the second attempt; both stay in `replays`
+        report.reruns.append((first[r.run_id], r.replay_id))
+        report.fidelity.pop(first[r.run_id], None)
+    report.fidelity.update(sub.fidelity)
+    report.results = [x for x in report.results if x.task.run_id not in {r.run_id for r in again.runs}] + sub.results
 
 
 def replay_preview(names, where: str | None = None, layout: Layout | None = None) -> list:
@@ -255,7 +278,7 @@ def _finish(cat: Catalog, report: ReplayReport, executor: str = "local") -> None
         cat.record_replay(
             replay_id=r.replay_id, run_id=r.run_id, names=plan.names, version=r.patched, statement=statement,
             strategy=r.strategy, iterations=_ranges(r.iterations), seconds=max((x.seconds for x in results), default=0.0),
-            estimate=r.estimate, status=status, fidelity=fid.summary,
+            estimate=r.estimate, status=status, fidelity=failure_reason(failed) if failed else fid.summary,
             work=sum(x.seconds for x in results if x.ok), model=sum(x.task.model for x in results if x.ok),
             executor=executor, workers=plan.workers, threads=r.facts.threads if r.facts else None,
             attempts=sum(x.attempts for x in results),
