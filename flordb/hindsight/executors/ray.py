@@ -159,29 +159,34 @@ class _Handle:
 
 
 def pack_tree(src: Path, work_tree: Path) -> bytes:
-    """The version's files as a tar archive; git-ignored inputs linked in (``data/``) are copied.
+    """The task's tree as a tar archive that needs nothing from this machine.
 
-    Environments (``.venv``) and inputs over :data:`LINKED_INPUT_LIMIT` stay behind.
+    The replay tree holds the version's files and copies of the project's
+    git-ignored inputs; inputs too big to copy are links into the project.
+    Links into the project are packed as the files they point to (up to
+    :data:`LINKED_INPUT_LIMIT` each), except tool directories (``.venv``);
+    other links stay links.
     """
     buf = io.BytesIO()
+    work_tree = work_tree.resolve()
     with tarfile.open(fileobj=buf, mode="w:gz", compresslevel=1) as tar:
-        for entry in sorted(src.iterdir()):
-            if entry.is_symlink() and _is_input_link(entry, work_tree):
-                if entry.name in SKIP_INPUTS or entry.name.startswith(".") or _size(entry) > LINKED_INPUT_LIMIT:
-                    continue
-                tar.dereference = True
-                tar.add(str(entry), arcname=entry.name)
-                tar.dereference = False
-            else:
-                tar.add(str(entry), arcname=entry.name)
+        for root, dirs, files in os.walk(src):
+            for name in sorted(dirs + files):
+                path = Path(root) / name
+                arc = str(path.relative_to(src))
+                if path.is_symlink():
+                    target = path.resolve()
+                    if not target.is_relative_to(work_tree):
+                        tar.add(str(path), arcname=arc, recursive=False)
+                    elif name not in SKIP_INPUTS and _size(target) <= LINKED_INPUT_LIMIT:
+                        tar.dereference = True
+                        tar.add(str(path), arcname=arc)
+                        tar.dereference = False
+                elif name in files:
+                    tar.add(str(path), arcname=arc, recursive=False)
+                else:
+                    tar.add(str(path), arcname=arc, recursive=False)  # the directory entry; os.walk goes in
     return buf.getvalue()
-
-
-def _is_input_link(entry: Path, work_tree: Path) -> bool:
-    try:
-        return Path(os.readlink(entry)).resolve().is_relative_to(work_tree.resolve())
-    except OSError:
-        return False
 
 
 def _size(path: Path) -> int:
