@@ -352,6 +352,8 @@ def name_pairs(new: ast.stmt, old: ast.stmt, new_info: ModuleInfo, old_info: Mod
     both sides bind the name (assignment, loop target, parameter) weighs 2:
     the same value is given a different name. A pair of mere uses weighs 1.
     """
+    if type(new) is not type(old):
+        return  # a loop rewritten as another kind of loop: its header tells nothing about names
     if isinstance(new, (ast.For, ast.AsyncFor)):
         (nt, ni), (ot, oi) = core_iter(new, new_info), core_iter(old, old_info)
         parts = [(ni, oi)] + ([(nt, ot)] if ast.dump(_shape(nt)) == ast.dump(_shape(ot)) else [])

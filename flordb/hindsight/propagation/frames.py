@@ -6,7 +6,9 @@ import ast
 
 from flordb.errors import PropagationError
 from flordb.hindsight.astmatch import COMPOUND, abstract_dump, align, core_iter, loop_name
-from flordb.hindsight.propagation.computation import IN_PLACE_SCORE, LOOPS, best_function, best_if, best_loop, tokens
+from flordb.hindsight.propagation.computation import (
+    IN_PLACE_SCORE, LOOPS, best_function, best_if, best_loop, claimed_by_another, tokens,
+)
 from flordb.hindsight.propagation.model import Frame, Match, Version, describe
 
 FUNCS = (ast.FunctionDef, ast.AsyncFunctionDef)
@@ -184,7 +186,9 @@ def find_counterpart(node: ast.AST, match: Match, new: Version, old: Version) ->
     paired = {p.new: direct[p.old] for p in align(match.new_block, direct, new.info, old.info)}
     i = next(k for k, s in enumerate(match.new_block) if s is node)
     if i in paired and frame_strength(node, paired[i], new, old) > 0:
-        return paired[i]
+        weak = frame_strength(node, paired[i], new, old) == 1 and isinstance(node, LOOPS)
+        if not (weak and claimed_by_another(node, paired[i], new, old)):
+            return paired[i]
     taken = set(map(id, paired.values()))
     return _unique(node, [o for o in direct if id(o) not in taken and frame_strength(node, o, new, old) == 2])
 
