@@ -98,6 +98,18 @@ def demo(directory: str | None, yes: bool) -> None:
     run_demo(directory)
 
 
+@cli.command()
+@click.option("--port", "-p", type=click.IntRange(0, 65535), default=5000, show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (keep it local).")
+@click.option("--open", "open_browser", is_flag=True, help="Open the page in a browser.")
+@handle_errors
+def ui(port: int, host: str, open_browser: bool) -> None:
+    """Serve the web page: runs, curves, SQL, compare, hindsight (needs flordb[ui])."""
+    from flordb.ui.server import serve
+
+    serve(host=host, port=port, open_browser=open_browser)
+
+
 from flordb.cli.compare_cmd import compare  # noqa: E402
 
 cli.add_command(compare)

@@ -72,7 +72,8 @@ def source_dir(layout: Layout, git_dir: str, version: str) -> Path:
 class LocalExecutor:
     """Tasks as local subprocesses, ``workers`` at a time."""
 
-    def __init__(self, layout: Layout, git_dirs: dict[str, str], workers: int, progress: bool = True):
+    def __init__(self, layout: Layout, git_dirs: dict[str, str], workers: int, progress=True):
+        # progress: True for a bar on stderr, False for none, or a callable fn(done, total)
         self.layout = layout
         self.git_dirs = git_dirs  # patched version -> git dir holding it
         self.workers = max(1, workers)
@@ -133,7 +134,24 @@ class LocalExecutor:
         return results
 
 
-def _bar(total: int, enabled: bool):
+class _Callback:
+    """A progress bar that calls ``fn(done, total)``: how the web page follows a replay."""
+
+    def __init__(self, total: int, fn):
+        self.total, self.done, self.fn = total, 0, fn
+        fn(0, total)
+
+    def update(self, n: int) -> None:
+        self.done += n
+        self.fn(self.done, self.total)
+
+    def close(self) -> None:
+        pass
+
+
+def _bar(total: int, enabled):
+    if callable(enabled):
+        return _Callback(total, enabled)
     if not enabled:
         return None
     from tqdm import tqdm
