@@ -42,3 +42,33 @@ def serve(host: str = "127.0.0.1", port: int = 5000, open_browser: bool = False,
 
         threading.Timer(1.0, webbrowser.open, [address]).start()
     server.run()
+
+
+def start_in_thread(layout: Layout, host: str = "127.0.0.1", port: int = 0, token: str | None = None):
+    """Serve in a background thread (tests, benchmarks): returns (server, base URL, token).
+
+    Stop it with ``server.should_exit = True``. Port 0 picks a free port.
+    """
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    from flordb.ui.app import create_app
+
+    if port == 0:
+        with socket.socket() as s:
+            s.bind((host, 0))
+            port = s.getsockname()[1]
+    token = token or secrets.token_urlsafe(24)
+    app = create_app(layout, token=token)
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False))
+    thread = threading.Thread(target=server.run, name="flordb-ui", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError(f"the UI server did not start on {host}:{port}")
+        time.sleep(0.02)
+    return server, f"http://{host}:{port}", token
