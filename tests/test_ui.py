@@ -146,7 +146,9 @@ def test_curves_json_one_line_per_selected_run(client):
     assert acc["x"] == "epoch" and [len(l["x"]) for l in acc["lines"]] == [3, 3]
     per_step = client.get("/curves.json", params={"runs": ids[0], "y": "loss", "x": "step"}).json()["panels"][0]
     assert max(per_step["lines"][0]["x"]) == 39
-    assert client.get("/curves.json", params={"y": "nosuch"}).status_code == 400
+    other = client.get("/curves.json", params={"y": "loss,nosuch"}).json()  # no runs named: the latest
+    assert other["missing"] == ["nosuch"] and len(other["run_ids"]) == 3
+    assert [p["y"] for p in other["panels"]] == ["loss"] and len(other["panels"][0]["lines"]) == 3
 
 
 def test_downsampling_keeps_spikes_and_caps_points_per_line():

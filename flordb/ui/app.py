@@ -123,24 +123,15 @@ def create_app(layout, token: str | None = None, hosts: set[str] | None = None) 
 
     async def curves_json(request: Request) -> Response:
         p = request.query_params
-        ys = [y for y in (p.get("y") or "").split(",") if y]
-        if not ys:
-            return await data(lambda layout: {"panels": [], "columns": views.columns(layout)})
-        runs = curves_mod.parse_runs(p.get("runs"))
-
-        def panels(layout):
+        try:
             width = int(p.get("width") or curves_mod.MAX_BUCKETS)
             x0 = float(p["x0"]) if p.get("x0") else None
             x1 = float(p["x1"]) if p.get("x1") else None
-            out = [curves_mod.curves(layout, y, runs, p.get("x") or None, width, x0, x1) for y in ys]
-            versions, args, names = views.run_details(layout)
-            meta = {r: {"version": versions.get(r), "args": views.jsonable(args.get(r, {}))}
-                    for panel in out for r in (line["run_id"] for line in panel["lines"])}
-            return {"panels": out, "runs": meta, "args": names}
-        try:
-            return await data(panels)
         except ValueError as exc:
             return JSONResponse({"error": f"bad parameter: {exc}"}, status_code=400)
+        ys = [y for y in (p.get("y") or "").split(",") if y]
+        return await data(views.curves_page, ys, curves_mod.parse_runs(p.get("runs")), p.get("x") or None,
+                          width, x0, x1)
 
     async def sql_json(request: Request) -> Response:
         return await data(views.sql, request.query_params.get("q") or "")
@@ -202,12 +193,13 @@ def create_app(layout, token: str | None = None, hosts: set[str] | None = None) 
 
     async def static(request: Request) -> Response:
         name = request.path_params["name"]
+        cache = {"Cache-Control": "private, max-age=86400"}  # assets only; data is never cached
         if name == "plotly.min.js":
-            return FileResponse(plotly_js(), media_type="text/javascript")
+            return FileResponse(plotly_js(), media_type="text/javascript", headers=cache)
         path = STATIC / name
         if "/" in name or name.startswith(".") or not path.is_file() or path.suffix not in (".js", ".css"):
             return JSONResponse({"error": "not found"}, status_code=404)
-        return FileResponse(path)
+        return FileResponse(path, headers=cache)
 
     routes = [
         Route("/", index),

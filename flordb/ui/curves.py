@@ -8,7 +8,9 @@ visible while a run of 10,000 steps travels as at most ``2 * buckets`` points.
 from __future__ import annotations
 
 import duckdb
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import sqlglot
 from sqlglot import exp
 
@@ -38,43 +40,71 @@ def downsample(table: pa.Table, loops: list[str], x: str, buckets: int,
     """
     buckets = max(1, min(int(buckets), MAX_BUCKETS))
     q = lambda c: exp.to_identifier(c, quoted=True).sql("duckdb")  # noqa: E731
-    y = q(table.column_names[len(loops) + 1])
-    prov = f"{q(table.column_names[-1])} IS NOT NULL" if len(table.column_names) > len(loops) + 2 else "false"
+    names = table.column_names
+    has_prov = len(names) > len(loops) + 2
+    # Runs as small integers (dictionary indices): grouping on (run, bucket) as one BIGINT is
+    # several times faster than on (text, bucket).
+    runs = pc.dictionary_encode(table.column("run_id")).combine_chunks()
+    cols = {"r": runs.indices, **{f"l{i}": table.column(l) for i, l in enumerate(loops)},
+            "y": table.column(names[len(loops) + 1])}
+    if has_prov:
+        cols["p"] = pc.is_valid(table.column(names[-1]))
     if x == "global" or not loops:
-        order = ", ".join(q(l) for l in loops) or "1"
-        xs = f"row_number() OVER (PARTITION BY run_id ORDER BY {order}) - 1"
+        cols["g"] = global_steps(runs.indices, [table.column(l) for l in loops])
+        xs = "g"
     else:
-        xs = q(x)
-    rng = []
-    if x0 is not None:
-        rng.append(f"x >= {float(x0)!r}")
-    if x1 is not None:
-        rng.append(f"x <= {float(x1)!r}")
+        xs = f"l{loops.index(x)}"
+    t = pa.table(cols)
+    rng = [f"x >= {float(x0)!r}"] if x0 is not None else []
+    rng += [f"x <= {float(x1)!r}"] if x1 is not None else []
     where = " AND ".join(["isfinite(y)", *rng])
+    prov, p1, p2 = ("p", ", arg_min(p, y) AS p1", ", arg_max(p, y) AS p2") if has_prov else ("false", "", "")
     sql = f"""
-    WITH base AS (SELECT run_id, CAST({xs} AS DOUBLE) AS x, CAST({y} AS DOUBLE) AS y, {prov} AS replayed FROM t),
-    kept AS (SELECT *, count(*) OVER w AS n, min(x) OVER w AS lo, max(x) OVER w AS hi
-             FROM base WHERE {where} WINDOW w AS (PARTITION BY run_id)),
-    bucketed AS (SELECT *, CASE WHEN n <= {2 * buckets} THEN row_number() OVER (PARTITION BY run_id ORDER BY x)
-                                ELSE least(floor((x - lo) * {buckets} / greatest(hi - lo, 1e-300)), {buckets - 1}) END AS b
-                 FROM kept),
-    ranked AS (SELECT *, row_number() OVER (PARTITION BY run_id, b ORDER BY y, x) AS r_min,
-                         row_number() OVER (PARTITION BY run_id, b ORDER BY y DESC, x) AS r_max FROM bucketed)
-    SELECT run_id, x, y, replayed FROM ranked WHERE r_min = 1 OR r_max = 1 ORDER BY run_id, x
+    WITH base AS MATERIALIZED (SELECT * FROM (SELECT r, CAST({xs} AS DOUBLE) AS x, CAST(y AS DOUBLE) AS y,
+                                                     {prov} AS p FROM t) WHERE {where}),
+    stats AS MATERIALIZED (SELECT r, count(*) AS n, min(x) AS lo, max(x) AS hi FROM base GROUP BY r),
+    big AS MATERIALIZED (
+        SELECT k, arg_min(x, y) AS x1, min(y) AS y1{p1}, arg_max(x, y) AS x2, max(y) AS y2{p2}
+        FROM (SELECT r * {buckets} + CAST(least(floor((x - lo) * {buckets} / greatest(hi - lo, 1e-300)),
+                                                {buckets - 1}) AS BIGINT) AS k, x, y, p
+              FROM base JOIN stats USING (r) WHERE n > {2 * buckets})
+        GROUP BY k)
+    SELECT r, x, y, p FROM base JOIN stats USING (r) WHERE n <= {2 * buckets}
+    UNION ALL SELECT k // {buckets}, x1, y1, {"p1" if has_prov else "false"} FROM big
+    UNION ALL SELECT k // {buckets}, x2, y2, {"p2" if has_prov else "false"} FROM big WHERE x2 <> x1
+    ORDER BY 1, 2
     """
     con = duckdb.connect()
     try:
-        con.register("t", table)
-        return con.sql(sql).to_arrow_table()
+        con.register("t", t)
+        out = con.sql(sql).to_arrow_table()
     finally:
         con.close()
+    run_ids = pc.take(runs.dictionary, out.column(0))
+    return pa.table({"run_id": run_ids, "x": out.column(1), "y": out.column(2), "replayed": out.column(3)})
+
+def global_steps(runs: pa.Array, loops: list[pa.ChunkedArray]) -> np.ndarray:
+    """Each row's position within its run, in loop-coordinate order: a step counted across epochs."""
+    r = runs.to_numpy(zero_copy_only=False)
+    keys = [np.asarray(c.to_numpy()) for c in reversed(loops)] + [r]
+    order = np.lexsort(keys)
+    counts = np.bincount(r, minlength=int(r.max()) + 1 if len(r) else 0)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    g = np.empty(len(r), dtype=np.int64)
+    g[order] = np.arange(len(r)) - starts[r[order]]
+    return g
 
 
 def curves(layout, y: str, runs: list[str], x: str | None = None, buckets: int = MAX_BUCKETS,
-           x0: float | None = None, x1: float | None = None) -> dict:
-    """The JSON twin of the Curves page for one log column."""
-    with flor.catalog(layout) as cat:
-        sch = flor.schema(cat)
+           x0: float | None = None, x1: float | None = None, schema=None) -> dict:
+    """One panel of the Curves page: a log column, one downsampled line per run.
+
+    ``x`` that the column's loops do not offer falls back to its default.
+    """
+    sch = schema
+    if sch is None:
+        with flor.catalog(layout) as cat:
+            sch = flor.schema(cat)
     col = sch.columns.get(y)
     if col is None or col.kind != "log":
         logs = [c.name for c in sch.of_kind("log")]
@@ -84,9 +114,8 @@ def curves(layout, y: str, runs: list[str], x: str | None = None, buckets: int =
     path = max(col.paths, key=len) if col.paths else ()
     loops = [l for l in path if l in sch.columns and sch.columns[l].kind == "loop"]
     choices = [*loops, "global"] if len(loops) > 1 else list(loops) or ["global"]
-    x = x or ("global" if len(loops) != 1 else loops[0])
     if x not in choices:
-        raise QueryError(f"x must be one of {', '.join(choices)} for {y!r}")
+        x = "global" if len(loops) != 1 else loops[0]
     prov = flor.replay_prefix() + y
     provenance = prov if prov in sch.columns else None
     table = flor.query_table(curve_sql(y, loops, runs, provenance), layout)
@@ -97,9 +126,10 @@ def curves(layout, y: str, runs: list[str], x: str | None = None, buckets: int =
     xs, ys, rs = (small.column(c).to_pylist() for c in ("x", "y", "replayed"))
     for run_id, xv, yv, rv in zip(run_ids, xs, ys, rs):
         line = lines.setdefault(run_id, {"run_id": run_id, "x": [], "y": [], "replayed": []})
+        if rv:
+            line["replayed"].append(len(line["x"]))  # indices of replayed points
         line["x"].append(xv)
         line["y"].append(yv)
-        line["replayed"].append(bool(rv))
     order = runs or sorted(lines)
     return {
         "y": y, "x": x, "x_choices": choices, "rows": total, "buckets": min(buckets, MAX_BUCKETS),

@@ -17,6 +17,7 @@ from sqlglot import exp
 
 from flordb.errors import FlorError, QueryError, UnknownColumnError
 from flordb.ui import flor
+from flordb.ui import curves as curves_mod
 from flordb.ui.curves import check_predicate
 
 MAX_ROWS = 10_000  # rows of a SQL result sent to the page
@@ -51,8 +52,12 @@ def jsonable(v: Any) -> Any:
 def run_details(layout) -> tuple[dict[str, str], dict[str, dict], list[str]]:
     """(full version by run, typed args by run, arg names in first-seen order)."""
     with flor.catalog(layout) as cat:
-        versions = dict(cat.execute("SELECT run_id, version FROM runs").fetchall())
-        rows = cat.execute("SELECT run_id, name, vtype, num, txt FROM args ORDER BY rowid").fetchall()
+        return _details(cat)
+
+
+def _details(cat) -> tuple[dict[str, str], dict[str, dict], list[str]]:
+    versions = dict(cat.execute("SELECT run_id, version FROM runs").fetchall())
+    rows = cat.execute("SELECT run_id, name, vtype, num, txt FROM args ORDER BY rowid").fetchall()
     args: dict[str, dict] = {}
     names: list[str] = []
     for run_id, name, vtype, num, txt in rows:
@@ -65,11 +70,39 @@ def run_details(layout) -> tuple[dict[str, str], dict[str, dict], list[str]]:
 def columns(layout) -> dict:
     """The columns of ``logs`` by kind, for pickers and completion."""
     with flor.catalog(layout) as cat:
-        sch = flor.schema(cat)
+        return _columns(flor.schema(cat))
+
+
+def _columns(sch) -> dict:
     out: dict[str, list] = {"run": [], "loop": [], "arg": [], "log": [], "provenance": []}
     for c in sch.columns.values():
         out.setdefault(c.kind, []).append({"name": c.name, "type": c.type, "paths": [list(p) for p in c.paths]})
     return out
+
+
+def curves_page(layout, ys: list[str], runs: list[str], x: str | None = None, width: int = 1000,
+                x0: float | None = None, x1: float | None = None) -> dict:
+    """The JSON twin of the Curves page: one panel per log column in ``ys``.
+
+    No runs: the ten latest. No ``ys``: the first log column. Names that are not
+    log columns come back under ``missing`` (the page then asks ``sql.json`` for
+    a replay plan).
+    """
+    with flor.catalog(layout) as cat:
+        sch = flor.schema(cat)
+        versions, args, arg_names = _details(cat)
+        if not runs:
+            runs = [r for (r,) in cat.execute(
+                "SELECT run_id FROM runs WHERE mode = 'record' ORDER BY started DESC, run_id DESC LIMIT 10"
+            ).fetchall()][::-1]
+    cols = _columns(sch)
+    logs = {c["name"] for c in cols["log"]}
+    ys = ys or [c["name"] for c in cols["log"][:1]]
+    missing = [y for y in ys if y not in logs]
+    panels = [curves_mod.curves(layout, y, runs, x, width, x0, x1, schema=sch) for y in ys if y in logs]
+    meta = {r: {"version": versions.get(r), "args": jsonable(args.get(r, {}))} for r in runs}
+    return {"panels": panels, "missing": missing, "run_ids": runs, "runs": meta, "args": arg_names,
+            "columns": cols}
 
 
 def last_values(layout, metric: str) -> dict[str, Any]:

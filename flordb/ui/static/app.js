@@ -45,6 +45,7 @@ async function postJSON(path, body) {
 }
 
 function errorBox(msg) { return el("div", { class: "error", role: "alert" }, "Error: " + msg); }
+function add(parent, ...children) { parent.append(...children.filter(c => c !== null && c !== undefined)); }
 function status(text) { document.getElementById("status").textContent = text; }
 function painted() { document.body.dataset.painted = "1"; }
 function fmt(v) {
@@ -163,19 +164,22 @@ function drawLines(div, panel, opts, runsMeta) {
   const colors = colorMap(panel.lines.map(l => key(l.run_id)));
   const many = panel.lines.length > 30;
   const traces = panel.lines.map(l => {
-    const anyReplayed = l.replayed.some(Boolean);
+    const rep = new Set(l.replayed), anyReplayed = rep.size > 0;
     const k = key(l.run_id);
-    return {
+    const t = {
       type: many ? "scattergl" : "scatter", mode: anyReplayed ? "lines+markers" : "lines", name: l.run_id + (opts.color !== "run" ? ` (${String(k).slice(0, 12)})` : ""),
       x: l.x, y: smooth(l.y, opts.smooth), line: { color: colors.get(k), width: 1.5 },
-      marker: anyReplayed ? { size: l.replayed.map(r => r ? 7 : 0), symbol: "diamond-open", color: colors.get(k) } : undefined,
-      customdata: l.replayed.map(r => r ? "replayed" : "recorded"),
-      hovertemplate: `${l.run_id}<br>${panel.x}=%{x}<br>${panel.y}=%{y}<br>%{customdata}<extra></extra>`,
+      hovertemplate: `${l.run_id}<br>${panel.x}=%{x}<br>${panel.y}=%{y}${anyReplayed ? "<br>%{customdata}" : ""}<extra></extra>`,
     };
+    if (anyReplayed) {  // replayed values are marked
+      t.marker = { size: l.x.map((_, i) => rep.has(i) ? 7 : 0), symbol: "diamond-open", color: colors.get(k) };
+      t.customdata = l.x.map((_, i) => rep.has(i) ? "replayed" : "recorded");
+    }
+    return t;
   });
   const layout = {
     title: { text: panel.y, font: { size: 14 } }, margin: { l: 55, r: 10, t: 36, b: 40 }, height: 360,
-    xaxis: { title: { text: panel.x }, range: opts.range || undefined }, yaxis: { type: opts.log ? "log" : "linear" },
+    xaxis: opts.range ? { title: { text: panel.x }, range: opts.range } : { title: { text: panel.x } }, yaxis: { type: opts.log ? "log" : "linear" },
     showlegend: panel.lines.length <= 12, legend: { font: { size: 10 } }, hovermode: "closest",
   };
   return Plotly.react(div, traces, layout, { displaylogo: false, responsive: true });
@@ -195,27 +199,29 @@ async function curvesPage() {
     el("span", { class: "muted", id: "runs-note" })), err, hs, panelsDiv);
   let ys = (p.get("y") || "").split(",").filter(Boolean);
   log.checked = p.get("log") === "1";
-  const cols = await getJSON("/-/columns.json");
-  if (!runs.length) {
-    const all = await getJSON("/runs.json");
-    runs = all.runs.slice(-10).map(r => r.run_id);
+  color.value = p.get("color") || "run";
+  loadPlotly();  // in parallel with the data
+  let filled = false;
+  function fillControls(d) {  // the pickers, from the first answer (one request, not three)
+    if (filled) return;
+    filled = true;
+    for (const c of d.columns.log) ysel.append(el("option", { value: c.name }, c.name));
+    for (const a of d.columns.arg) color.append(el("option", { value: "arg:" + a.name }, "colour by " + a.name));
+    if (d.panels.length) for (const x of d.panels[0].x_choices) xsel.append(el("option", { value: x }, "x: " + x));
+    color.value = p.get("color") || "run"; xsel.value = p.get("x") || "";
+    runs = d.run_ids;
+    if (!ys.length) ys = d.panels.map(pp => pp.y);
+    document.getElementById("runs-note").textContent = `${runs.length} run(s): ${runs.slice(0, 6).join(", ")}${runs.length > 6 ? "…" : ""}`;
   }
-  for (const c of cols.log) ysel.append(el("option", { value: c.name }, c.name));
-  for (const a of cols.arg) color.append(el("option", { value: "arg:" + a.name }, "colour by " + a.name));
-  if (!ys.length && cols.log.length) ys = [cols.log[0].name];
-  color.value = p.get("color") || "run"; xsel.value = p.get("x") || "";
-  document.getElementById("runs-note").textContent = `${runs.length} run(s): ${runs.slice(0, 6).join(", ")}${runs.length > 6 ? "…" : ""}`;
-  await loadPlotly();
   let data = null;
   const opts = () => ({ color: color.value, log: log.checked, smooth: Number(sm.value) });
   function render() {
-    panelsDiv.replaceChildren();
-    for (const panel of data.panels) {
-      const div = el("div", { class: "panel", "data-y": panel.y });
-      panelsDiv.append(div);
-      drawLines(div, panel, opts(), data.runs);
-      div.on("plotly_relayout", ev => zoom(div, panel, ev));
-    }
+    const divs = data.panels.map(panel => el("div", { class: "panel", "data-y": panel.y }));
+    panelsDiv.replaceChildren(...divs);  // all in place first, so each plot takes its final width
+    data.panels.forEach((panel, i) => {
+      drawLines(divs[i], panel, opts(), data.runs);
+      divs[i].on("plotly_relayout", ev => zoom(divs[i], panel, ev));
+    });
   }
   async function zoom(div, panel, ev) {  // fetch more detail for the zoomed range, downsampled again
     const x0 = ev["xaxis.range[0]"], x1 = ev["xaxis.range[1]"];
@@ -229,20 +235,19 @@ async function curvesPage() {
   }
   async function load() {
     err.replaceChildren(); hs.replaceChildren();
-    setParams({ runs: runs.join(","), y: ys.join(","), x: xsel.value, color: color.value, log: log.checked ? "1" : "", smooth: sm.value === "0" ? "" : sm.value });
-    const known = new Set(cols.log.map(c => c.name));
-    const missing = ys.filter(y => !known.has(y));
-    if (missing.length) {  // a chart naming a column no run recorded: offer hindsight
-      const q = `SELECT run_id, ${missing.map(quoteIdent).join(", ")} FROM logs WHERE run_id IN (${runs.map(r => `'${r.replace(/'/g, "''")}'`).join(", ")})`;
-      const res = await getJSON("/sql.json", { q });
-      if (res.plan) { hs.append(hindsightBox(res, () => location.reload())); painted(); return; }
-      if (res.error) { err.append(errorBox(res.error)); painted(); return; }
-    }
     try {
-      data = await getJSON("/curves.json", { runs: runs.join(","), y: ys.join(","), x: xsel.value, width: Math.min(1000, Math.round(panelsDiv.clientWidth || 1000)) });
-      if (xsel.options.length === 1 && data.panels.length) for (const x of data.panels[0].x_choices) xsel.append(el("option", { value: x }, "x: " + x));
+      const [d] = await Promise.all([getJSON("/curves.json", { runs: runs.join(","), y: ys.join(","), x: xsel.value, width: Math.min(1000, Math.round(panelsDiv.clientWidth || 1000)) }), loadPlotly()]);
+      fillControls(d);
+      data = d;
+      setParams({ runs: runs.join(","), y: ys.join(","), x: xsel.value, color: color.value, log: log.checked ? "1" : "", smooth: sm.value === "0" ? "" : sm.value });
       render(); painted();
       status("updated " + new Date().toLocaleTimeString());
+      if (d.missing.length) {  // a chart naming a column no run recorded: offer hindsight
+        const q = `SELECT run_id, ${d.missing.map(quoteIdent).join(", ")} FROM logs WHERE run_id IN (${runs.map(r => `'${r.replace(/'/g, "''")}'`).join(", ")})`;
+        const res = await getJSON("/sql.json", { q });
+        if (res.plan) hs.append(hindsightBox(res, () => location.reload()));
+        else if (res.error) err.append(errorBox(res.error));
+      }
     } catch (e) { err.append(errorBox(e.message)); painted(); }
   }
   ysel.addEventListener("change", () => { if (ysel.value && !ys.includes(ysel.value)) ys.push(ysel.value); ysel.value = ""; load(); });
@@ -283,7 +288,7 @@ function hindsightBox(res, onDone) {
       };
     } catch (e) { note.textContent = "Error: " + e.message; button.disabled = false; }
   });
-  box.append(
+  add(box,
     el("div", {}, el("b", {}, res.missing.join(", ")), " was never recorded by these runs; the current code logs it:"),
     ...plan.statements.map(s => el("pre", {}, `${s.script}:${s.lineno}  ${s.text}   (${s.position})`)),
     table,
@@ -386,7 +391,7 @@ async function comparePage() {
   try { d = await getJSON("/compare.json", { runs: runs.join(",") }); } catch (e) { main.append(errorBox(e.message)); painted(); return; }
   const argTable = el("table", { id: "args-differ" }, el("tr", {}, el("th", {}, "run"), el("th", {}, "version"), d.args_differ.map(a => el("th", {}, a))),
     d.runs.map(r => el("tr", {}, el("td", {}, r.run_id), el("td", {}, r.version.slice(0, 7)), d.args_differ.map(a => el("td", {}, fmt(r.args[a]))))));
-  main.append(el("h2", {}, "Args that differ"), d.args_differ.length ? argTable : el("p", { class: "muted" }, "none"),
+  add(main, el("h2", {}, "Args that differ"), d.args_differ.length ? argTable : el("p", { class: "muted" }, "none"),
     d.args_same.length ? el("p", { class: "muted" }, "same in all: " + d.args_same.map(a => `${a}=${fmt(d.runs[0].args[a])}`).join(", ")) : null);
   if (d.divergence) {
     const v = d.divergence;
