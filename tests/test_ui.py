@@ -10,6 +10,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pyarrow as pa
 import pytest
@@ -284,6 +285,12 @@ def test_flordb_ui_prints_a_token_url_and_binds_localhost(store):
         assert status == 200 and len(json.loads(body)["runs"]) == 3
         status, body = _get(f"http://127.0.0.1:{port}/runs.json")
         assert status == 403
+        readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+        curl = next(l for l in readme.splitlines() if l.startswith("curl ") and "sql.json" in l)
+        out = subprocess.run(["bash", "-c", curl.replace("127.0.0.1:5000", f"127.0.0.1:{port}")],
+                             env={**os.environ, "TOKEN": url.split("token=")[1], "no_proxy": "*"},
+                             capture_output=True, text=True, timeout=30)
+        assert json.loads(out.stdout)["rows"] == [[3]]
     finally:
         proc.terminate()
         proc.wait(10)

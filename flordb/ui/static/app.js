@@ -149,6 +149,7 @@ async function runsPage() {
       metric.value = data.metric || "";
       draw(); painted();
       status("updated " + new Date().toLocaleTimeString());
+      if (!document.querySelector("link[rel=prefetch]")) document.head.append(el("link", { rel: "prefetch", href: "/-/static/plotly.min.js" }));
     } catch (e) { err.replaceChildren(errorBox(e.message)); painted(); }
   }
   if (p.get("metric")) metric.append(el("option", { value: p.get("metric") }, p.get("metric")));
