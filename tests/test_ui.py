@@ -294,3 +294,49 @@ def test_flordb_ui_prints_a_token_url_and_binds_localhost(store):
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+LIVE = """
+import os, time
+import flordb as flor
+for epoch in flor.loop("epoch", range(2)):
+    while epoch == 1 and not os.path.exists("go"):  # epoch 0 is on disk once epoch 1 starts
+        time.sleep(0.05)
+    for step in flor.loop("step", range(10)):
+        flor.log("loss", 1.0 / (1 + step))
+"""
+
+
+def test_a_running_run_is_live_and_its_curve_grows(tmp_path):
+    from conftest import spawn
+
+    root = make_project(tmp_path / "proj")
+    proc = spawn(root, LIVE)
+    try:
+        _follow_live_run(root, proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def _follow_live_run(root, proc):
+    app = create_app(locate(root), token=TOKEN)
+    with TestClient(app, base_url=BASE) as c:
+        c.get("/runs", params={"token": TOKEN})
+        deadline = time.monotonic() + 60
+        while True:
+            runs = c.get("/runs.json").json()["runs"]
+            if runs and runs[0]["status"] == "running":
+                panel = c.get("/curves.json", params={"runs": runs[0]["run_id"], "y": "loss"}).json()
+                if panel["panels"] and panel["panels"][0]["rows"] == 10:
+                    break
+            assert time.monotonic() < deadline and proc.poll() is None, "the first epoch never showed up"
+            time.sleep(0.1)
+        assert panel["runs"][runs[0]["run_id"]]["status"] == "running"
+        (root / "go").write_text("")
+        assert proc.wait(60) == 0
+        runs = c.get("/runs.json").json()["runs"]
+        assert runs[0]["status"] == "finished"
+        grown = c.get("/curves.json", params={"runs": runs[0]["run_id"], "y": "loss"}).json()["panels"][0]
+        assert grown["rows"] == 20 and grown["lines"][0]["x"] == list(range(20))

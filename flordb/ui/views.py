@@ -91,6 +91,7 @@ def curves_page(layout, ys: list[str], runs: list[str], x: str | None = None, wi
     with flor.catalog(layout) as cat:
         sch = flor.schema(cat)
         versions, args, arg_names = _details(cat)
+        status = dict(cat.execute("SELECT run_id, status FROM runs").fetchall())
         if not runs:
             runs = [r for (r,) in cat.execute(
                 "SELECT run_id FROM runs WHERE mode = 'record' ORDER BY started DESC, run_id DESC LIMIT 10"
@@ -100,7 +101,8 @@ def curves_page(layout, ys: list[str], runs: list[str], x: str | None = None, wi
     ys = ys or [c["name"] for c in cols["log"][:1]]
     missing = [y for y in ys if y not in logs]
     panels = [curves_mod.curves(layout, y, runs, x, width, x0, x1, schema=sch) for y in ys if y in logs]
-    meta = {r: {"version": versions.get(r), "args": jsonable(args.get(r, {}))} for r in runs}
+    meta = {r: {"version": versions.get(r), "status": status.get(r), "args": jsonable(args.get(r, {}))}
+            for r in runs}
     return {"panels": panels, "missing": missing, "run_ids": runs, "runs": meta, "args": arg_names,
             "columns": cols}
 

@@ -255,6 +255,9 @@ async function curvesPage() {
   xsel.addEventListener("change", load);
   for (const c of [color, log, sm]) c.addEventListener(c === sm ? "input" : "change", () => { if (data) render(); setParams({ runs: runs.join(","), y: ys.join(","), x: xsel.value, color: color.value, log: log.checked ? "1" : "", smooth: sm.value === "0" ? "" : sm.value }); });
   await load();
+  setInterval(() => {  // a running run's curves grow while the page is open
+    if (data && Object.values(data.runs).some(r => r.status === "running")) load();
+  }, 3000);
 }
 
 function quoteIdent(name) { return /^[A-Za-z_][A-Za-z0-9_]*$/.test(name) ? name : '"' + name.replace(/"/g, '""') + '"'; }
