@@ -140,6 +140,7 @@ def test_two_selected_runs_draw_two_curves_with_every_point(page, server):
     page.click("#to-curves")
     page.wait_for_url("**/curves?**")
     page.wait_for_selector("body[data-painted='1']")
+    assert page.locator(".error").count() == 0, page.locator(".error").all_inner_texts()
     page.wait_for_selector(".panel[data-y='loss'] .scatterlayer .trace")
     traces = page.locator(".panel[data-y='loss'] .scatterlayer .trace")
     assert traces.count() == 2
@@ -192,6 +193,8 @@ def test_missing_column_shows_the_plan_and_replay_fills_it(page, server, project
                          cwd=project, env=base_env(project), capture_output=True, text=True, check=True)
     expected = json.loads(cli.stdout)
     assert len(rows) == len(expected) == 9
+    page.locator("#sources a").first.click()  # the patched old source of the version
+    assert 'flor.log("acc_half", (0.5 + epoch * lr) / 2)' in page.locator("pre[data-source]").inner_text()
     assert [[r[0], int(r[1]), float(r[2])] for r in rows] == \
         [[e["run_id"], e["epoch"], pytest.approx(e["acc_half"], rel=1e-5)] for e in expected]
     shot(page, "replayed")

@@ -84,7 +84,7 @@ def curves_page(layout, ys: list[str], runs: list[str], x: str | None = None, wi
                 x0: float | None = None, x1: float | None = None) -> dict:
     """The JSON twin of the Curves page: one panel per log column in ``ys``.
 
-    No runs: the ten latest. No ``ys``: the first log column. Names that are not
+    No runs: the ten latest. No ``ys``: the log column of the deepest loop. Names that are not
     log columns come back under ``missing`` (the page then asks ``sql.json`` for
     a replay plan).
     """
@@ -98,7 +98,8 @@ def curves_page(layout, ys: list[str], runs: list[str], x: str | None = None, wi
             ).fetchall()][::-1]
     cols = _columns(sch)
     logs = {c["name"] for c in cols["log"]}
-    ys = ys or [c["name"] for c in cols["log"][:1]]
+    if not ys and cols["log"]:  # the per-step metric (deepest loop) by default, as a person would pick
+        ys = [min(cols["log"], key=lambda c: (-max((len(p) for p in c["paths"]), default=0), c["name"]))["name"]]
     missing = [y for y in ys if y not in logs]
     panels = [curves_mod.curves(layout, y, runs, x, width, x0, x1, schema=sch) for y in ys if y in logs]
     meta = {r: {"version": versions.get(r), "status": status.get(r), "args": jsonable(args.get(r, {}))}

@@ -169,7 +169,7 @@ function drawLines(div, panel, opts, runsMeta) {
     const k = key(l.run_id);
     const t = {
       type: many ? "scattergl" : "scatter", mode: anyReplayed ? "lines+markers" : "lines", name: l.run_id + (opts.color !== "run" ? ` (${String(k).slice(0, 12)})` : ""),
-      x: l.x, y: smooth(l.y, opts.smooth), line: { color: colors.get(k), width: 1.5 },
+      x: l.x, y: smooth(l.y, opts.smooth), line: { color: colors.get(k), width: 1.5 }, legendgroup: String(k),
       hovertemplate: `${l.run_id}<br>${panel.x}=%{x}<br>${panel.y}=%{y}${anyReplayed ? "<br>%{customdata}" : ""}<extra></extra>`,
     };
     if (anyReplayed) {  // replayed values are marked
@@ -286,8 +286,8 @@ function hindsightBox(res, onDone) {
         if (j.state !== "running") {
           events.close();
           box.dataset.state = j.state;
-          sources.replaceChildren(el("h2", {}, "Patched source"), ...j.patched.map(s => el("div", {}, el("a", { href: "#", "data-version": s.version, onclick: e => { e.preventDefault(); showSource(sources, s.version, s.script); } }, `${s.run_id}: ${s.script} @ ${String(s.version).slice(0, 7)}`))));
-          if (j.state === "done") onDone();
+          sources.replaceChildren(...patchedSources(j).childNodes);
+          if (j.state === "done") onDone(j);
         }
       };
     } catch (e) { note.textContent = "Error: " + e.message; button.disabled = false; }
@@ -300,6 +300,18 @@ function hindsightBox(res, onDone) {
     el("div", { class: "controls" }, button, bar, note, el("span", { class: "muted" }, `about ${plan.estimate} s on ${plan.workers} worker(s)`)),
     sources,
   );
+  return box;
+}
+
+function patchedSources(job) {  // links to the patched old source of each replayed version
+  const box = el("div", { id: "sources" }, el("h2", {}, "Patched source"));
+  const seen = new Set();
+  for (const p of job.patched) {
+    if (seen.has(p.version)) continue;
+    seen.add(p.version);
+    box.append(el("div", {}, el("a", { href: "#", "data-version": p.version, onclick: e => { e.preventDefault(); showSource(box, p.version, p.script); } },
+      `${p.script} @ ${String(p.version).slice(0, 7)} (replayed into ${job.patched.filter(q => q.version === p.version).map(q => q.run_id).join(", ")})`)));
+  }
   return box;
 }
 
@@ -343,14 +355,14 @@ async function sqlPage() {
     if (e.key === "Tab" || (e.key === " " && e.ctrlKey)) { e.preventDefault(); complete(); }
   });
   ta.addEventListener("blur", () => { sug.hidden = true; });
-  run.addEventListener("click", go);
+  run.addEventListener("click", () => go());
 
-  async function go() {
+  async function go(job) {
     setParams({ q: ta.value });
     out.replaceChildren(el("span", { class: "muted" }, "running…")); chartCtl.replaceChildren(); chart.replaceChildren();
     let res;
     try { res = await getJSON("/sql.json", { q: ta.value }); } catch (e) { out.replaceChildren(errorBox(e.message)); painted(); return; }
-    if (res.plan) { out.replaceChildren(hindsightBox(res, go)); painted(); return; }
+    if (res.plan) { out.replaceChildren(hindsightBox(res, j => go(j))); painted(); return; }
     if (res.error) { out.replaceChildren(errorBox(res.error)); painted(); return; }
     const replayed = new Set(res.replayed || []);
     const head = el("tr", {}, res.columns.map(c => el("th", { class: replayed.has(c) ? "replayed" : "" }, c)));
@@ -358,6 +370,7 @@ async function sqlPage() {
     for (const row of res.rows) body.append(el("tr", {}, row.map((v, i) => el("td", { class: (typeof v === "number" ? "num " : "") + (replayed.has(res.columns[i]) ? "replayed" : "") }, fmt(v)))));
     out.replaceChildren(el("div", { class: "muted", id: "rowcount" }, `${res.count} row(s)` + (res.truncated ? ` (first ${res.rows.length} shown)` : "")),
       el("div", { class: "tablewrap" }, el("table", { id: "results" }, el("thead", {}, head), body)));
+    if (job && job.patched && job.patched.length) out.append(patchedSources(job));
     chartControls(res);
     painted();
   }
