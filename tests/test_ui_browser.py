@@ -58,6 +58,7 @@ def project(tmp_path_factory):
     root = make_project(tmp_path_factory.mktemp("uib") / "proj")
     record(root, SCRIPT, check=True)
     record(root, "train.py", "--kwargs", "lr=0.01", check=True)
+    write_script(root, SCRIPT.replace("0.001 * (step % 7))", "0.002 * (step % 5))  # noisier"))  # a new version
     record(root, "train.py", "--steps", "30", "--kwargs", "lr=0.05", check=True)
     write_script(root, SCRIPT + MISSING)  # the current code logs a value no run recorded
     return root
@@ -156,6 +157,9 @@ def test_two_selected_runs_draw_two_curves_with_every_point(page, server):
     open_page(page, base, f"/compare?runs={','.join(picked)}")
     assert page.locator("#args-differ th").all_inner_texts()[-1] == "lr"
     assert "loss (epoch 0, step 0)" in page.inner_text("#divergence")
+    diff = page.locator("pre.diff").inner_text().splitlines()
+    changed = sorted(l[0] + l.split("+ step) + ")[1] for l in diff if "+ step) + " in l and l[0] in "+-")
+    assert changed == ["+0.001 * (step % 7))", "-0.002 * (step % 5))  # noisier"]  # newest run first
     page.wait_for_selector("#compare-plot .scatterlayer .trace")
     shot(page, "compare")
 
