@@ -28,7 +28,7 @@ def serialized() -> Iterator[None]:
 
 def query_table(sql: str, layout: Layout) -> pa.Table:
     """Read-only SQL over the store, never replaying (the page asks first)."""
-    from flordb.query.api import query_table as _query_table
+    from flordb.api import query_table as _query_table
 
     with _lock:
         return _query_table(sql, replay="no", layout=layout)
@@ -44,16 +44,17 @@ def catalog(layout: Layout):
         yield cat
 
 
-def list_runs(layout: Layout):
-    from flordb.query.runs import list_runs as _list_runs
+def list_runs(layout: Layout) -> list[dict]:
+    """The run listing of ``flordb runs``, one dict per run (run_id, name, tags, version, status, ...)."""
+    from flordb.sql.runs import list_runs as _list_runs
 
     with _lock:
-        return _list_runs(include_replays=False, layout=layout)
+        return _list_runs(include_replays=False, layout=layout).to_pylist()
 
 
 def schema(cat):
     """The columns of ``logs`` (name -> Column with kind, type and loop paths)."""
-    from flordb.query.schema import load_schema
+    from flordb.sql.schema import load_schema
 
     return load_schema(cat)
 
@@ -66,13 +67,13 @@ def decode(vtype, num, txt):
 
 def ident_sql(name: str) -> str:
     """A quoted DuckDB identifier, built by sqlglot (never spliced by hand)."""
-    from flordb.query.logs import ident
+    from flordb.sql.logs import ident
 
     return ident(name).sql("duckdb")
 
 
 def replay_prefix() -> str:
-    from flordb.query.schema import REPLAY_PREFIX
+    from flordb.sql.schema import REPLAY_PREFIX
 
     return REPLAY_PREFIX
 
@@ -80,7 +81,7 @@ def replay_prefix() -> str:
 def completions(text_before_cursor: str, full_text: str, layout: Layout) -> tuple[str, list[str]]:
     """The shell's completion, on the catalog's vocabulary: (word replaced, suggestions)."""
     from flordb.cli.completion import suggest, vocabulary, word_before_cursor
-    from flordb.query.engine import catalog_tables
+    from flordb.sql.engine import catalog_tables
 
     with catalog(layout) as cat:
         vocab = vocabulary(schema(cat).names, catalog_tables(cat))
@@ -92,9 +93,15 @@ def completions(text_before_cursor: str, full_text: str, layout: Layout) -> tupl
 
 def where_of(sql: str) -> str | None:
     """The WHERE predicate of a query over ``logs`` that narrows a replay, if any."""
-    from flordb.hindsight.api import _where_of
+    import sqlglot
 
-    return _where_of(sql)
+    from flordb.sql.plan import logs_where
+
+    try:
+        cond = logs_where(sqlglot.parse_one(sql, read="duckdb"))
+    except sqlglot.errors.ParseError:
+        return None
+    return cond.sql(dialect="duckdb") if cond is not None else None
 
 
 def locate_statements(layout: Layout, names: list[str]) -> dict:

@@ -125,7 +125,7 @@ def last_values(layout, metric: str) -> dict[str, Any]:
 
 def runs(layout, where: str | None = None, metric: str | None = None, status: str | None = None) -> dict:
     """The JSON twin of the Runs page."""
-    df = flor.list_runs(layout)
+    listing = flor.list_runs(layout)
     versions, args, arg_names = run_details(layout)
     keep = None
     if where and where.strip():
@@ -134,19 +134,20 @@ def runs(layout, where: str | None = None, metric: str | None = None, status: st
         keep = set(flor.query_table(sel.sql(dialect="duckdb"), layout).column("run_id").to_pylist())
     last = last_values(layout, metric) if metric else {}
     out = []
-    for rec in df.to_dict("records"):
+    for rec in listing:
         run_id = rec["run_id"]
         if keep is not None and run_id not in keep:
             continue
         if status and rec.get("status") != status:
             continue
         out.append({
-            "run_id": run_id, "version": versions.get(run_id) or "", "script": rec.get("script"),
-            "status": rec.get("status"), "started": rec.get("started"),
+            "run_id": run_id, "name": rec.get("name") or "", "tags": rec.get("tags") or "",
+            "note": rec.get("note") or "", "version": versions.get(run_id) or "", "script": rec.get("script"),
+            "status": rec.get("status"), "started": jsonable(rec.get("started")),
             "seconds": jsonable(rec.get("seconds")), "error": rec.get("error") or "",
             "args": jsonable(args.get(run_id, {})), **({"metric": last.get(run_id)} if metric else {}),
         })
-    return {"runs": out, "args": arg_names, "metric": metric, "where": where or "", "total": len(df),
+    return {"runs": out, "args": arg_names, "metric": metric, "where": where or "", "total": len(listing),
             "columns": columns(layout)}
 
 

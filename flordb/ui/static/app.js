@@ -109,7 +109,8 @@ async function runsPage() {
     return r[key];
   }
   function draw() {
-    const cols = [["run_id", "run"], ["status", "status"], ["version", "version"], ["script", "script"], ["started", "start"], ["seconds", "duration (s)"],
+    const labels = data.runs.some(r => r.name || r.tags) ? [["name", "name"], ["tags", "tags"]] : [];
+    const cols = [["run_id", "run"], ...labels, ["status", "status"], ["version", "version"], ["script", "script"], ["started", "start"], ["seconds", "duration (s)"],
       ...data.args.map(a => ["arg:" + a, a]), ...(data.metric ? [["metric", data.metric + " (last)"]] : [])];
     const rows = [...data.runs].sort((a, b) => {
       const x = value(a, sortKey), y = value(b, sortKey);
