@@ -119,6 +119,18 @@ def test_runs_json_lists_runs_with_typed_args(client):
     assert {c["name"] for c in data["columns"]["log"]} == {"loss", "acc"}
 
 
+def test_runs_json_shows_names_and_tags(store):
+    run_id = next(r for r in TestClient(create_app(locate(store), token=TOKEN), base_url=BASE)
+                  .get("/runs.json", params={"token": TOKEN}).json()["runs"] if r["args"]["lr"] == 0.01)["run_id"]
+    for args in (["tag", run_id, "baseline"], ["tag", run_id, "small-lr", "--name"]):
+        subprocess.run([sys.executable, "-m", "flordb", *args], cwd=store, env=base_env(store), check=True,
+                       capture_output=True)
+    app = create_app(locate(store), token=TOKEN)
+    runs = TestClient(app, base_url=BASE).get("/runs.json", params={"token": TOKEN}).json()["runs"]
+    row = next(r for r in runs if r["run_id"] == run_id)
+    assert row["tags"] == "baseline" and row["name"] == "small-lr"
+
+
 def test_runs_filter_by_predicate_status_and_last_value(client):
     kept = client.get("/runs.json", params={"where": "lr > 0.02"}).json()["runs"]
     assert sorted(r["args"]["lr"] for r in kept) == [0.05, 0.1]
