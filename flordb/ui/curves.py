@@ -7,7 +7,6 @@ visible while a run of 10,000 steps travels as at most ``2 * buckets`` points.
 
 from __future__ import annotations
 
-import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -74,12 +73,8 @@ def downsample(table: pa.Table, loops: list[str], x: str, buckets: int,
     UNION ALL SELECT k // {buckets}, x2, y2, {"p2" if has_prov else "false"} FROM big WHERE x2 <> x1
     ORDER BY 1, 2
     """
-    con = duckdb.connect()
-    try:
-        con.register("t", t)
-        out = con.sql(sql).to_arrow_table()
-    finally:
-        con.close()
+    with flor.scratch(t=t) as db:
+        out = db.sql(sql).to_arrow_table()
     run_ids = pc.take(runs.dictionary, out.column(0))
     return pa.table({"run_id": run_ids, "x": out.column(1), "y": out.column(2), "replayed": out.column(3)})
 

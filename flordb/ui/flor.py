@@ -44,6 +44,13 @@ def catalog(layout: Layout):
         yield cat
 
 
+def scratch(**tables):
+    """An in-memory DuckDB over Arrow tables (downsampling), with no file access."""
+    from flordb.store.scratch import scratch as _scratch
+
+    return _scratch(**tables)
+
+
 def list_runs(layout: Layout) -> list[dict]:
     """The run listing of ``flordb runs``, one dict per run (run_id, name, tags, version, status, ...)."""
     from flordb.sql.runs import list_runs as _list_runs
