@@ -352,3 +352,11 @@ def _follow_live_run(root, proc):
         assert runs[0]["status"] == "finished"
         grown = c.get("/curves.json", params={"runs": runs[0]["run_id"], "y": "loss"}).json()["panels"][0]
         assert grown["rows"] == 20 and grown["lines"][0]["x"] == list(range(20))
+
+
+def test_no_store_is_a_one_line_error_and_creates_nothing(tmp_path):
+    root = make_project(tmp_path / "empty")
+    c = TestClient(create_app(locate(root), token=TOKEN), base_url=BASE)
+    r = c.get("/runs.json", params={"token": TOKEN})
+    assert r.status_code == 400 and r.json()["error"].startswith("no FlorDB store")
+    assert not (root / ".flordb").exists()

@@ -39,7 +39,7 @@ def catalog(layout: Layout):
     """The catalog, freshly ingested, for the length of one read."""
     from flordb.store.catalog import open_catalog
 
-    with _lock, open_catalog(layout) as cat:
+    with _lock, open_catalog(layout, create=False) as cat:
         cat.ingest()
         yield cat
 
