@@ -164,7 +164,8 @@ async function runsPage() {
 function drawLines(div, panel, opts, runsMeta) {
   const key = r => opts.color === "run" ? r : opts.color === "version" ? (runsMeta[r] || {}).version : fmt(((runsMeta[r] || {}).args || {})[opts.color.slice(4)]);
   const colors = colorMap(panel.lines.map(l => key(l.run_id)));
-  const many = panel.lines.length > 30;
+  // SVG draws up to the cap (100 lines x 2,000 points) faster than WebGL without a GPU; beyond it, WebGL.
+  const many = panel.lines.reduce((n, l) => n + l.x.length, 0) > 250000;
   const traces = panel.lines.map(l => {
     const rep = new Set(l.replayed), anyReplayed = rep.size > 0;
     const k = key(l.run_id);
@@ -235,10 +236,14 @@ async function curvesPage() {
     data.panels[i] = more.panels[0];
     drawLines(div, more.panels[0], { ...opts(), range: x0 !== undefined ? [x0, x1] : null }, data.runs);
   }
+  function plotWidth() {  // pixels of one panel's plot area: one bucket per pixel
+    const w = panelsDiv.clientWidth || 1000, perRow = Math.max(1, Math.min(ys.length || 1, Math.floor(w / 480)));
+    return Math.max(50, Math.min(1000, Math.round(w / perRow) - 80));
+  }
   async function load() {
     err.replaceChildren(); hs.replaceChildren();
     try {
-      const [d] = await Promise.all([getJSON("/curves.json", { runs: runs.join(","), y: ys.join(","), x: xsel.value, width: Math.min(1000, Math.round(panelsDiv.clientWidth || 1000)) }), loadPlotly()]);
+      const [d] = await Promise.all([getJSON("/curves.json", { runs: runs.join(","), y: ys.join(","), x: xsel.value, width: plotWidth() }), loadPlotly()]);
       fillControls(d);
       data = d;
       setParams({ runs: runs.join(","), y: ys.join(","), x: xsel.value, color: color.value, log: log.checked ? "1" : "", smooth: sm.value === "0" ? "" : sm.value });
