@@ -632,8 +632,11 @@ def _alive(meta: dict, run_dir: Path | None = None) -> bool:
 
 def quarantined_count(layout: Layout | None = None) -> int:
     """How many files ingest has quarantined (``flordb runs`` mentions them)."""
-    with open_catalog(layout) as cat:
-        return cat.execute("SELECT count(*) FROM quarantine").fetchone()[0]
+    try:
+        with open_catalog(layout, create=False) as cat:
+            return cat.execute("SELECT count(*) FROM quarantine").fetchone()[0]
+    except NoStoreError:  # reading makes no store where there is none
+        return 0
 
 
 def open_catalog(layout: Layout | None = None, **kwargs) -> Catalog:
