@@ -338,7 +338,7 @@ def _follow_live_run(root, proc):
         c.get("/runs", params={"token": TOKEN})
         deadline = time.monotonic() + 60
         while True:
-            runs = c.get("/runs.json").json()["runs"]
+            runs = c.get("/runs.json").json().get("runs", [])  # an error until the run makes the store
             if runs and runs[0]["status"] == "running":
                 panel = c.get("/curves.json", params={"runs": runs[0]["run_id"], "y": "loss"}).json()
                 if panel["panels"] and panel["panels"][0]["rows"] == 10:
