@@ -18,6 +18,7 @@ from flordb.cli.common import handle_errors
 LAZY_COMMANDS = {
     "compare": "flordb.cli.compare_cmd:compare",
     "doctor": "flordb.cli.doctor_cmd:doctor",
+    "ui": "flordb.ui.command:ui",
 }
 
 
