@@ -111,7 +111,7 @@ def values_by_run(project: Path, runs, rerun: bool) -> dict[tuple[int, float], l
     The bench project's version rank is the order in which versions were first
     recorded; the re-run project's scripts are ``run<k>.py`` for the k-th run.
     """
-    from flordb.query.api import query
+    from flordb.api import query
     from flordb.store.layout import locate
 
     layout = locate(project)

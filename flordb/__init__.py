@@ -12,8 +12,8 @@ __all__ = ["log", "arg", "loop", "checkpointing", "commit", "query", "dataframe"
 __version__ = "0.1.0"
 
 _LAZY = {
-    "query": "flordb.query.api",
-    "dataframe": "flordb.query.api",
+    "query": "flordb.api",
+    "dataframe": "flordb.api",
     "replay": "flordb.hindsight.api",
     "compare": "flordb.comparison",
 }

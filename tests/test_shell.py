@@ -115,7 +115,7 @@ def test_help_lists_every_registered_command(home, capsys):
         assert cmd.name in out, cmd.name
         for alias in cmd.aliases:
             assert alias in out
-    assert {".help", ".tables", ".schema", ".runs", ".format", ".quit"} <= {c.name for c in special.visible_commands()}
+    assert {".help", ".tables", ".schema", ".runs", ".mode", ".timer", ".output", ".maxrows", ".quit"} <= {c.name for c in special.visible_commands()}
     assert ".exit" in special.COMMANDS
 
 
@@ -160,8 +160,8 @@ def test_tables_lists_logs_first_then_catalog(home, capsys):
 
 
 def test_runs_is_flordb_runs(home, capsys):
-    from flordb.cli.render import render
-    from flordb.query.runs import list_runs
+    from flordb.tabular import render
+    from flordb.sql.runs import list_runs
 
     rc, out, _ = shell(".runs\n", capsys, fmt="csv")
     assert rc == 0
@@ -176,7 +176,7 @@ def test_format_switches_and_rejects_unknown(home, capsys):
     assert rc == 2
     assert out.replace(" ", "").replace("\n", "") == '[{"a":1}]'
     assert err.splitlines() == ["Output format: json", "Output format: json",
-                                "Error: unknown format 'xml'; choose one of table, csv, json, vertical"]
+                                "Error: unknown format 'xml'; choose one of table, csv, json, vertical, markdown"]
 
 
 # -- interactive mode ------------------------------------------------------------------------

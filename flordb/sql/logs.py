@@ -11,12 +11,13 @@ identifiers or string literals.
 
 from __future__ import annotations
 
+import functools
 from typing import Iterable
 
 import sqlglot
 from sqlglot import exp
 
-from flordb.query.schema import VALUE_SQL, Column, LogsSchema
+from flordb.sql.schema import VALUE_SQL, Column, LogsSchema
 
 Path = tuple[str, ...]
 
@@ -38,8 +39,14 @@ def str_array(items: Iterable[str]) -> exp.Array:
     return exp.Array(expressions=[exp.Literal.string(x) for x in items])
 
 
-def fragment(sql: str) -> exp.Expression:
+@functools.lru_cache(maxsize=256)
+def _parsed(sql: str) -> exp.Expression:
     return sqlglot.parse_one(sql, read="duckdb")
+
+
+def fragment(sql: str) -> exp.Expression:
+    """A fixed SQL snippet as a tree (parsed once per process; each caller gets its own copy)."""
+    return _parsed(sql).copy()
 
 
 def coord_at(i: int) -> exp.Expression:
@@ -144,7 +151,15 @@ def join_groups(groups: dict[Path, exp.Select]) -> exp.Expression:
 
 
 def build_logs(schema: LogsSchema, names: Iterable[str]) -> exp.Select:
-    """The ``logs`` relation restricted to ``names`` (all columns when empty)."""
+    """The ``logs`` relation restricted to ``names`` (all columns when empty); built once per schema and names."""
+    key = tuple(dict.fromkeys(names))
+    built = schema.relations.get(key)
+    if built is None:
+        built = schema.relations[key] = _build_logs(schema, key)
+    return built.copy()
+
+
+def _build_logs(schema: LogsSchema, names: Iterable[str]) -> exp.Select:
     wanted = [schema.columns[n] for n in dict.fromkeys(names) if n in schema.columns] or list(
         schema.columns.values()
     )

@@ -8,6 +8,9 @@ the query, not the history.
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import logging
 import re
 from dataclasses import dataclass
 
@@ -18,14 +21,12 @@ from sqlglot.optimizer.qualify import qualify
 from sqlglot.schema import MappingSchema
 
 from flordb.errors import QueryError, UnknownColumnError
-from flordb.query.logs import build_logs
-from flordb.query.schema import LogsSchema
+from flordb.sql.logs import build_logs
+from flordb.sql.schema import LogsSchema
+from flordb.store.readonly import check_statement
 
 DIALECT = "duckdb"
 LOGS = "logs"
-READ_ONLY = (exp.Query, exp.Describe, exp.Show, exp.Pragma)
-WRITES = (exp.Insert, exp.Update, exp.Delete, exp.Create, exp.Drop, exp.Alter, exp.Merge, exp.Copy,
-          exp.TruncateTable, exp.Set, exp.Use, exp.Transaction, exp.Commit, exp.Rollback)
 _UNRESOLVED = re.compile(r"Column '(.+?)' could not be resolved")
 
 
@@ -39,30 +40,76 @@ class Plan:
 
 
 def parse(sql: str) -> exp.Expression:
-    """One statement, read-only. ``;`` at the end is fine."""
+    """One statement, read-only. ``;`` at the end is fine. Parsed once per text (callers never mutate it)."""
+    return _parse(sql)
+
+
+@functools.lru_cache(maxsize=128)
+def _parse(sql: str) -> exp.Expression:
+    _check_first_word(sql)
+    m = re.match(r"\s*EXPLAIN\b(\s+ANALY[SZ]E\b)?", sql, re.I)
+    if m:  # parsed here: sqlglot reads EXPLAIN as an opaque command
+        return exp.Command(this="EXPLAIN ANALYZE" if m.group(1) else "EXPLAIN", expression=parse(sql[m.end():]))
     try:
-        trees = [t for t in sqlglot.parse(sql, read=DIALECT) if t is not None]
+        with _quiet_sqlglot():
+            trees = [t for t in sqlglot.parse(sql, read=DIALECT) if t is not None]
     except ParseError as exc:
         errors = exc.errors[0] if exc.errors else {}
         where = f" at line {errors.get('line')}, column {errors.get('col')}" if errors else ""
         desc = errors.get("description", str(exc)).splitlines()[0] if errors else str(exc).splitlines()[0]
-        raise QueryError(f"SQL syntax error{where}: {desc}") from None
+        near = (errors.get("highlight") or "").strip()
+        near = f" near {near!r}" if near else ""
+        raise QueryError(f"SQL syntax error{where}{near}: {desc}") from None
     except SqlglotError as exc:
         raise QueryError(f"SQL syntax error: {str(exc).splitlines()[0]}") from None
+    except RecursionError:
+        raise QueryError("the query is nested too deeply; simplify it") from None
     if not trees:
         raise QueryError("empty query: write a SELECT statement")
     if len(trees) > 1:
         raise QueryError("one statement at a time, please")
     tree = trees[0]
-    if isinstance(tree, WRITES):
-        raise QueryError(
-            f"only read-only statements (SELECT, WITH, DESCRIBE, SHOW) are allowed, not {tree.key.upper()}"
-        )
-    if not isinstance(tree, READ_ONLY) and not isinstance(tree, exp.Command):
-        raise QueryError(f"SQL syntax error: expected a SELECT statement, got {sql.strip()[:40]!r}")
-    if isinstance(tree, exp.Command) and tree.name.upper() not in {"SHOW", "DESCRIBE", "SUMMARIZE", "EXPLAIN"}:
-        raise QueryError(f"only read-only statements are allowed, not {tree.name.upper()}")
+    check_statement(tree)  # queries only, all the way down (flordb.store.readonly)
     return tree
+
+
+@contextlib.contextmanager
+def _quiet_sqlglot():
+    """sqlglot warns on stderr when it falls back to a raw command; the refusal says it in one line."""
+    log = logging.getLogger("sqlglot")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+
+
+def explained(tree: exp.Expression) -> exp.Expression | None:
+    """The statement under EXPLAIN, or None when ``tree`` is not an EXPLAIN."""
+    if isinstance(tree, exp.Command) and tree.name.upper().startswith("EXPLAIN") \
+            and isinstance(tree.expression, exp.Expression) and not isinstance(tree.expression, exp.Literal):
+        return tree.expression
+    return None
+
+
+STATEMENTS = ("SELECT", "WITH", "FROM", "DESCRIBE", "DESC", "SHOW", "EXPLAIN", "SUMMARIZE", "PRAGMA", "VALUES",
+              "TABLE", "PIVOT", "UNPIVOT", "INSERT", "UPDATE", "DELETE", "CREATE", "DROP", "ALTER", "COPY", "SET",
+              "USE", "BEGIN", "COMMIT", "ROLLBACK", "MERGE", "TRUNCATE", "ATTACH", "DETACH", "CALL", "EXPORT",
+              "IMPORT", "INSTALL", "LOAD", "CHECKPOINT", "VACUUM", "ANALYZE", "RESET", "START")
+
+
+def _check_first_word(sql: str) -> None:
+    """A misspelt first keyword is named as such, not reported at a later token."""
+    m = re.match(r"\s*(?:--[^\n]*\n\s*)*([A-Za-z_]+)", sql)
+    if not m or m.group(1).upper() in STATEMENTS:
+        return
+    import difflib
+
+    word = m.group(1)
+    close = difflib.get_close_matches(word.upper(), STATEMENTS[:10], n=1)
+    hint = f"; did you mean {close[0]}?" if close else "; a query starts with SELECT, WITH or FROM"
+    raise QueryError(f"SQL syntax error at line 1: {word!r} is not a statement{hint}")
 
 
 def reads_logs(tree: exp.Expression) -> bool:
@@ -143,8 +190,20 @@ def rewrite(tree: exp.Expression, logs: LogsSchema, columns: list[str]) -> exp.E
     return tree.copy().transform(swap)
 
 
-def plan(sql: str, logs: LogsSchema, tables: dict[str, dict[str, str]]) -> Plan:
-    tree = parse(sql)
+def plan(statement: str | exp.Expression, logs: LogsSchema, tables: dict[str, dict[str, str]]) -> Plan:
+    """The statement rewritten over the catalog; a tree is used as given (parsed once, by the caller)."""
+    try:
+        return _plan(statement, logs, tables)
+    except RecursionError:
+        raise QueryError("the query is nested too deeply; simplify it") from None
+
+
+def _plan(statement: str | exp.Expression, logs: LogsSchema, tables: dict[str, dict[str, str]]) -> Plan:
+    tree = parse(statement) if isinstance(statement, str) else statement
+    inner = explained(tree)
+    if inner is not None:
+        p = plan(inner, logs, tables)
+        return Plan(tree=tree, logs_columns=p.logs_columns, sql=f"{tree.name} {p.sql}")
     if not reads_logs(tree):
         return Plan(tree=tree, logs_columns=[], sql=tree.sql(dialect=DIALECT))
     columns = resolve(tree, logs, tables)
@@ -152,3 +211,14 @@ def plan(sql: str, logs: LogsSchema, tables: dict[str, dict[str, str]]) -> Plan:
         columns = ["run_id"]
     out = rewrite(tree, logs, columns)
     return Plan(tree=out, logs_columns=columns, sql=out.sql(dialect=DIALECT))
+
+
+def logs_where(tree: exp.Expression) -> exp.Expression | None:
+    """The WHERE condition of the first SELECT reading ``logs`` alone (no joins): what narrows a replay."""
+    for select in tree.find_all(exp.Select):
+        source = select.args.get("from_") or select.args.get("from")
+        tables = [t.name for t in source.find_all(exp.Table)] if source is not None else []
+        where = select.args.get("where")
+        if LOGS in tables and where is not None and not select.args.get("joins"):
+            return where.this.copy()  # callers may combine it; the parsed tree is shared
+    return None
