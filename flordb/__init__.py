@@ -6,9 +6,9 @@ imported eagerly and is cheap; the query side (``query``, ``dataframe``,
 loads DuckDB.
 """
 
-from flordb.record.api import arg, checkpointing, commit, log, loop
+from flordb.record.api import arg, checkpointing, commit, iteration, log, loop
 
-__all__ = ["log", "arg", "loop", "checkpointing", "commit", "query", "dataframe", "replay", "compare"]
+__all__ = ["log", "arg", "loop", "iteration", "checkpointing", "commit", "load_checkpoint", "query", "dataframe", "replay", "compare"]
 __version__ = "0.1.0"
 
 _LAZY = {

@@ -102,6 +102,10 @@ from flordb.cli.compare_cmd import compare  # noqa: E402
 
 cli.add_command(compare)
 
+from flordb.cli.extract_cmd import extract  # noqa: E402
+
+cli.add_command(extract)
+
 
 def main() -> None:
     cli(prog_name="flordb")

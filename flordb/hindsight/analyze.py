@@ -40,7 +40,9 @@ class Placement:
 
 
 def _flor_loop_name(node: ast.AST, flor: FlorNames) -> str | None:
-    """``"epoch"`` for ``for e in flor.loop("epoch", ...)``, else None."""
+    """``"epoch"`` for ``for e in flor.loop("epoch", ...)`` or ``with flor.iteration("epoch", i):``."""
+    if isinstance(node, (ast.With, ast.AsyncWith)):
+        return _flor_iteration_name(node, flor)
     if not isinstance(node, (ast.For, ast.AsyncFor)) or not isinstance(node.iter, ast.Call):
         return None
     call = node.iter
@@ -48,6 +50,17 @@ def _flor_loop_name(node: ast.AST, flor: FlorNames) -> str | None:
         return None
     first = call.args[0]
     return first.value if isinstance(first, ast.Constant) and isinstance(first.value, str) else None
+
+
+def _flor_iteration_name(node: ast.With | ast.AsyncWith, flor: FlorNames) -> str | None:
+    """A ``with flor.iteration("name", i):`` block is one iteration of loop ``name``."""
+    for item in node.items:
+        call = item.context_expr
+        if isinstance(call, ast.Call) and flor.call_target(call) == "iteration" and call.args:
+            first = call.args[0]
+            if isinstance(first, ast.Constant) and isinstance(first.value, str):
+                return first.value
+    return None
 
 
 def _ancestors(tree: ast.AST, lineno: int) -> list[ast.AST]:
@@ -175,6 +188,8 @@ def _skip_safety(tree: ast.AST, flor: FlorNames, main: ast.AST) -> tuple[bool, s
     nested = _first_nested(main, flor)
     if nested is None:
         return False, "the main loop has no nested loop"
+    if isinstance(nested, (ast.With, ast.AsyncWith)):
+        return False, "the nested loop is a flor.iteration block, whose body always runs"
     changed = _stored_names([*nested.body, nested.target]) if isinstance(nested, ast.For) else set()
     outside = [s for s in main.body if s is not nested and not _contains(s, nested)]
     around = [s for s in ast.walk(main) if isinstance(s, ast.stmt) and s is not main

@@ -208,17 +208,23 @@ def _summarize(report: ReplayReport) -> None:
 
 def _missing_column_hook(cat: Catalog, err: UnknownColumnError, sql: str, mode: str) -> bool:
     """flor.query found columns no run recorded: replay them if the current code logs them."""
+    from flordb.hindsight.extract import offer
     from flordb.hindsight.plan import locate_statements
 
+    extracted = offer(cat, err.names, mode)  # printed but never logged: read it from the console lines
     found = locate_statements(cat.layout.work_tree, err.names)
-    if set(found) != set(err.names):
+    if set(found) | extracted != set(err.names):
         return False
+    if not found:
+        return True
     cat.close()  # never hold the catalog while workers run
     try:
-        report = replay(err.names, workers=None, layout=cat.layout, only_missing=True, confirm_mode=mode,
-                        where=_where_of(sql))
+        report = replay(list(found), workers=None, layout=cat.layout, only_missing=True, confirm_mode=mode,
+                        where=_where_of(sql), quiet_if_nothing=bool(extracted))
     finally:
         cat.open()
+    if extracted:
+        return True  # answer with what was extracted, whatever the replay of the rest did
     names = ", ".join(err.names)
     if not report.plan.runs and report.plan.refused:
         reasons = "; ".join(sorted({r for _, _, r in report.plan.refused}))
@@ -240,7 +246,7 @@ def replayed_statements(cat: Catalog, names: list[str], where: str | None = None
     serving = _serving_replays(cat, names, where)
     out: dict[str, list[str]] = {}
     for replay_id, names_, statement in cat.execute(
-        "SELECT replay_id, names, statement FROM replays ORDER BY started"
+        "SELECT replay_id, names, statement FROM replays WHERE strategy IS DISTINCT FROM 'extract' ORDER BY started"
     ).fetchall():
         try:
             texts = json.loads(statement or "{}")

@@ -240,6 +240,10 @@ class Catalog:
         )
         self.execute("DROP TABLE seg_recorded")
 
+    def _load_console(self) -> None:
+        """Captured console lines (record/capture.py); a replay's own output is not kept."""
+        self.execute(_load_console_sql())
+
     def _load_segments(self, files: list[str], owners: list[tuple]) -> int:
         self.execute("CREATE OR REPLACE TEMP TABLE seg_owner (filename VARCHAR, run_id VARCHAR,"
                      " target VARCHAR, replay_id VARCHAR, segment VARCHAR)")
@@ -279,6 +283,7 @@ class Catalog:
             "INSERT INTO checkpoints SELECT target, coord[1], name, txt, aux, n, t0 FROM seg_new"
             " WHERE kind = 'ckpt' AND replay_id IS NULL"
         )
+        self._load_console()
         self.execute(
             "INSERT INTO segments (run_id, segment, nrows) SELECT o.run_id, o.segment, count(s.filename)"
             " FROM seg_owner o LEFT JOIN seg_new s USING (filename) GROUP BY ALL"
@@ -287,6 +292,16 @@ class Catalog:
         self.execute("DROP TABLE seg_new")
         self.execute("DROP TABLE seg_owner")
         return rows
+
+
+def _load_console_sql() -> str:
+    levels = " ".join(f"WHEN {n} THEN '{name}'" for n, name in
+                      ((10, "DEBUG"), (20, "INFO"), (30, "WARNING"), (40, "ERROR"), (50, "CRITICAL")))
+    return (
+        f"INSERT INTO console SELECT target, seq, path, coord, name, aux,"
+        f" CASE n {levels} ELSE CAST(n AS VARCHAR) END, txt FROM seg_new"
+        f" WHERE kind = 'console' AND replay_id IS NULL"
+    )
 
 
 def _alive(meta: dict) -> bool:
