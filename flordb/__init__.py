@@ -8,7 +8,7 @@ loads DuckDB.
 
 from flordb.record.api import arg, checkpointing, commit, iteration, log, loop
 
-__all__ = ["log", "arg", "loop", "iteration", "checkpointing", "commit", "load_checkpoint", "query", "dataframe", "replay", "compare"]
+__all__ = ["log", "arg", "loop", "iteration", "checkpointing", "commit", "load_checkpoint", "resume_file", "query", "dataframe", "replay", "compare"]
 __version__ = "0.1.0"
 
 _LAZY = {
@@ -16,6 +16,8 @@ _LAZY = {
     "dataframe": "flordb.query.api",
     "replay": "flordb.hindsight.api",
     "compare": "flordb.comparison",
+    "load_checkpoint": "flordb.record.lineage",
+    "resume_file": "flordb.record.lineage",
 }
 
 

@@ -16,7 +16,7 @@ def list_runs(include_replays: bool = False, layout: Layout | None = None) -> pd
         df = cat.execute(
             f"""SELECT run_id, left(version, 7) AS version, script, status,
                        strftime(started, '%Y-%m-%d %H:%M:%S') AS started, round(duration, 1) AS seconds,
-                       error, run_id AS _id
+                       error, parent_run || '@' || parent_iteration AS parent, run_id AS _id
                 FROM runs {where} ORDER BY runs.started, run_id"""  # the timestamp, not the text alias
         ).df()
         args = cat.execute("SELECT run_id, name, vtype, num, txt FROM args ORDER BY rowid").fetchall()
@@ -24,6 +24,10 @@ def list_runs(include_replays: bool = False, layout: Layout | None = None) -> pd
     for run_id, name, vtype, num, txt in args:
         by_run.setdefault(run_id, []).append(f"{name}={decode(vtype, num, txt)!r}")
     df["args"] = [" ".join(by_run.get(r, [])) for r in df["_id"]]
+    if df["parent"].isna().all():  # runs started with flor.load_checkpoint: parent run @ iteration
+        df = df.drop(columns=["parent"])
+    else:
+        df["parent"] = df["parent"].fillna("")
     if df["error"].isna().all():
         df = df.drop(columns=["error"])
     else:

@@ -109,6 +109,10 @@ class Run:
             from flordb.record.capture import start as start_capture
 
             self.capture = start_capture(self.cur, self.blocks)
+            from flordb.record import lineage
+
+            self.events.extend(lineage.PENDING)  # flor.load_checkpoint called before the run started
+            lineage.PENDING.clear()
 
     def version_info(self) -> dict:
         """Snapshot the code on a private git ref; never touches the user's git state."""
