@@ -33,24 +33,24 @@ def extract(name: str, pattern: str | None, preview: bool, fmt: str) -> None:
     import pandas as pd
 
     from flordb.cli.render import render
-    from flordb.hindsight.extract import ExtractError, compare, extract as run_extract, scan
+    from flordb.hindsight.extract import ExtractError, compare, extract as run_extract, rows, scan
     from flordb.store.catalog import open_catalog
 
     with open_catalog() as cat:
         cat.ingest()
         ex = scan(cat, name, pattern)
-        if not ex.rows:
+        if not ex.values:
             raise ExtractError(f"no captured console line matches {name!r} (pattern {ex.pattern!r});"
                                  " see SELECT text FROM console, or pass --pattern")
         if preview:
-            df = pd.DataFrame([(r, list(p), list(c), float(v), line) for r, p, c, v, line in ex.rows],
+            df = pd.DataFrame([(r, list(p), list(c), float(v), line) for r, p, c, v, line in rows(cat)],
                               columns=["run_id", "path", "coord", name, "line"])
             click.echo(render(df, fmt))
             cmp = compare(cat, ex)
         else:
             ex = run_extract(cat, name, ex=ex)
             cmp = ex.comparison
-            click.echo(f"{name}: {len(ex.rows)} printed values in {len(ex.runs)} run(s);"
+            click.echo(f"{name}: {ex.values} printed values in {len(ex.runs)} run(s);"
                        f" written for {len(ex.written)} run(s).", err=True)
             for run_id, why in sorted(ex.skipped.items()):
                 click.echo(f"  run {run_id}: not written ({why})", err=True)

@@ -6,14 +6,13 @@ lines are in the ``console`` table with their loop coordinates, so a value
 that was printed but never logged can be read back instantly. The scan runs in
 DuckDB (RE2 regular expressions) over the captured lines.
 
-Extracted values are written like a replay's: one segment directory per run
-(``mode = 'extract'``), ingested into ``records`` with a replay id starting
-with ``extract-``, and listed in ``replays`` with strategy ``extract``. So the
-``replay.<name>`` column of ``logs`` tells them apart (NULL: recorded; a replay
-id: replayed; ``extract-...``: extracted), the catalog can still be rebuilt
-from segments, and a later replay of the name replaces them: where the current
-code logs the name, the replayed value is the reference. Both are compared
-wherever both exist (:func:`compare`).
+Extracted values are stored like a replay's: in ``records`` with a replay id
+starting with ``extract-``, and listed in ``replays`` with strategy
+``extract`` and the pattern as statement. So the ``replay.<name>`` column of
+``logs`` tells them apart (NULL: recorded; a replay id: replayed;
+``extract-...``: extracted), and a later replay of the name replaces them:
+where the current code logs the name, the replayed value is the reference.
+Both are compared wherever both exist (:func:`compare`).
 """
 
 from __future__ import annotations
@@ -29,7 +28,7 @@ from dataclasses import dataclass, field
 from flordb.errors import HindsightError
 from flordb.store.catalog import Catalog
 
-NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
+NUMBER = r"[-+]?[0-9.]+(?:[eE][-+]?[0-9]+)?"  # loose and fast in RE2; TRY_CAST drops what is not a number
 PREFIX = "extract-"
 
 
@@ -41,7 +40,7 @@ class ExtractError(HindsightError):
 
 def default_pattern(name: str) -> str:
     """``loss 5.21``, ``loss: 5.21``, ``loss=5.21``, ``'loss': 5.21`` (not ``val_loss``, not ``loss_scale``)."""
-    return rf"(?i)(?:^|[^A-Za-z0-9_.]){re.escape(name)}['\"]?(?:\s*[:=]\s*|\s+)['\"]?({NUMBER})"
+    return rf"(?i)(?:^|[^A-Za-z0-9_.]){re.escape(name)}['\"]?[\s:=]+['\"]?({NUMBER})"
 
 
 def check_pattern(pattern: str) -> str:
@@ -56,40 +55,51 @@ def check_pattern(pattern: str) -> str:
 
 @dataclass
 class Extraction:
+    """What a scan found; the values themselves wait in the temp table ``ext_scan`` of the connection."""
+
     name: str
     pattern: str
-    rows: list[tuple] = field(default_factory=list)  # run_id, path, coord, raw number, line
+    values: int = 0  # (run, coordinate) pairs with a printed value
+    runs: list[str] = field(default_factory=list)
+    duplicates: int = 0  # coordinates that printed the name more than once (the first line wins)
     skipped: dict[str, str] = field(default_factory=dict)  # run_id -> why no value was written
     written: dict[str, str] = field(default_factory=dict)  # run_id -> replay id of the extraction
-    duplicates: int = 0  # coordinates that printed the name more than once (the first line wins)
     comparison: "Comparison | None" = None
 
-    @property
-    def runs(self) -> list[str]:
-        return sorted({r[0] for r in self.rows})
+
+def _literal(pattern: str) -> str:
+    """The pattern as a SQL string literal: DuckDB compiles a constant pattern once, not per row."""
+    return "'" + pattern.replace("'", "''") + "'"
 
 
 def scan(cat: Catalog, name: str, pattern: str | None = None) -> Extraction:
-    """Every value of ``name`` printed by recorded runs, one per (run, coordinate): the first line."""
+    """Every value of ``name`` printed by recorded runs, one per (run, coordinate): the first line's."""
     pattern = check_pattern(pattern) if pattern else default_pattern(name)
+    lit = _literal(pattern)
     try:
-        rows = cat.execute(
-            """SELECT c.run_id, c.path, c.coord, arg_min(regexp_extract(c.text, $1, 1), c.seq),
-                      arg_min(c.text, c.seq), count(*)
-               FROM console c JOIN runs r USING (run_id)
-               WHERE r.mode = 'record' AND c.channel <> 'capture' AND regexp_matches(c.text, $1)
-               GROUP BY ALL ORDER BY c.run_id, c.path, c.coord""",
-            [pattern],
-        ).fetchall()
+        cat.execute(
+            f"""CREATE OR REPLACE TEMP TABLE ext_scan AS
+                SELECT * FROM (
+                    SELECT c.run_id, c.path, c.coord, min(c.seq) AS seq,
+                           arg_min(regexp_extract(c.text, {lit}, 1), c.seq) AS raw,
+                           arg_min(c.text, c.seq) AS line, count(*) AS n
+                    FROM console c JOIN runs r USING (run_id)
+                    WHERE r.mode = 'record' AND c.channel <> 'capture' AND regexp_matches(c.text, {lit})
+                    GROUP BY ALL)
+                WHERE TRY_CAST(raw AS DOUBLE) IS NOT NULL"""
+        )
     except Exception as exc:  # a pattern RE2 cannot take (look-arounds, back references)
         raise ExtractError(f"cannot use the pattern {pattern!r}: {str(exc).splitlines()[0]}") from None
     out = Extraction(name, pattern)
-    for run_id, path, coord, raw, line, n in rows:
-        if _number(raw) is None:
-            continue
-        out.rows.append((run_id, tuple(path), tuple(coord), raw, line))
-        out.duplicates += n > 1
+    out.values, out.duplicates = cat.execute("SELECT count(*), count(*) FILTER (n > 1) FROM ext_scan").fetchone()
+    out.runs = [r for (r,) in cat.execute("SELECT DISTINCT run_id FROM ext_scan ORDER BY 1").fetchall()]
     return out
+
+
+def rows(cat: Catalog) -> list[tuple]:
+    """(run_id, path, coord, printed number, line) of the last scan, in order."""
+    return [(r, tuple(p), tuple(c), raw, line) for r, p, c, raw, line in cat.execute(
+        "SELECT run_id, path, coord, raw, line FROM ext_scan ORDER BY run_id, path, coord").fetchall()]
 
 
 def printed_names(cat: Catalog, names: list[str]) -> dict[str, int]:
@@ -136,23 +146,19 @@ class Comparison:
 
 
 def compare(cat: Catalog, ex: Extraction) -> Comparison:
-    """Printed values against values logged by the run or replayed, at the same coordinates."""
-    logged = {}
-    for run_id, path, coord, num in cat.execute(
-        f"SELECT run_id, path, coord, num FROM records WHERE lower(name) = lower(?)"
-        f" AND (replay_id IS NULL OR NOT starts_with(replay_id, '{PREFIX}'))",
+    """Printed values of the last scan against values logged by the run or replayed, at the same coordinates."""
+    out = Comparison()
+    for run_id, coord, raw, ref in cat.execute(
+        f"""SELECT e.run_id, e.coord, e.raw, x.num FROM ext_scan e JOIN records x
+            ON x.run_id = e.run_id AND x.path = e.path AND x.coord = e.coord
+            WHERE lower(x.name) = lower(?) AND (x.replay_id IS NULL OR NOT starts_with(x.replay_id, '{PREFIX}'))
+            ORDER BY e.run_id, e.coord""",
         [ex.name],
     ).fetchall():
-        logged[(run_id, tuple(path), tuple(coord))] = num
-    out = Comparison()
-    for run_id, path, coord, raw, _ in ex.rows:
-        key = (run_id, path, coord)
-        if key not in logged:
-            continue
         out.compared += 1
-        value, ref = float(raw), logged[key]
+        value = float(raw)
         if ref is None or not (math.isclose(value, ref, rel_tol=1e-9) or abs(value - ref) <= tolerance(raw) * 1.0001):
-            out.disagree.append((run_id, coord, raw, ref))
+            out.disagree.append((run_id, tuple(coord), raw, ref))
     return out
 
 
@@ -160,65 +166,61 @@ def compare(cat: Catalog, ex: Extraction) -> Comparison:
 
 
 def extract(cat: Catalog, name: str, pattern: str | None = None, ex: Extraction | None = None) -> Extraction:
-    """Write the printed values of ``name`` where no recorded or replayed value is, then ingest.
+    """Store the printed values of ``name`` where no recorded or replayed value is.
 
     Runs that logged ``name`` themselves get no extracted values (they are only
-    compared). Coordinates a replay already filled keep the replayed value.
+    compared). Coordinates a replay already filled keep the replayed value; an
+    earlier extraction of the same coordinates is replaced. One transaction,
+    in SQL: the values are a function of the ``console`` rows (themselves from
+    segments) and the pattern, which ``replays`` keeps, so nothing is lost
+    when the catalog is rebuilt from segments and the extraction repeated.
     """
-    from flordb.record.context import Blocks
-    from flordb.store.segments import SegmentWriter, write_json_atomic
+    from flordb.store.segments import FLOAT
 
-    ex = ex or scan(cat, name, pattern)
+    ex = ex or scan(cat, name, pattern)  # ext_scan must hold this scan
     ex.comparison = compare(cat, ex)
     recorded = {r[0] for r in cat.execute(
         "SELECT DISTINCT run_id FROM log_names WHERE lower(name) = lower(?) AND NOT replayed", [name]).fetchall()}
-    filled = {(r, tuple(p), tuple(c)) for r, p, c in cat.execute(
-        f"SELECT run_id, path, coord FROM records WHERE lower(name) = lower(?) AND replay_id IS NOT NULL"
-        f" AND NOT starts_with(replay_id, '{PREFIX}')", [name]).fetchall()}
-    by_run: dict[str, list[tuple]] = {}
-    for row in ex.rows:
-        run_id = row[0]
-        if run_id in recorded:
-            ex.skipped[run_id] = "the run logged it itself"
-        elif (run_id, row[1], row[2]) not in filled:
-            by_run.setdefault(run_id, []).append(row)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
+    ex.skipped = {r: "the run logged it itself" for r in ex.runs if r in recorded}
+    stamp = f"{PREFIX}{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
     statement = json.dumps({name: f"console: {ex.pattern}"})
-    for run_id, rows in by_run.items():
-        replay_id = f"{PREFIX}{stamp}-{secrets.token_hex(3)}"
-        run_dir = cat.layout.run_dir(f"x{replay_id[len(PREFIX):]}-{run_id}")
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(run_dir / "run.json", {
-            "run_id": run_dir.name, "mode": "extract", "replay_of": run_id, "replay_id": replay_id,
-            "started": time.time(), "script": None, "version": None})
-        blocks, bases, logs = Blocks(), {}, []
-        for _, path, coord, raw, _ in rows:
-            if path:
-                key = (path, coord[:-1])
-                if key not in bases:
-                    bases[key] = blocks.open(path, coord[:-1])
-                ctx = bases[key] + coord[-1]
-            else:
-                ctx = 0
-            logs.append((name, float(raw), ctx))
-        SegmentWriter(run_dir).write(logs, [], [], blocks.table)
-        write_json_atomic(run_dir / "end.json", {"status": "finished", "ended": time.time(), "error": None})
-        ex.written[run_id] = replay_id
-    cat.ingest()
-    for run_id, replay_id in ex.written.items():
-        iterations = sorted({row[2][0] for row in by_run[run_id] if row[2]})
-        cat.record_replay(
-            replay_id=replay_id, run_id=run_id, names=[name], version=None, statement=statement,
-            strategy="extract", iterations=_ranges(iterations), seconds=0.0, estimate=0.0,
-            status="extracted", fidelity=None,
+    ex_ = cat.execute
+    ex_("BEGIN TRANSACTION")
+    try:
+        ex_(
+            f"""CREATE OR REPLACE TEMP TABLE extracted AS
+                SELECT run_id, path, coord, seq, CAST(raw AS DOUBLE) AS num, $1 || '-' || left(md5(run_id), 6) AS replay_id
+                FROM ext_scan WHERE run_id NOT IN
+                    (SELECT run_id FROM log_names WHERE lower(name) = lower($2) AND NOT replayed)""",
+            [stamp, name],
         )
+        ex_(  # a replay's value is the reference: keep it
+            f"""DELETE FROM extracted e USING records x WHERE x.run_id = e.run_id AND lower(x.name) = lower(?)
+                AND x.path = e.path AND x.coord = e.coord AND x.replay_id IS NOT NULL
+                AND NOT starts_with(x.replay_id, '{PREFIX}')""", [name])
+        ex_(
+            f"""DELETE FROM records x USING extracted e WHERE x.run_id = e.run_id AND lower(x.name) = lower(?)
+                AND x.path = e.path AND x.coord = e.coord AND starts_with(x.replay_id, '{PREFIX}')""", [name])
+        ex_(f"INSERT INTO records SELECT run_id, seq, ?, path, coord, {FLOAT}, num, NULL, replay_id FROM extracted",
+            [name])
+        ex_(f"""INSERT INTO log_names (run_id, name, path, vtype, n, replayed, dups)
+                SELECT run_id, ?, path, {FLOAT}, count(*), true, 0 FROM extracted GROUP BY ALL""", [name])
+        ex_(
+            """INSERT OR REPLACE INTO replays (replay_id, run_id, names, version, statement, strategy, iterations,
+                   started, seconds, estimate, status, fidelity)
+               SELECT replay_id, run_id, [?], NULL, ?, 'extract',
+                      string_agg(DISTINCT CAST(coord[1] AS VARCHAR), ',' ORDER BY CAST(coord[1] AS VARCHAR)),
+                      current_timestamp, 0.0, 0.0, 'extracted', NULL
+               FROM extracted GROUP BY replay_id, run_id""",
+            [name, statement],
+        )
+        ex.written = dict(ex_("SELECT DISTINCT run_id, replay_id FROM extracted").fetchall())
+        ex_("DROP TABLE extracted")
+        ex_("COMMIT")
+    except BaseException:
+        ex_("ROLLBACK")
+        raise
     return ex
-
-
-def _ranges(its: list[int]) -> str:
-    from flordb.hindsight.api import _ranges as ranges
-
-    return ranges(its)
 
 
 # -- offering it for a missing column (the query hook) -------------------------------------------
@@ -254,7 +256,7 @@ def offer(cat: Catalog, names: list[str], mode: str) -> set[str]:
     for n in printed:
         ex = extract(cat, n)
         done.add(n)
-        say(f"{n}: {len(ex.rows)} values extracted from {len(ex.written)} run(s) (provenance: {PREFIX}...).")
+        say(f"{n}: {ex.values} values extracted from {len(ex.written)} run(s) (provenance: {PREFIX}...).")
         if ex.comparison and ex.comparison.compared:
             say(ex.comparison.summary(n))
     return done
