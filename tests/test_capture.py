@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from conftest import base_env, q, record
+from conftest import base_env, q, readme_block, record
 
 from flordb.record.capture import Capture, _Tee, raw
 from flordb.record.context import Blocks
@@ -211,3 +211,22 @@ def test_tolerance_follows_printed_digits():
     assert pat.search("{'loss': 0.001}").group(1) == "0.001"
     assert pat.search("Loss=3e-4,").group(1) == "3e-4"
     assert pat.search("val_loss 3.0 loss_scale 2") is None
+
+
+def test_readme_console_and_extract_examples_run_as_written(project):
+    record(project, readme_block("logging.basicConfig(level=logging.INFO, format="), check=True)
+    df = q(project, "SELECT coord, channel, level, text FROM console ORDER BY seq")
+    shown = [([int(x) for x in c], ch, lv if isinstance(lv, str) else None, t)
+             for c, ch, lv, t in df.itertuples(index=False)][:3]
+    assert shown == [([0], "stdout", None, "| epoch 0 | lr 0.50 | loss 0.5000 | ppl 1.65"),
+                     ([0], "logging", "INFO", "epoch 0 done"),
+                     ([1], "stdout", None, "| epoch 1 | lr 0.50 | loss 0.2500 | ppl 1.28")]
+    env = base_env(project)
+    for line in readme_block("flordb extract ppl --preview", "bash").splitlines():
+        cmd = line.split("#")[0].strip()
+        proc = subprocess.run(["bash", "-c", cmd.replace("flordb ", f"{sys.executable} -m flordb ", 1)],
+                              cwd=project, env=env, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, (cmd, proc.stderr)
+    df = q(project, 'SELECT epoch, ppl, loss, "replay.ppl" AS p FROM logs ORDER BY epoch')
+    assert df.ppl.tolist() == [1.65, 1.28, 1.18] and df.loss.tolist() == [0.5, 0.25, 0.1667]
+    assert all(p.startswith("extract-") for p in df.p)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import make_project, q, record
+from conftest import make_project, q, readme_block, record
 
 from flordb.hindsight.api import replay
 from flordb.store.layout import locate
@@ -127,3 +127,11 @@ with flor.iteration("bad", -1):
     df = q(project, "SELECT epoch, step, x FROM logs WHERE x IS NOT NULL ORDER BY ALL")
     assert [tuple(r) for r in df.itertuples(index=False)] == [(e, s, e * 10 + s) for e in range(2) for s in range(3)]
     assert q(project, "SELECT y FROM logs WHERE y IS NOT NULL").y.tolist() == [1]
+
+
+def test_readme_while_loop_example(project):
+    record(project, readme_block("with flor.iteration(\"iter\", it):"), "--kwargs", "max_iters=4", check=True)
+    df = q(project, "SELECT iter, loss FROM logs ORDER BY iter")
+    assert df.iter.tolist() == [0, 1, 2, 3]
+    assert df.loss.tolist() == [1.0 / (1.0 + 0.5 * (i + 1)) for i in range(4)]
+    assert q(project, "SELECT min(iteration) AS i FROM checkpoints").i.iloc[0] == 0  # the first is always saved

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from conftest import base_env, make_project, q, record
+from conftest import base_env, make_project, q, readme_block, record
 
 torch = pytest.importorskip("torch")
 
@@ -161,3 +161,11 @@ def test_resume_file_replays_the_bytes_it_loaded_or_refuses(tmp_path):
     assert rep.failed
     log = rep.failed[0].log.read_text()
     assert "changed since the run loaded it" in log and "recorded bytes are gone" in log
+
+
+def test_readme_finetune_example(proj):
+    pre = run_id_of(proj, "pretrain.py", 0)
+    (proj / "readme_finetune.py").write_text(readme_block("parent = flor.arg(\"parent\", \"\")"))
+    record(proj, "readme_finetune.py", "--kwargs", f"parent={pre[:15]}", check=True, timeout=300)
+    runs = q(proj, "SELECT parent_run, parent_iteration FROM runs WHERE script = 'readme_finetune.py'")
+    assert runs.parent_run.tolist() == [pre] and runs.parent_iteration.tolist() == [2]

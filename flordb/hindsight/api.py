@@ -211,9 +211,11 @@ def _missing_column_hook(cat: Catalog, err: UnknownColumnError, sql: str, mode: 
     from flordb.hindsight.extract import offer
     from flordb.hindsight.plan import locate_statements
 
-    extracted = offer(cat, err.names, mode)  # printed but never logged: read it from the console lines
-    found = locate_statements(cat.layout.work_tree, err.names)
-    if set(found) | extracted != set(err.names):
+    # "replay.<name>" is missing because <name> is: it comes with it.
+    names = [n for n in err.names if not (n.startswith("replay.") and n[len("replay."):] in err.names)]
+    extracted = offer(cat, names, mode)  # printed but never logged: read it from the console lines
+    found = locate_statements(cat.layout.work_tree, names)
+    if set(found) | extracted != set(names):
         return False
     if not found:
         return True
