@@ -10,7 +10,7 @@
    figure 1's run) into a fresh catalog.
 3. Queries on a catalog of 100 runs x 10,000 step-level ``loss`` records plus per-epoch
    ``acc`` (segments written with the runtime's SegmentWriter), through
-   ``flordb.query.engine.execute`` on an open catalog and through ``flordb.query.api.query``.
+   ``flordb.sql.engine.execute`` on an open catalog and through ``flordb.api.query``.
 """
 
 from __future__ import annotations
@@ -168,8 +168,8 @@ def median_ms(fn, reps: int) -> tuple[float, list[float]]:
 
 
 def figure_queries(runs: int, epochs: int, steps: int, reps: int = 5) -> dict:
-    from flordb.query import engine
-    from flordb.query.api import query
+    from flordb.sql import engine
+    from flordb.api import query
     from flordb.store.catalog import open_catalog
     from flordb.store.layout import Layout
 

@@ -82,7 +82,7 @@ def record_history(project: Path, runs, epochs: int) -> float:
 
 
 def ground_truth_sources(runs) -> list[str]:
-    from flordb.hindsight.propagate import propagate
+    from flordb.hindsight.propagation import propagate
 
     current = (EVOLUTION / "v4_train.py").read_text()
     lineno = next(k for k, l in enumerate(current.splitlines(), 1) if f'"{STATEMENT_NAME}"' in l)
@@ -111,7 +111,7 @@ def values_by_run(project: Path, runs, rerun: bool) -> dict[tuple[int, float], l
     The bench project's version rank is the order in which versions were first
     recorded; the re-run project's scripts are ``run<k>.py`` for the k-th run.
     """
-    from flordb.query.api import query
+    from flordb.api import query
     from flordb.store.layout import locate
 
     layout = locate(project)

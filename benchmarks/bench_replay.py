@@ -145,7 +145,7 @@ def final_table(rows: list[tuple[str, str, str, bool | None]]) -> bool:
 
 
 def query_count(project: Path, sql: str) -> int:
-    from flordb.query.api import query
+    from flordb.api import query
     from flordb.store.layout import locate
 
     df = query(sql, replay="no", layout=locate(project))

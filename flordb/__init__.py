@@ -8,12 +8,13 @@ loads DuckDB.
 
 from flordb.record.api import arg, checkpointing, commit, iteration, log, loop
 
-__all__ = ["log", "arg", "loop", "iteration", "checkpointing", "commit", "load_checkpoint", "resume_file", "query", "dataframe", "replay", "compare"]
+__all__ = ["log", "arg", "loop", "iteration", "checkpointing", "commit", "load_checkpoint", "resume_file", "query",
+           "dataframe", "replay", "compare"]
 __version__ = "0.1.0"
 
 _LAZY = {
-    "query": "flordb.query.api",
-    "dataframe": "flordb.query.api",
+    "query": "flordb.api",
+    "dataframe": "flordb.api",
     "replay": "flordb.hindsight.api",
     "compare": "flordb.comparison",
     "load_checkpoint": "flordb.record.lineage",

@@ -57,9 +57,9 @@ def record(project: Path, kwargs: list[str]) -> None:
 
 
 def run_demo(directory: str | None = None) -> None:
-    from flordb.cli.render import render
-    from flordb.query.api import query
-    from flordb.query.runs import list_runs
+    from flordb.tabular import render
+    from flordb.api import query
+    from flordb.sql.runs import list_runs
     from flordb.store.layout import locate
 
     project = Path(directory or tempfile.mkdtemp(prefix="flordb-demo-")).resolve()
@@ -97,4 +97,15 @@ def run_demo(directory: str | None = None) -> None:
     print(render(df, "table", width=10_000), flush=True)
     missing = int(df["grad_norm"].isna().sum())
     step(f"Done in {time.perf_counter() - t_start:.0f} s. grad_norm filled for {len(df) - missing} of {len(df)} rows.")
-    print(f"Try it yourself:  cd {project} && flordb shell", file=sys.stderr)
+    print(f"Try it yourself:  cd {project} && {flordb_command()} shell", file=sys.stderr)
+
+
+def flordb_command() -> str:
+    """How to call this very `flordb` from any shell: its bare name only when it is on PATH."""
+    import shutil
+
+    here = Path(sys.executable).with_name("flordb")
+    found = shutil.which("flordb")
+    if found and here.exists() and Path(found).resolve() == here.resolve():
+        return "flordb"
+    return str(here) if here.exists() else f"{sys.executable} -m flordb"

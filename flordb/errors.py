@@ -37,6 +37,12 @@ class StoreError(FlorError):
     exit_code = 1
 
 
+class NoStoreError(StoreError):
+    """A command that reads the store was run where there is none (nothing is created)."""
+
+    exit_code = 2
+
+
 class CatalogBusyError(StoreError):
     """Another process held the catalog for longer than we were willing to wait."""
 

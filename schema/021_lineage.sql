@@ -15,3 +15,7 @@ CREATE TABLE lineage (
     digest           VARCHAR,         -- file: sha256 of the bytes loaded (kept in the object store)
     nbytes           BIGINT
 );
+
+-- Replay workers keep the same columns as runs (they never load a parent of their own).
+ALTER TABLE replay_workers ADD COLUMN parent_run VARCHAR;
+ALTER TABLE replay_workers ADD COLUMN parent_iteration BIGINT;

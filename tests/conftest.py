@@ -4,7 +4,7 @@
   identity, one commit, and no global configuration leaking in.
 - ``record(project, script, *args, env=None)``: run a script (text or path)
   with the venv's Python inside the project, progress bar off.
-- ``q(project, sql)``: ``flordb.query.api.query`` on the project's store, no replay.
+- ``q(project, sql)``: ``flordb.api.query`` on the project's store, no replay.
 - ``git_state(path)``: everything about the user's git state a run must not change.
 """
 
@@ -110,8 +110,8 @@ def spawn(project, script, *args, env=None, **kwargs) -> subprocess.Popen:
 
 
 def q(project, sql):
-    """``flordb.query.api.query(sql)`` on the project's store, never replaying."""
-    from flordb.query.api import query
+    """``flordb.api.query(sql)`` on the project's store, never replaying."""
+    from flordb.api import query
     from flordb.store.layout import locate
 
     return query(sql, replay="no", layout=locate(project))

@@ -144,7 +144,7 @@ def printed(project):
 
 
 def test_query_extracts_a_printed_metric(printed):
-    from flordb.query.api import query
+    from flordb.api import query
     from flordb.store.layout import locate
 
     df = query("SELECT run_id, lr, epoch, step, ppl, loss FROM logs ORDER BY lr, epoch, step", replay="yes",

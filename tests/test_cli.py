@@ -131,6 +131,9 @@ def test_runs_on_empty_project(project, monkeypatch):
     monkeypatch.chdir(project)
     r = invoke("runs")
     assert r.exit_code == 0, r.output
+    q = invoke("query", "SELECT 1")
+    assert q.exit_code == 2 and "no FlorDB store" in q.stderr
+    assert not (project / ".flordb").exists()  # reading never creates a store
 
 
 def test_python_m_flordb_help(project):

@@ -66,7 +66,7 @@ def proj(tmp_path_factory):
         ("depth_a2", "depth_a.py", ["--kwargs", "epochs=2"]),
     ]
     ids = {}
-    from flordb.query.api import query
+    from flordb.api import query
 
     for label, script, args in runs:
         record(root, root / script, *args, check=True)

@@ -5,19 +5,23 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import click
+
 from flordb.cli.main import cli
 
+CTX = click.Context(cli)
+COMMANDS = {name: cli.get_command(CTX, name) for name in cli.list_commands(CTX)}
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 
 
 def test_every_cli_command_has_a_readme_example():
-    for name in cli.commands:
+    for name in COMMANDS:
         assert re.search(rf"^\s*\$?\s*flordb {name}\b", README, re.M), f"`flordb {name}` has no example in README.md"
 
 
 def test_every_option_of_query_and_replay_is_documented():
     for cmd in ("query", "replay", "compare", "runs"):
-        for param in cli.commands[cmd].params:
+        for param in COMMANDS[cmd].params:
             for opt in param.opts:
                 if opt.startswith("--") and opt not in ("--help",):
                     assert opt in README or opt in (Path(__file__).resolve().parents[1] / "docs" / "compare.md").read_text(), \

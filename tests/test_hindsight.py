@@ -27,7 +27,7 @@ from replay_scripts import run_parallel  # noqa: E402
 
 from flordb.hindsight import executor as executor_mod  # noqa: E402
 from flordb.hindsight.plan import plan_replay  # noqa: E402
-from flordb.query.api import query  # noqa: E402
+from flordb.api import query  # noqa: E402
 from flordb.store.catalog import open_catalog  # noqa: E402
 from flordb.store.layout import locate  # noqa: E402
 

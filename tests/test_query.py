@@ -241,7 +241,7 @@ def test_failed_and_write_statements_change_nothing(proj, sql):
 
 
 def test_dataframe_shorthand(proj):
-    from flordb.query.api import dataframe
+    from flordb.api import dataframe
 
     df = dataframe("lr", "acc", layout=locate(proj))
     assert list(df.columns) == ["run_id", "version", "tstamp", "epoch", "lr", "acc"]
@@ -329,7 +329,7 @@ def test_unique_names_are_read_without_a_pivot(project):
             for s in flor.loop("step", range(2)):
                 flor.log("loss", float(s))
     """, check=True)
-    from flordb.query.engine import prepare
+    from flordb.sql.engine import prepare
 
     with open_catalog(locate(project)) as cat:
         cat.ingest()

@@ -417,7 +417,7 @@ def test_torch_step_level_one_and_two_workers_equal_ground_truth(torch_proj):
 
 
 def test_query_fills_the_gaps_left_by_a_narrowed_replay(np_proj):
-    from flordb.query.api import query
+    from flordb.api import query
 
     rep = do_replay(np_proj, ["flat_norm"], where="epoch = 4", workers=1)
     assert not rep.failed
@@ -429,7 +429,7 @@ def test_query_fills_the_gaps_left_by_a_narrowed_replay(np_proj):
 
 def test_query_fills_runs_recorded_before_the_statement_existed(tmp_path):
     """A newer run logs the column; the older runs of the same script get it by replay."""
-    from flordb.query.api import query
+    from flordb.api import query
 
     body = NUMPY_FLAT
     statement = {"pre": 'flor.log("w_sum", float(w.sum()))'}
@@ -465,7 +465,7 @@ def test_workers_use_the_recorded_runs_torch_thread_count(torch_proj):
 
 def test_a_statement_that_logs_nothing_in_old_runs_is_not_replayed_on_every_query(tmp_path):
     """Conditional logging that never fires in the old run: one replay, then the gap is left alone."""
-    from flordb.query.api import query
+    from flordb.api import query
 
     project = setup_project(tmp_path / "proj", {"flat.py": NUMPY_FLAT})
     run_parallel([(project, project / "flat.py", kwargs(["lr=0.05"]), None)])

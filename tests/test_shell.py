@@ -160,8 +160,8 @@ def test_tables_lists_logs_first_then_catalog(home, capsys):
 
 
 def test_runs_is_flordb_runs(home, capsys):
-    from flordb.cli.render import render
-    from flordb.query.runs import list_runs
+    from flordb.tabular import render
+    from flordb.sql.runs import list_runs
 
     rc, out, _ = shell(".runs\n", capsys, fmt="csv")
     assert rc == 0

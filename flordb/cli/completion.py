@@ -58,14 +58,15 @@ class Vocabulary:
 
     tables: dict[str, list[str]] = field(default_factory=dict)
     commands: dict[str, object] = field(default_factory=dict)
+    meta: dict[str, str] = field(default_factory=dict)  # column -> "DOUBLE log", shown next to a completion
 
 
 def vocabulary(logs_columns: Iterable[str], tables: Mapping[str, Iterable[str]],
-               commands: Mapping[str, object] = ()) -> Vocabulary:
+               commands: Mapping[str, object] = (), meta: Mapping[str, str] | None = None) -> Vocabulary:
     """A Vocabulary from the columns of `logs`, the catalog's tables and the dot-commands."""
     all_tables = {"logs": list(logs_columns)}
     all_tables.update({t: list(cols) for t, cols in tables.items() if t != "logs"})
-    return Vocabulary(all_tables, dict(commands))
+    return Vocabulary(all_tables, dict(commands), dict(meta or {}))
 
 
 # -- statement scanning ----------------------------------------------------------------

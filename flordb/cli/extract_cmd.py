@@ -32,7 +32,7 @@ def extract(name: str, pattern: str | None, preview: bool, fmt: str) -> None:
     """
     import pandas as pd
 
-    from flordb.cli.render import render
+    from flordb.tabular import render
     from flordb.hindsight.extract import ExtractError, compare, extract as run_extract, rows, scan
     from flordb.store.catalog import open_catalog
 

@@ -6,14 +6,35 @@ Results go to stdout, plans/progress/prompts to stderr. Exit codes: 0 success,
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 import click
 
 from flordb.cli.common import handle_errors
 
+# Commands defined in their own module, imported only when that command runs (or for --help):
+# one line here per command, so `flordb query` never loads what `flordb compare` needs.
+LAZY_COMMANDS = {
+    "compare": "flordb.cli.compare_cmd:compare",
+    "extract": "flordb.cli.extract_cmd:extract",
+}
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+
+class LazyGroup(click.Group):
+    """A click group whose commands in LAZY_COMMANDS are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *LAZY_COMMANDS})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in LAZY_COMMANDS and name not in self.commands:
+            module, _, attr = LAZY_COMMANDS[name].partition(":")
+            self.add_command(getattr(importlib.import_module(module), attr), name)
+        return super().get_command(ctx, name)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="flordb")
 def cli() -> None:
     """FlorDB: query your training runs with SQL, even what you forgot to log."""
@@ -37,8 +58,8 @@ def query(sql: str, fmt: str, replay: str | None) -> None:
     \b
     flordb query "SELECT epoch, avg(loss) FROM logs GROUP BY ALL ORDER BY ALL"
     """
-    from flordb.cli.render import render
-    from flordb.query.api import query_table
+    from flordb.tabular import render
+    from flordb.api import query_table
 
     df = query_table(sql, replay=replay or "ask")
     click.echo(render(df, fmt))
@@ -50,8 +71,8 @@ def query(sql: str, fmt: str, replay: str | None) -> None:
 @handle_errors
 def runs(fmt: str, show_all: bool) -> None:
     """List runs: id, version, script, status, start, duration, args."""
-    from flordb.cli.render import render
-    from flordb.query.runs import list_runs
+    from flordb.tabular import render
+    from flordb.sql.runs import list_runs
 
     click.echo(render(list_runs(include_replays=show_all), fmt))
 
@@ -71,19 +92,86 @@ def shell(fmt: str) -> None:
 @click.option("--where", "-w", default=None, help="SQL predicate over run, arg and main-loop columns.")
 @click.option("--workers", "-j", type=click.IntRange(min=1), default=None, help="Parallel workers (default: cores).")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--dry-run", is_flag=True, help="Print each version's patch (or refusal) and change nothing.")
 @handle_errors
-def replay(names: tuple[str, ...], where: str | None, workers: int | None, yes: bool) -> None:
+def replay(names: tuple[str, ...], where: str | None, workers: int | None, yes: bool, dry_run: bool) -> None:
     """Fill in NAMES for recorded runs by replaying them with the current flor.log statements.
 
     \b
     flordb replay weight_norm
     flordb replay grad_norm --where "epoch >= 3" --workers 2 --yes
+    flordb replay grad_norm --dry-run
     """
+    if dry_run:
+        from flordb.hindsight.api import replay_preview
+
+        click.echo("".join(p.render() for p in replay_preview(list(names), where=where)), nl=False)
+        return
     from flordb.hindsight.api import replay as run_replay
 
     report = run_replay(list(names), where=where, workers=workers, yes=yes)
     if report.failed or report.diverged:
         sys.exit(1)
+
+
+@cli.command()
+@click.argument("run")
+@click.argument("tag")
+@click.option("--name", "as_name", is_flag=True, help="Make TAG the run's name (one per run) instead of a tag.")
+@handle_errors
+def tag(run: str, tag: str, as_name: bool) -> None:
+    """Tag a run (or name it), so that TAG works wherever a run is expected.
+
+    \b
+    flordb tag HEAD baseline
+    flordb tag 3f9c2a lr-sweep
+    flordb tag HEAD~1 first-try --name
+    """
+    _label(run, "name" if as_name else "tag", tag)
+
+
+@cli.command()
+@click.argument("run")
+@click.argument("text")
+@handle_errors
+def note(run: str, text: str) -> None:
+    """Attach a note to a run (a new note replaces the old one).
+
+    \b
+    flordb note HEAD "diverged after the lr change"
+    """
+    _label(run, "note", text)
+
+
+def _label(ref: str, kind: str, value: str) -> None:
+    from flordb.errors import QueryError
+    from flordb.sql.runs import resolve_run
+    from flordb.store.catalog import open_catalog
+
+    if not value.strip():
+        raise QueryError(f"the {kind} is empty")
+    with open_catalog() as cat:
+        cat.ingest()
+        run_id = resolve_run(cat, ref)
+        cat.add_label(run_id, kind, value.strip())
+    click.echo(f"{kind} {value.strip()!r} added to run {run_id}", err=True)
+
+
+@cli.command()
+@click.option("--to", "target", default="flordb-export.duckdb", show_default=True, metavar="FILE.duckdb|DIR.parquet",
+              help="Where to write: a DuckDB file, or a directory of Parquet files.")
+@handle_errors
+def export(target: str) -> None:
+    """Write a read-only copy with `runs` and a materialized `logs` for any DuckDB client.
+
+    \b
+    flordb export --to runs.duckdb && duckdb runs.duckdb "SELECT * FROM logs LIMIT 5"
+    flordb export --to runs.parquet
+    """
+    from flordb.sql.export import export as run_export
+
+    path, counts = run_export(target)
+    click.echo(f"Wrote {path}: " + ", ".join(f"{n} ({c} rows)" for n, c in counts.items()), err=True)
 
 
 @cli.command()
@@ -96,15 +184,6 @@ def demo(directory: str | None, yes: bool) -> None:
     from flordb.demo import run_demo
 
     run_demo(directory)
-
-
-from flordb.cli.compare_cmd import compare  # noqa: E402
-
-cli.add_command(compare)
-
-from flordb.cli.extract_cmd import extract  # noqa: E402
-
-cli.add_command(extract)
 
 
 def main() -> None:

@@ -32,7 +32,7 @@ from prompt_toolkit.completion import Completer, Completion
 
 from flordb.cli import special
 from flordb.cli.completion import Vocabulary, is_blank, is_complete, split_sql, suggest, vocabulary, word_before_cursor
-from flordb.cli.render import FORMATS, render
+from flordb.tabular import FORMATS, render
 from flordb.cli.special import ExitShell, Result
 from flordb.errors import FlorError
 from flordb.store.layout import Layout, locate
@@ -41,6 +41,7 @@ PROMPT = "flordb> "
 CONTINUATION = "   ...> "
 REFRESH_LOCK_TIMEOUT = 2.0  # a completion refresh gives up quickly when another process holds the catalog
 _BARE_EXIT = {"quit", "exit", "\\q"}
+MAXROWS = 100  # rows an interactive table shows; `.maxrows 0` shows all
 
 
 # -- configuration ------------------------------------------------------------------------
@@ -77,6 +78,10 @@ class ShellState:
     layout: Layout
     fmt: str = "table"
     interactive: bool = False
+    timer: bool = False  # print "Time: ..." after each result (.timer on|off)
+    maxrows: int | None = None  # rows shown by table/vertical output; the rest counted (.maxrows N)
+    pager: bool = False  # page results longer than the terminal (.pager on|off)
+    output: str | None = None  # results go to this file instead of stdout (.output FILE)
     # Held while this process uses the catalog, so a completion refresh never races a statement.
     lock: threading.RLock = field(default_factory=threading.RLock)
 
@@ -100,21 +105,51 @@ def execute(state: ShellState, text: str) -> Result:
     """One statement or dot-command line -> a Result (raises FlorError on failure)."""
     if special.is_special(text):
         return special.execute(state, text)
-    from flordb.query.api import query
+    from flordb.api import query_table
 
     with state.lock:
-        return Result(query(text, replay=state.replay, layout=state.layout))
+        return Result(query_table(text, replay=state.replay, layout=state.layout))
 
 
 def build_vocabulary(state: ShellState, timeout: float | None = REFRESH_LOCK_TIMEOUT) -> Vocabulary:
-    """What completion knows, read from the catalog in one short visit."""
-    from flordb.query.engine import HIDDEN_TABLES, catalog_tables
-    from flordb.query.schema import load_schema
+    """What completion knows, read from the catalog in one short visit, with each column's type and kind.
+
+    Names the current code logs but no run recorded complete too, marked "hindsight":
+    a query naming one replays it.
+    """
+    from flordb.sql.engine import HIDDEN_TABLES, catalog_tables
+    from flordb.sql.schema import load_schema
 
     with state.catalog(timeout=timeout) as cat:
-        logs = load_schema(cat).names
-        tables = {t: list(c) for t, c in catalog_tables(cat).items() if t not in HIDDEN_TABLES}
-    return vocabulary(logs, tables, command_vocabulary())
+        logs = load_schema(cat)
+        tables = {t: c for t, c in catalog_tables(cat).items() if t not in HIDDEN_TABLES}
+    meta = {c.name: f"{c.type} {c.kind}" for c in logs.columns.values()}
+    for cols in tables.values():
+        for name, typ in cols.items():
+            meta.setdefault(name, typ)
+    capable = sorted(n for n in _logged_by_current_code(state.layout) if n not in logs.columns)
+    for n in capable:
+        meta[n] = "hindsight: logged by the current code, no run recorded it"
+    return vocabulary([*logs.names, *capable], {t: list(c) for t, c in tables.items()}, command_vocabulary(),
+                      meta)
+
+
+def _logged_by_current_code(layout: Layout) -> set[str]:
+    try:
+        from flordb.hindsight.locate import find_log_statements
+        from flordb.hindsight.plan import python_files
+
+        names: set[str] = set()
+        for path in python_files(layout.work_tree)[:500]:
+            try:
+                source = path.read_text()
+            except (OSError, UnicodeDecodeError):
+                continue
+            if ".log(" in source:
+                names.update(st.name for st in find_log_statements(source))
+        return names
+    except Exception:  # completion never fails on odd code
+        return set()
 
 
 def command_vocabulary() -> dict[str, object]:
@@ -129,10 +164,11 @@ class Shell:
                  interactive: bool = False, layout: Layout | None = None):
         if fmt not in FORMATS:
             raise FlorError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
-        self.state = ShellState(layout or locate(), fmt, interactive)
+        self.config = load_config() if interactive else {"timing": False}
+        self.state = ShellState(layout or locate(), fmt, interactive, timer=bool(self.config.get("timing")),
+                                maxrows=MAXROWS if interactive else None, pager=interactive)
         self.out = stdout or sys.stdout
         self.err = stderr or sys.stderr
-        self.config = load_config() if interactive else {"timing": False}
         self.completer = _Completer(Vocabulary(commands=command_vocabulary()))
         self._refresh_guard = threading.Lock()
         self._refresh_wanted = False
@@ -176,11 +212,22 @@ class Shell:
 
     def _show(self, result: Result, seconds: float) -> None:
         if result.df is not None:
-            width = None if self.out is sys.stdout else 0  # auto-vertical only on the real terminal
-            print(render(result.df, self.state.fmt, width=width), file=self.out, flush=True)
+            state = self.state
+            to_file = state.output is not None
+            width = None if (self.out is sys.stdout and not to_file) else 0  # auto-vertical only on a terminal
+            text = render(result.df, state.fmt, width=width, limit=None if to_file else state.maxrows)
+            if to_file:
+                with open(state.output, "a", encoding="utf-8") as f:
+                    print(text, file=f)
+            elif state.pager and self.out is sys.stdout and _longer_than_terminal(text):
+                import click
+
+                click.echo_via_pager(text + "\n")
+            else:
+                print(text, file=self.out, flush=True)
         if result.status:
             print(result.status, file=self.err, flush=True)
-        if self.config.get("timing") and result.df is not None:
+        if self.state.timer and result.df is not None:
             print(f"Time: {seconds:.3f}s", file=self.err, flush=True)
 
     def _error(self, message: str) -> bool:
@@ -250,12 +297,16 @@ class Shell:
         history_path = self.state.layout.history
         history_path.parent.mkdir(parents=True, exist_ok=True)
 
+        made: list = []
+
         @Condition
         def multiline() -> bool:  # Enter inserts a newline until the input is a complete statement
-            text = get_app().current_buffer.text
+            # The input buffer, never the current one: during a reverse search (Ctrl-R) that is the
+            # search field, and a layout that changed under the search crashed prompt_toolkit.
+            text = made[0].default_buffer.text if made else get_app().current_buffer.text
             return not (is_complete(text) or text.strip().lower() in _BARE_EXIT)
 
-        return PromptSession(
+        session = PromptSession(
             message=PROMPT,
             prompt_continuation=lambda width, line_number, is_soft_wrap: CONTINUATION,
             multiline=multiline,
@@ -265,9 +316,12 @@ class Shell:
             complete_while_typing=True,
             lexer=_sql_lexer() if self.config.get("syntax_highlighting") else None,
             vi_mode=bool(self.config.get("vi")),
+            key_bindings=_key_bindings(),
             input=pt_input,
             output=pt_output,
         )
+        made.append(session)
+        return session
 
     # -- completion refresh -------------------------------------------------------------------
 
@@ -314,7 +368,30 @@ class _Completer(Completer):
         if not word and not asked and not before.endswith("."):
             return  # while typing, pop up only once a word is begun (Tab shows everything)
         for text in suggest(before, self.vocab, full_text=document.text):
-            yield Completion(text, start_position=-len(word))
+            meta = self.vocab.meta.get(text[1:-1].replace('""', '"') if text.startswith('"') else text)
+            yield Completion(text, start_position=-len(word), display_meta=meta)
+
+
+def _longer_than_terminal(text: str) -> bool:
+    import shutil
+
+    return sys.stdout.isatty() and text.count("\n") + 2 > shutil.get_terminal_size((120, 24)).lines
+
+
+def _key_bindings():
+    """Ctrl-C during a reverse search (Ctrl-R) ends the search, keeping the shell and its input."""
+    from prompt_toolkit.filters import is_searching
+    from prompt_toolkit.key_binding import KeyBindings
+    from prompt_toolkit.search import stop_search
+
+    kb = KeyBindings()
+
+    @kb.add("c-c", filter=is_searching)
+    @kb.add("c-g", filter=is_searching)
+    def _(event) -> None:
+        stop_search()
+
+    return kb
 
 
 def _sql_lexer():

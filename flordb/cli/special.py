@@ -7,25 +7,24 @@ registered is also documented. ``state`` is the shell's state
 the catalog for the length of one command.
 
 >>> sorted(c.name for c in visible_commands())[:3]
-['.format', '.help', '.quit']
+['.help', '.maxrows', '.mode']
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Optional
+from pathlib import Path
+from typing import Any, Callable, Optional
 
-import pandas as pd
-
-from flordb.cli.render import FORMATS
 from flordb.errors import FlorError
+from flordb.tabular import FORMATS, Rows
 
 
 @dataclass
 class Result:
     """What a statement or a dot-command gives back: rows to render, and/or a status line."""
 
-    df: Optional[pd.DataFrame] = None
+    df: Optional[Any] = None  # an Arrow table, a DataFrame or Rows
     status: Optional[str] = None
 
 
@@ -104,25 +103,25 @@ def execute(state, text: str) -> Result:
 @special_command(".help", "list these commands", aliases=(".?",))
 def show_help(state, arg: str) -> Result:
     rows = [(c.usage, ", ".join(c.aliases), c.description) for c in visible_commands()]
-    df = pd.DataFrame(rows, columns=["command", "aliases", "description"])
+    df = Rows(["command", "aliases", "description"], [list(r) for r in rows])
     return Result(df, "SQL statements end with ';'. `logs` is the wide view of every run.")
 
 
 @special_command(".tables", "list tables: `logs` and the catalog's own tables", aliases=(".t",))
 def show_tables(state, arg: str) -> Result:
-    from flordb.query.engine import HIDDEN_TABLES, catalog_tables
+    from flordb.sql.engine import HIDDEN_TABLES, catalog_tables
 
     with state.catalog() as cat:
         names = [t for t in catalog_tables(cat) if t not in HIDDEN_TABLES]
-    return Result(pd.DataFrame({"name": ["logs", *names]}))
+    return Result(Rows(["name"], [[n] for n in ["logs", *names]]))
 
 
 @special_command(".schema", "columns and types of a table (for `logs`: kind run/loop/arg/log)",
                  usage=".schema [table]", aliases=(".s",), completes="tables")
 def show_schema(state, arg: str) -> Result:
     from flordb.errors import UnknownColumnError
-    from flordb.query.engine import HIDDEN_TABLES, catalog_tables
-    from flordb.query.schema import load_schema
+    from flordb.sql.engine import HIDDEN_TABLES, catalog_tables
+    from flordb.sql.schema import load_schema
 
     table = arg.strip().strip('"').strip()
     with state.catalog() as cat:
@@ -133,22 +132,22 @@ def show_schema(state, arg: str) -> Result:
         for c in logs.columns.values()
     ]
     if table.lower() == "logs":
-        df = pd.DataFrame([r[1:] for r in logs_rows], columns=["column", "type", "kind", "logged_at"])
+        df = Rows(["column", "type", "kind", "logged_at"], [list(r[1:]) for r in logs_rows])
         return Result(df)
     if table:
         if table not in tables:
             close = UnknownColumnError([table], ["logs", *tables]).suggestions[table]
             hint = f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
             raise ShellCommandError(f"unknown table {table!r}{hint}; type .tables")
-        return Result(pd.DataFrame(list(tables[table].items()), columns=["column", "type"]))
+        return Result(Rows(["column", "type"], [list(kv) for kv in tables[table].items()]))
     rows = logs_rows + [(t, c, typ, "", "") for t, cols in tables.items() for c, typ in cols.items()]
-    return Result(pd.DataFrame(rows, columns=["table", "column", "type", "kind", "logged_at"]))
+    return Result(Rows(["table", "column", "type", "kind", "logged_at"], [list(r) for r in rows]))
 
 
 @special_command(".runs", "list runs, like `flordb runs` (`.runs all` includes replays)",
                  usage=".runs [all]", completes=("all",))
 def show_runs(state, arg: str) -> Result:
-    from flordb.query.runs import list_runs
+    from flordb.sql.runs import list_runs
 
     if arg not in ("", "all"):
         raise ShellCommandError(f"unexpected argument {arg!r}; usage: .runs [all]")
@@ -156,8 +155,8 @@ def show_runs(state, arg: str) -> Result:
         return Result(list_runs(include_replays=arg == "all", layout=state.layout))
 
 
-@special_command(".format", "set the output format: table, csv, json or vertical",
-                 usage=".format [table|csv|json|vertical]", completes=FORMATS)
+@special_command(".mode", "set the output format: table, csv, json, vertical or markdown",
+                 usage=".mode [table|csv|json|vertical|markdown]", aliases=(".format",), completes=FORMATS)
 def set_format(state, arg: str) -> Result:
     if not arg:
         return Result(status=f"Output format: {state.fmt}")
@@ -165,6 +164,54 @@ def set_format(state, arg: str) -> Result:
         raise ShellCommandError(f"unknown format {arg!r}; choose one of {', '.join(FORMATS)}")
     state.fmt = arg.lower()
     return Result(status=f"Output format: {state.fmt}")
+
+
+def _on_off(arg: str, usage: str) -> bool:
+    word = arg.lower()
+    if word not in ("on", "off"):
+        raise ShellCommandError(f"expected on or off; usage: {usage}")
+    return word == "on"
+
+
+@special_command(".timer", "print how long each statement took", usage=".timer on|off", completes=("on", "off"))
+def set_timer(state, arg: str) -> Result:
+    if arg:
+        state.timer = _on_off(arg, ".timer on|off")
+    return Result(status=f"Timer: {'on' if state.timer else 'off'}")
+
+
+@special_command(".output", "send results to FILE (appended), or back to the terminal without one",
+                 usage=".output [FILE]")
+def set_output(state, arg: str) -> Result:
+    target = arg.strip().strip("'\"")
+    if not target or target.lower() == "stdout":
+        state.output = None
+        return Result(status="Results go to the terminal")
+    path = Path(target).expanduser()
+    try:
+        path.open("a", encoding="utf-8").close()
+    except OSError as exc:
+        raise ShellCommandError(f"cannot write {target}: {exc.strerror or exc}") from None
+    state.output = str(path)
+    return Result(status=f"Results go to {path}")
+
+
+@special_command(".maxrows", "rows a table shows before \"(N more not shown)\"; 0 shows all",
+                 usage=".maxrows [N]")
+def set_maxrows(state, arg: str) -> Result:
+    if arg:
+        if not arg.isdigit():
+            raise ShellCommandError(f"expected a number of rows, got {arg!r}; usage: .maxrows N")
+        state.maxrows = int(arg) or None
+    return Result(status=f"Rows shown: {state.maxrows or 'all'}")
+
+
+@special_command(".pager", "page results longer than the terminal ($PAGER, else less)", usage=".pager on|off",
+                 completes=("on", "off"))
+def set_pager(state, arg: str) -> Result:
+    if arg:
+        state.pager = _on_off(arg, ".pager on|off")
+    return Result(status=f"Pager: {'on' if state.pager else 'off'}")
 
 
 @special_command(".quit", "leave the shell (also Ctrl-D)", aliases=(".exit", ".q"))

@@ -137,7 +137,7 @@ class Comparison:
     # -- output ------------------------------------------------------------------
 
     def as_dict(self) -> dict:
-        from flordb.cli.render import _plain
+        from flordb.tabular import plain as _plain
 
         names = [{k: _plain(v) for k, v in row.items()} for row in self.summary.to_dict("records")]
         return {
@@ -154,7 +154,7 @@ class Comparison:
 
     def report(self) -> str:
         """The text ``flordb compare`` prints."""
-        from flordb.cli.render import table
+        from flordb.tabular import table
 
         lines = [f"A: {self.a.describe()}", f"B: {self.b.describe()}", ""]
         shown = self.summary.copy()

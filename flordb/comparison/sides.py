@@ -53,6 +53,11 @@ def resolve_side(cat, spec: str, label: str) -> Side:
     runs = cat.execute(
         "SELECT run_id, version, script FROM runs WHERE mode = 'record' ORDER BY started, run_id"
     ).fetchall()
+    from flordb.sql.runs import find_runs
+
+    named = find_runs(cat, text)  # an id or a part of it, HEAD~n, a name or tag, a version prefix
+    if len(named) == 1:
+        return Side(label, text, *named[0])
     if _ID_LIKE.match(text):
         exact = [r for r in runs if r[0] == text]
         if exact:
@@ -82,8 +87,8 @@ def _predicate_runs(cat, text: str, label: str) -> list[tuple]:
     from sqlglot import exp
     from sqlglot.errors import SqlglotError
 
-    from flordb.query.engine import prepare, run_plan
-    from flordb.query.logs import col
+    from flordb.sql.engine import prepare, run_plan
+    from flordb.sql.logs import col
 
     try:
         trees = [t for t in sqlglot.parse(text, read="duckdb") if t is not None]
@@ -103,7 +108,7 @@ def _predicate_runs(cat, text: str, label: str) -> list[tuple]:
         .order_by(col("tstamp"), col("run_id"))
     )
     try:
-        plan, _ = prepare(cat, select.sql("duckdb"))
+        plan, _ = prepare(cat, select)
         df = run_plan(cat, plan)
     except UnknownColumnError as exc:
         parts = []
@@ -254,7 +259,7 @@ def _fill_by_replay(cat, names: Sequence[str], a: Side, b: Side, mode: str) -> b
     where = exp.In(this=exp.column("run_id"), expressions=[exp.Literal.string(s.run_id) for s in (a, b)])
     cat.close()
     try:
-        report = replay(logged, where=where.sql(dialect="duckdb"), layout=cat.layout, only_missing=True,
+        report = replay(logged, where=where, layout=cat.layout, only_missing=True,
                         confirm_mode=mode)
     except ConfirmationRequired as exc:
         say(f"{exc.message}.")

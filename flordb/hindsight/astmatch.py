@@ -13,6 +13,7 @@ import ast
 import builtins
 import copy
 import difflib
+import weakref
 from collections import Counter
 from dataclasses import dataclass
 
@@ -53,6 +54,102 @@ class ModuleInfo:
 
 def _import_binding(alias: ast.alias) -> str:
     return alias.asname or alias.name.split(".")[0]
+
+
+
+# ---------------------------------------------------------------- API spellings
+
+# Functions renamed across library versions without changing what they compute.
+RENAMED_CALLS = {"clip_grad_norm": "clip_grad_norm_", "clip_grad_value": "clip_grad_value_",
+                 "xavier_uniform": "xavier_uniform_", "xavier_normal": "xavier_normal_",
+                 "kaiming_uniform": "kaiming_uniform_", "kaiming_normal": "kaiming_normal_"}
+# Calls that only move or wrap a value: ``Variable(x)``, ``x.cuda()``, ``x.to(device)``.
+WRAPPING_CALLS = frozenset({"Variable"})
+MOVING_METHODS = frozenset({"cuda", "cpu", "to"})
+
+
+class _Normalize(ast.NodeTransformer):
+    """Rewrite old API spellings into one form, and ``self.x`` into a name ``self.x``.
+
+    ``loss.data[0]`` becomes ``loss.item()``; ``Variable(x)`` and
+    ``x.cuda()`` become ``x``; ``clip_grad_norm`` becomes ``clip_grad_norm_``.
+    An attribute of ``self`` becomes one name so that ``self.loss`` and a
+    local ``loss`` compare like two spellings of one variable.
+    """
+
+    def visit_Subscript(self, node):
+        self.generic_visit(node)
+        v = node.value
+        if (isinstance(v, ast.Attribute) and v.attr == "data" and isinstance(node.slice, ast.Constant)
+                and node.slice.value == 0):
+            return ast.Call(func=ast.Attribute(value=v.value, attr="item", ctx=ast.Load()), args=[], keywords=[])
+        return node
+
+    def visit_Call(self, node):
+        self.generic_visit(node)
+        f = node.func
+        name = f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute) else None
+        if name in WRAPPING_CALLS and node.args:
+            return node.args[0]
+        if isinstance(f, ast.Attribute) and f.attr in MOVING_METHODS and len(node.args) <= 1:
+            return f.value
+        return node
+
+    def visit_Attribute(self, node):
+        self.generic_visit(node)
+        if isinstance(node.value, ast.Name) and node.value.id == "self":
+            return ast.Name(id=f"self.{node.attr}", ctx=node.ctx)
+        if node.attr in RENAMED_CALLS:
+            node.attr = RENAMED_CALLS[node.attr]
+        return node
+
+    def visit_Name(self, node):
+        if node.id in RENAMED_CALLS:
+            return ast.Name(id=RENAMED_CALLS[node.id], ctx=node.ctx)
+        return node
+
+
+_NORMALIZED: "weakref.WeakKeyDictionary[ast.AST, ast.AST]" = weakref.WeakKeyDictionary()
+_KEYS: "weakref.WeakKeyDictionary[ast.AST, dict]" = weakref.WeakKeyDictionary()
+
+
+def normalize(node: ast.AST) -> ast.AST:
+    """A normalized copy of ``node`` (see ``_Normalize``); the original is untouched.
+
+    Copies are cached per node and shared: callers must not modify them.
+    """
+    found = _NORMALIZED.get(node)
+    if found is None:
+        found = _NORMALIZED[node] = _Normalize().visit(copy.deepcopy(node))
+    return found
+
+
+def _cached(kind: str, node: ast.AST, make):
+    keys = _KEYS.get(node)
+    if keys is None:
+        keys = _KEYS[node] = {}
+    if kind not in keys:
+        keys[kind] = make()
+    return keys[kind]
+
+
+def read_refs(stmt: ast.stmt) -> list[tuple[ast.expr, str]]:
+    """What the statement reads from its surroundings: free names and ``self.x`` attributes.
+
+    Each comes with its text (``"loss"``, ``"self.loss"``), the unit in
+    which names are matched, renamed and checked.
+    """
+    refs = []
+    free = free_name_nodes(stmt)
+    selfs = {id(n) for n in free if n.id == "self"}
+    parents = {id(c): p for p in ast.walk(stmt) for c in ast.iter_child_nodes(p)}
+    for n in free:
+        parent = parents.get(id(n))
+        if id(n) in selfs and isinstance(parent, ast.Attribute) and parent.value is n:
+            refs.append((parent, f"self.{parent.attr}"))
+        else:
+            refs.append((n, n.id))
+    return refs
 
 
 # ---------------------------------------------------------------- keys
@@ -126,10 +223,14 @@ def _kind(stmt: ast.stmt) -> str:
 
 
 def exact_key(stmt: ast.stmt) -> str:
-    """Equal exactly when the statement (header, for compounds) is unchanged."""
+    """Equal exactly when the statement (header, for compounds) is unchanged, up to API spellings."""
+    return _cached("exact", stmt, lambda: _exact_key(stmt))
+
+
+def _exact_key(stmt: ast.stmt) -> str:
     if isinstance(stmt, COMPOUND):
-        return _kind(stmt) + "|" + "|".join(ast.dump(n) for n in header_nodes(stmt))
-    return ast.dump(stmt)
+        return _kind(stmt) + "|" + "|".join(ast.dump(normalize(n)) for n in header_nodes(stmt))
+    return ast.dump(normalize(stmt))
 
 
 def abstract_key(stmt: ast.stmt, info: ModuleInfo) -> str | None:
@@ -138,12 +239,17 @@ def abstract_key(stmt: ast.stmt, info: ModuleInfo) -> str | None:
     A tiny statement made only of local names (``b()``, ``x = y``) has no
     key: once its names are abstracted nothing is left to recognise it by.
     """
+    return _cached(("abstract", id(info)), stmt, lambda: _abstract_key(stmt, info))
+
+
+def _abstract_key(stmt: ast.stmt, info: ModuleInfo) -> str | None:
     if isinstance(stmt, (ast.For, ast.AsyncFor)):
         return f"{_kind(stmt)}|{loop_name(stmt, info)}|" + abstract_dump([core_iter(stmt, info)[1]], info.keep)
     if isinstance(stmt, (ast.With, ast.AsyncWith)):
         return _kind(stmt) + "|" + abstract_dump([i.context_expr for i in stmt.items], info.keep)
     if isinstance(stmt, COMPOUND):
-        return _kind(stmt) + "|" + abstract_dump(header_nodes(stmt), info.keep)
+        return _kind(stmt) + "|" + abstract_dump([normalize(n) for n in header_nodes(stmt)], info.keep)
+    stmt = normalize(stmt)
     return abstract_dump([stmt], info.keep) if _recognisable(stmt, info) else None
 
 
@@ -175,6 +281,18 @@ def shape_key(stmt: ast.stmt, info: ModuleInfo) -> str | None:
     return None
 
 
+def value_key(stmt: ast.stmt) -> str | None:
+    """What a one-name assignment stores, when that is more than a constant: used only to position.
+
+    ``best_val = val_loss`` and ``best_val_loss = val_loss`` store the same value
+    under two names; ``x = 0`` and ``y = 0`` say nothing.
+    """
+    if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name) \
+            and not isinstance(stmt.value, ast.Constant):
+        return "Value|" + ast.dump(normalize(stmt.value))
+    return None
+
+
 # ---------------------------------------------------------------- alignment
 
 @dataclass(frozen=True)
@@ -198,6 +316,7 @@ def align(new_block: list[ast.stmt], old_block: list[ast.stmt],
         (EXACT, exact_key, exact_key),
         (ABSTRACT, lambda s: abstract_key(s, new_info), lambda s: abstract_key(s, old_info)),
         (SHAPE, lambda s: shape_key(s, new_info), lambda s: shape_key(s, old_info)),
+        (SHAPE, value_key, value_key),
     )
     return sorted(_align_gap(new_block, old_block, 0, len(new_block), 0, len(old_block), passes),
                   key=lambda p: p.new)
@@ -237,8 +356,12 @@ def name_pairs(new: ast.stmt, old: ast.stmt, new_info: ModuleInfo, old_info: Mod
         (nt, ni), (ot, oi) = core_iter(new, new_info), core_iter(old, old_info)
         parts = [(ni, oi)] + ([(nt, ot)] if ast.dump(_shape(nt)) == ast.dump(_shape(ot)) else [])
     elif isinstance(new, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        # Parameters kept by name are the same; a renamed one pairs by position only
+        # with an old parameter that is renamed too (reordering is not renaming).
         na, oa = _params(new), _params(old)
-        yield from ((n, o, 2) for n, o in zip(na, oa)) if len(na) == len(oa) else ()
+        yield from ((n, n, 2) for n in na if n in oa)
+        if len(na) == len(oa):
+            yield from ((n, o, 2) for n, o in zip(na, oa) if n not in oa and o not in na)
         return
     elif isinstance(new, (ast.With, ast.AsyncWith)) and len(new.items) == len(old.items):
         parts = list(zip(new.items, old.items))
@@ -246,6 +369,7 @@ def name_pairs(new: ast.stmt, old: ast.stmt, new_info: ModuleInfo, old_info: Mod
         parts = list(zip(header_nodes(new), header_nodes(old)))
     else:
         parts = [(new, old)]
+    parts = [(normalize(n), normalize(o)) for n, o in parts]
     seen: dict[tuple[str, str], int] = {}
     for n, o in parts:
         nn = [x for x in ast.walk(n) if isinstance(x, ast.Name)]

@@ -220,6 +220,9 @@ def extract(cat: Catalog, name: str, pattern: str | None = None, ex: Extraction 
     except BaseException:
         ex_("ROLLBACK")
         raise
+    finally:
+        if hasattr(cat, "changed"):
+            cat.changed()  # cached schemas and plans must see the new column
     return ex
 
 

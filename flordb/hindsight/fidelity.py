@@ -22,6 +22,15 @@ class Fidelity:
             return "diverged"
         return "ok" if self.compared else "unchecked"
 
+    @property
+    def summary(self) -> str:
+        """What ``replays.fidelity`` says: the first mismatch, or how many values were reproduced."""
+        if self.first:
+            return self.first
+        if self.compared:
+            return f"{self.compared} recorded value{'s' if self.compared != 1 else ''} reproduced exactly"
+        return "unchecked: the replay logged no value the run had recorded"
+
 
 def check(cat: Catalog, replay_id: str, rtol: float = 0.0) -> Fidelity:
     """Compare the replay's fidelity values with the recorded ones (exact by default)."""

@@ -1,7 +1,7 @@
 """Plan a hindsight replay: which runs, which versions, which iterations, how.
 
 For every selected run lacking the names: take its code version, place the
-current statements into it (:func:`flordb.hindsight.propagate.propagate`),
+current statements into it (:func:`flordb.hindsight.propagation.propagate`),
 record the patched version as a commit whose parent is the snapshot, decide
 the strategy from the patched tree (:mod:`flordb.hindsight.analyze`), and cut
 the needed main-loop iterations into tasks costed from the run's recorded
@@ -23,13 +23,13 @@ from sqlglot import exp
 from flordb.errors import HindsightError, PropagationError, QueryError, UnknownColumnError
 from flordb.hindsight.analyze import NESTED, PREFIX, SUFFIX, nested_skip_safety, placement
 from flordb.hindsight.locate import find_log_statements
-from flordb.hindsight.propagate import propagate
+from flordb.hindsight.propagation import propagate
 from flordb.hindsight.tasks import (  # noqa: F401  (the plan types stay importable from here)
     ReplayPlan, RunFacts, RunPlan, Statement, Task, _useful_chunks, _worth_splitting, make_tasks,
 )
-from flordb.query.engine import prepare, run_plan
-from flordb.query.logs import ident
-from flordb.query.schema import LogsSchema, load_schema
+from flordb.sql.engine import prepare, run_plan
+from flordb.sql.logs import ident
+from flordb.sql.schema import LogsSchema, load_schema
 from flordb.store.catalog import Catalog
 from flordb.store.objects import ObjectStore
 from flordb.store.segments import decode
@@ -134,7 +134,7 @@ def selected_iterations(cat: Catalog, cond: exp.Expression | None, main_loop: st
     select = exp.select(exp.column(ident("run_id")), exp.column(ident(main_loop))).distinct().from_("logs")
     if cond is not None:
         select = select.where(cond.copy())
-    p, _ = prepare(cat, select.sql(dialect="duckdb"))
+    p, _ = prepare(cat, select)
     df = run_plan(cat, p)
     out: dict[str, list[int]] = {r: [] for r in run_ids}
     for run_id, i in df.itertuples(index=False, name=None):
@@ -192,7 +192,7 @@ def plan_replay(cat: Catalog, names: list[str], where: str | None = None, worker
         its = selected_iterations(cat, cond, main_loop, [r[0] for r in candidates])
     elif cond is not None:
         sel = exp.select(exp.column(ident("run_id"))).distinct().from_("logs").where(cond.copy())
-        chosen = set(run_plan(cat, prepare(cat, sel.sql(dialect="duckdb"))[0])["run_id"])
+        chosen = set(run_plan(cat, prepare(cat, sel)[0])["run_id"])
         candidates = [r for r in candidates if r[0] in chosen]
 
     store = ObjectStore(layout.objects)

@@ -13,8 +13,16 @@ from typing import Any
 FLAG = "--kwargs"
 
 
+# The command line as typed, ``--kwargs`` included (take_overrides removes them from sys.argv).
+ARGV: list[str] = []
+# ``--kwargs flor.name=... flor.tag=...`` label the run instead of overriding a flor.arg.
+LABEL_PREFIX = "flor."
+
+
 def take_overrides(argv: list[str]) -> dict[str, str]:
     """Remove ``--kwargs k=v ...`` (up to the next ``-``-flag) from argv, in place."""
+    if argv is sys.argv:
+        ARGV[:] = argv[1:]
     overrides: dict[str, str] = {}
     i = 0
     while i < len(argv):
@@ -60,3 +68,14 @@ def cast(text: str, default: Any) -> Any:
         return ast.literal_eval(text)
     except (ValueError, SyntaxError):
         return text
+
+
+def labels(overrides: dict[str, str]) -> dict:
+    """``flor.name`` and ``flor.tag`` (comma-separated) from the overrides: how people name a run."""
+    out: dict = {}
+    if overrides.get(LABEL_PREFIX + "name"):
+        out["name"] = overrides[LABEL_PREFIX + "name"]
+    tags = [t.strip() for t in overrides.get(LABEL_PREFIX + "tag", "").split(",") if t.strip()]
+    if tags:
+        out["tags"] = tags
+    return out

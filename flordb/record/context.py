@@ -10,8 +10,9 @@ full collections scan them and cost more than the logging itself.
 
 from __future__ import annotations
 
-SHIFT = 32
-MASK = (1 << SHIFT) - 1
+from flordb.store.segments import MASK, SHIFT  # the segment format owns the encoding
+
+__all__ = ["MASK", "SHIFT", "TOP", "Blocks"]
 TOP = 0  # block 0: outside any loop
 
 

@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from flordb.record.args import ARGV, LABEL_PREFIX, labels
 from flordb.store.layout import Layout
 from flordb.record.context import TOP, Blocks
 from flordb.store.segments import IMMUTABLE, SegmentWriter, encode, write_json_atomic
@@ -90,7 +91,8 @@ class Run:
             "run_id": self.run_id,
             "mode": self.mode,
             "script": _relative(script, self.layout.work_tree),
-            "argv": sys.argv[1:],
+            "argv": list(ARGV) or sys.argv[1:],
+            "labels": labels(self.overrides),
             "started": self.started,
             "pid": os.getpid(),
             "host": socket.gethostname(),
@@ -144,7 +146,7 @@ class Run:
         if self.capture is not None:
             self.capture.close()
         self.flush(force=True)  # every segment is on disk before end.json says the run ended
-        unused = set(self.overrides) - self.used_overrides
+        unused = {k for k in self.overrides if not k.startswith(LABEL_PREFIX)} - self.used_overrides
         if unused:
             report(f"--kwargs {', '.join(sorted(unused))} matched no flor.arg call")
         try:
@@ -154,6 +156,9 @@ class Run:
             )
         except Exception as exc:
             report(f"could not close the run: {exc}")
+            return
+        if self.mode == "record":
+            report(f"run {self.run_id} {status}; query it: flordb query \"SELECT * FROM logs WHERE run_id = '{self.run_id}'\"")
 
     def close_checkpoints(self) -> None:
         if self.ckpt_writer is not None:

@@ -8,9 +8,12 @@ run and two query processes take turns instead of failing.
 
 from __future__ import annotations
 
+import atexit
+import functools
 import os
 import random
 import socket
+import threading
 import time
 from dataclasses import dataclass
 from importlib import resources
@@ -18,11 +21,21 @@ from typing import Any, Callable
 
 import duckdb
 
-from flordb.errors import CatalogBusyError, StoreError
+from flordb.errors import CatalogBusyError, NoStoreError, StoreError
 from flordb.store.layout import Layout
 from flordb.store.segments import iter_run_dirs, read_json, segment_files
 
 Tracer = Callable[[str, Any], None]
+
+# What does not change between queries (the schema of `logs`, the catalog's tables,
+# the replayed statements), per catalog file and per catalog generation: reused
+# across queries of one process until something is ingested or replayed.
+_CACHE: dict[tuple[str, str], tuple[tuple, Any]] = {}
+
+
+@functools.lru_cache(maxsize=1)
+def _migrations() -> tuple[tuple[int, str, str], ...]:
+    return tuple(migrations())
 
 
 def migrations() -> list[tuple[int, str, str]]:
@@ -56,6 +69,7 @@ class Catalog:
         self.timeout = float(os.environ.get("FLORDB_LOCK_TIMEOUT", "120")) if timeout is None else timeout
         self.tracer = tracer
         self.con: duckdb.DuckDBPyConnection | None = None
+        self._generation: tuple | None = None
 
     # -- connection ---------------------------------------------------------------
 
@@ -67,7 +81,14 @@ class Catalog:
         self.close()
 
     def open(self) -> None:
-        self.layout.home.mkdir(parents=True, exist_ok=True)
+        if not self.layout.home.is_dir():
+            raise NoStoreError(
+                f"no FlorDB store at {self.layout.home}: run a script that calls flor.log there first,"
+                " or cd into a project (FLORDB_HOME points elsewhere)"
+            )
+        self.con = _take_pooled(self.path)
+        if self.con is not None:
+            return
         deadline = time.monotonic() + self.timeout
         delay = 0.01
         while True:
@@ -87,9 +108,11 @@ class Catalog:
         self.migrate()
 
     def close(self) -> None:
+        """Done with the catalog; the connection is kept for HOLD seconds for this process's next query."""
         if self.con is not None:
-            self.con.close()
+            _release(self.path, self.con)
             self.con = None
+        self._generation = None
 
     def execute(self, sql: str, params: Any = None) -> duckdb.DuckDBPyConnection:
         """Every statement goes through here, so ``tracer`` sees them all."""
@@ -98,13 +121,65 @@ class Catalog:
         assert self.con is not None, "catalog is not open"
         return self.con.execute(sql, params) if params is not None else self.con.execute(sql)
 
+    def executemany(self, sql: str, rows: list) -> None:
+        if self.tracer is not None:
+            self.tracer(sql, rows)
+        assert self.con is not None, "catalog is not open"
+        self.con.executemany(sql, rows)
+        self._generation = None
+
+    def read_arrow(self, sql: str):
+        """A read-only statement's result as an Arrow table, in a transaction that is always rolled back."""
+        self.execute("BEGIN TRANSACTION")
+        try:
+            if self.tracer is not None:
+                self.tracer(sql, None)
+            return self.con.sql(sql).to_arrow_table()
+        finally:
+            self.execute("ROLLBACK")
+
+    # -- what stays the same between queries ------------------------------------------
+
+    def generation(self) -> tuple:
+        """Changes whenever rows are ingested or replays recorded (by this or another process)."""
+        if self._generation is None:
+            self._generation = self.execute(
+                "SELECT (SELECT max(version) FROM schema_version), (SELECT count(*) FROM segments),"
+                " (SELECT sum(nrows) FROM segments), (SELECT count(*) FROM replays),"
+                " (SELECT max(started) FROM replays), (SELECT count(*) FROM versions),"
+                " (SELECT count(*) FROM runs WHERE complete), (SELECT count(*) FROM run_labels)"
+            ).fetchone()
+        return self._generation
+
+    def cached(self, key: str, compute: Callable[[], Any]) -> Any:
+        """``compute()``, reused while the catalog's generation stays the same. Callers must not mutate it."""
+        gen = self.generation()
+        slot = (str(self.path), key)
+        hit = _CACHE.get(slot)
+        if hit is not None and hit[0] == gen:
+            return hit[1]
+        value = compute()
+        _CACHE[slot] = (gen, value)
+        return value
+
+    def changed(self) -> None:
+        """Forget the generation: this connection wrote something."""
+        self._generation = None
+
     def migrate(self) -> None:
+        """Apply the migrations not applied yet; an up-to-date catalog is only read (no write, no lock wait)."""
+        latest = max((n for n, _, _ in _migrations()), default=0)
+        try:
+            if self.execute("SELECT max(version) FROM schema_version").fetchone()[0] == latest:
+                return
+        except duckdb.CatalogException:
+            pass
         self.execute(
             "CREATE TABLE IF NOT EXISTS schema_version"
             " (version INTEGER PRIMARY KEY, name VARCHAR, applied TIMESTAMPTZ DEFAULT current_timestamp)"
         )
         done = {row[0] for row in self.execute("SELECT version FROM schema_version").fetchall()}
-        for number, name, sql in migrations():
+        for number, name, sql in _migrations():
             if number in done:
                 continue
             self.execute("BEGIN TRANSACTION")
@@ -129,13 +204,17 @@ class Catalog:
         that loads its rows, so a crash mid-ingest loads it again next time.
         """
         stats = IngestStats()
-        complete = {r[0] for r in self.execute("SELECT run_id FROM runs WHERE complete").fetchall()}
+        complete = {r[0] for r in self.execute(
+            "SELECT run_id FROM runs WHERE complete UNION ALL SELECT run_id FROM replay_workers WHERE complete"
+        ).fetchall()}
         seen: dict[str, set[str]] = {}
         for run_id, seg in self.execute(
-            "SELECT s.run_id, s.segment FROM segments s JOIN runs r USING (run_id) WHERE NOT r.complete"
+            "SELECT s.run_id, s.segment FROM segments s JOIN"
+            " (SELECT run_id FROM runs WHERE NOT complete UNION ALL"
+            "  SELECT run_id FROM replay_workers WHERE NOT complete) r USING (run_id)"
         ).fetchall():
             seen.setdefault(run_id, set()).add(seg)
-        run_rows, files, owners = [], [], []
+        run_rows, files, owners, label_rows = [], [], [], []
         for run_dir in iter_run_dirs(self.layout.segments):
             run_id = run_dir.name
             if run_id in complete:
@@ -146,6 +225,9 @@ class Catalog:
             end = read_json(run_dir / "end.json")  # read before listing: see docstring of segments
             new = [f for f in segment_files(run_dir) if f.name not in seen.get(run_id, ())]
             run_rows.append(self._run_row(meta, end, done=end is not None))
+            given = meta.get("labels") or {}
+            label_rows += [(meta["run_id"], "name", given["name"])] if given.get("name") else []
+            label_rows += [(meta["run_id"], "tag", t) for t in given.get("tags") or []]
             for f in new:
                 files.append(str(f))
                 owners.append((str(f), run_id, meta.get("replay_of") or run_id, meta.get("replay_id"), f.name))
@@ -154,6 +236,12 @@ class Catalog:
         self.execute("BEGIN TRANSACTION")
         try:
             self._upsert_runs(run_rows)
+            for run_id, kind, value in label_rows:  # given at record time: added once
+                self.execute(
+                    "INSERT INTO run_labels (run_id, kind, value) SELECT ?, ?, ? WHERE NOT EXISTS"
+                    " (SELECT 1 FROM run_labels WHERE run_id = ? AND kind = ? AND value = ?)",
+                    [run_id, kind, value, run_id, kind, value],
+                )
             if files:
                 stats.rows = self._load_segments(files, owners)
             self._load_lineage()
@@ -161,6 +249,8 @@ class Catalog:
         except BaseException:
             self.execute("ROLLBACK")
             raise
+        finally:
+            self._generation = None
         stats.segments, stats.runs = len(files), len(run_rows)
         return stats
 
@@ -182,16 +272,26 @@ class Catalog:
         )
 
     def _upsert_runs(self, rows: list[tuple]) -> None:
-        self.con.executemany(
-            """INSERT OR REPLACE INTO runs (run_id, version, script, argv, status, error, started, ended,
+        """Recorded runs into ``runs``, replay workers into ``replay_workers`` (same columns)."""
+        for table, mode_rows in (("runs", [r for r in rows if r[14] != "replay"]),
+                                 ("replay_workers", [r for r in rows if r[14] == "replay"])):
+            if mode_rows:
+                self._upsert_into(table, mode_rows)
+        self._upsert_versions(rows)
+
+    def _upsert_into(self, table: str, rows: list[tuple]) -> None:
+        self.executemany(
+            f"""INSERT OR REPLACE INTO {table} (run_id, version, script, argv, status, error, started, ended,
                    duration, pid, host, user_head, user_branch, skipped, mode, replay_of, replay_id, complete,
                    clock0, startup, cwd, threads)
                VALUES (?, ?, ?, ?, ?, ?, to_timestamp(?), to_timestamp(?), ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
             [r[:-2] for r in rows],
         )
+
+    def _upsert_versions(self, rows: list[tuple]) -> None:
         versions = {(r[1], r[-2], r[-1]) for r in rows if r[1]}
         if versions:
-            self.con.executemany(
+            self.executemany(
                 "INSERT OR IGNORE INTO versions (version, git_dir, work_tree, kind) VALUES (?, ?, ?, 'snapshot')",
                 [list(v) for v in versions],
             )
@@ -203,6 +303,23 @@ class Catalog:
             " VALUES (?, ?, ?, ?, 'patched')",
             [version, git_dir, str(self.layout.work_tree), parent],
         )
+        self.changed()
+
+    def add_label(self, run_id: str, kind: str, value: str) -> None:
+        """A name, tag or note for a run (a run has one name and one note: a new one replaces it)."""
+        self.execute("BEGIN TRANSACTION")
+        try:
+            if kind in ("name", "note"):
+                self.execute("DELETE FROM run_labels WHERE run_id = ? AND kind = ?", [run_id, kind])
+            else:
+                self.execute("DELETE FROM run_labels WHERE run_id = ? AND kind = ? AND value = ?",
+                             [run_id, kind, value])
+            self.execute("INSERT INTO run_labels (run_id, kind, value) VALUES (?, ?, ?)", [run_id, kind, value])
+            self.execute("COMMIT")
+        except BaseException:
+            self.execute("ROLLBACK")
+            raise
+        self.changed()
 
     def record_replay(self, **row: Any) -> None:
         cols = ["replay_id", "run_id", "names", "version", "statement", "strategy", "iterations",
@@ -212,6 +329,7 @@ class Catalog:
             f" VALUES ({', '.join('?' for _ in cols)}, current_timestamp)",
             [row[c] for c in cols],
         )
+        self.changed()
 
     def _load_replayed(self) -> None:
         """Route replay workers' records before the bulk insert.
@@ -262,7 +380,7 @@ class Catalog:
     def _load_segments(self, files: list[str], owners: list[tuple]) -> int:
         self.execute("CREATE OR REPLACE TEMP TABLE seg_owner (filename VARCHAR, run_id VARCHAR,"
                      " target VARCHAR, replay_id VARCHAR, segment VARCHAR)")
-        self.con.executemany("INSERT INTO seg_owner VALUES (?, ?, ?, ?, ?)", owners)
+        self.executemany("INSERT INTO seg_owner VALUES (?, ?, ?, ?, ?)", owners)
         self.execute(
             "CREATE OR REPLACE TEMP TABLE seg_new AS SELECT s.*, o.target, o.replay_id"
             " FROM read_parquet(?, filename = true, union_by_name = true) s JOIN seg_owner o USING (filename)",
@@ -321,6 +439,67 @@ def _load_console_sql() -> str:
         f" CASE n {levels} ELSE CAST(n AS VARCHAR) END, txt FROM seg_new"
         f" WHERE kind = 'console' AND replay_id IS NULL"
     )
+
+
+# -- the connection kept between queries ------------------------------------------------------
+#
+# Opening the catalog can cost more than answering a small query. With
+# FLORDB_CONNECTION_HOLD=s (default 0: off), a closed catalog's connection is kept
+# for s seconds and handed to this process's next Catalog, then really closed: other
+# processes wait at most that long for their turn, but meanwhile no other DuckDB
+# client (not even a read-only one in this process) can open the file.
+
+HOLD = float(os.environ.get("FLORDB_CONNECTION_HOLD", "0") or 0)
+_pool: dict[str, duckdb.DuckDBPyConnection] = {}
+_timers: list[threading.Timer] = []
+_pool_lock = threading.Lock()
+
+
+def _take_pooled(path) -> duckdb.DuckDBPyConnection | None:
+    with _pool_lock:
+        return _pool.pop(str(path), None)
+
+
+def _release(path, con: duckdb.DuckDBPyConnection) -> None:
+    if HOLD <= 0:
+        con.close()
+        return
+    key = str(path)
+    with _pool_lock:
+        older = _pool.pop(key, None)
+        _pool[key] = con
+    if older is not None:
+        older.close()
+    timer = threading.Timer(HOLD, _expire, args=(key, con))
+    timer.daemon = True
+    with _pool_lock:
+        _timers[:] = [t for t in _timers if t.is_alive()]
+        _timers.append(timer)
+    timer.start()
+
+
+def _expire(key: str, con: duckdb.DuckDBPyConnection) -> None:
+    with _pool_lock:
+        if _pool.get(key) is not con:
+            return  # taken again (or replaced) since: its new owner releases it
+        del _pool[key]
+    con.close()
+
+
+def release_all() -> None:
+    """Close every kept connection now (at exit, and before anything that needs the file free)."""
+    with _pool_lock:
+        cons = list(_pool.values())
+        _pool.clear()
+        timers, _timers[:] = list(_timers), []
+    for timer in timers:  # no timer thread may be left inside DuckDB when the interpreter ends
+        timer.cancel()
+        timer.join()
+    for con in cons:
+        con.close()
+
+
+atexit.register(release_all)
 
 
 def _alive(meta: dict) -> bool:

@@ -30,6 +30,11 @@ import sys
 from pathlib import Path
 from typing import Any, Iterable
 
+# A loop context is one int: iteration n of block (loop execution) b is (b << SHIFT) | n.
+# Segments decode it when flushed; record/context.py builds it on the hot path.
+SHIFT = 32
+MASK = (1 << SHIFT) - 1
+
 # Value types, stored in ``vtype``; the query side types columns from them.
 NULL, FLOAT, INT, BOOL, STR, JSON, REPR = range(7)
 
@@ -193,8 +198,6 @@ def _contexts(ctxs: list, blocks: list):
     """
     import numpy as np
     import pyarrow as pa
-
-    from flordb.record.context import MASK, SHIFT
 
     n = len(ctxs)
     ids = np.fromiter(ctxs, dtype=np.int64, count=n)

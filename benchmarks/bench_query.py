@@ -1,0 +1,196 @@
+"""The query path next to DuckDB alone on the same rows (issue 12), printed as ratios in one run.
+
+    python benchmarks/bench_query.py            # 100 runs x 10,000 step records, then 10 runs x 1M
+    python benchmarks/bench_query.py --quick    # 10x smaller, a smoke test (not comparable to targets)
+
+Every FlorDB figure is printed next to DuckDB answering the same question over
+the same rows (the catalog's ``records`` table, read directly), with the ratio:
+
+1. warm ``flor.query``: the per-(run, epoch) average, the same joined with a
+   per-epoch column, one run, one epoch of one run (targets 50 ms / 300 ms at 10M);
+2. the first query in a fresh process, after ``import flordb`` (target 300 ms),
+   next to ``import duckdb`` + connect + the same query;
+3. ``flordb query`` on a small store from a cold start (target 0.5 s wall),
+   next to ``python -c "import duckdb; ..."``;
+4. bytes on disk per 1M records, catalog and segments together (target 20 MB).
+
+Both sides use DuckDB's default thread count (printed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from bench_core import build_catalog_store  # noqa: E402
+
+QUERIES = {
+    # name: (flordb SQL over logs, the same question asked of DuckDB over records, rows expected)
+    "avg per (run, epoch)": (
+        "SELECT run_id, epoch, avg(loss) FROM logs GROUP BY ALL",
+        "SELECT run_id, coord[1] AS epoch, avg(num) FROM records WHERE name = 'loss' GROUP BY ALL",
+    ),
+    "avg + per-epoch column": (
+        "SELECT run_id, epoch, avg(loss), max(acc) FROM logs GROUP BY ALL",
+        "SELECT l.run_id, l.coord[1] AS epoch, avg(l.num), max(a.num) FROM records l JOIN records a"
+        " ON a.run_id = l.run_id AND a.name = 'acc' AND a.coord[1] = l.coord[1] WHERE l.name = 'loss' GROUP BY ALL",
+    ),
+    "one run": (
+        "SELECT epoch, step, loss FROM logs WHERE run_id = '{run}'",
+        "SELECT coord[1] AS epoch, coord[2] AS step, num AS loss FROM records WHERE name = 'loss' AND run_id = '{run}'",
+    ),
+    "one epoch of one run": (
+        "SELECT step, loss FROM logs WHERE run_id = '{run}' AND epoch = 3",
+        "SELECT coord[2] AS step, num FROM records WHERE name = 'loss' AND run_id = '{run}' AND coord[1] = 3",
+    ),
+}
+
+
+def median_ms(fn, reps: int) -> float:
+    fn()
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+def wall(cmd: list[str], cwd: Path, env: dict, reps: int) -> float:
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        out = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+        times.append(time.perf_counter() - t0)
+        if out.returncode != 0:
+            raise SystemExit(f"{' '.join(cmd)} failed: {out.stderr}")
+    return statistics.median(times)
+
+
+def disk_mb(path: Path) -> float:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 1e6
+
+
+def store(runs: int, epochs: int, steps: int) -> tuple[Path, list[str]]:
+    from flordb.store.catalog import open_catalog
+    from flordb.store.layout import Layout
+
+    home = Path(tempfile.mkdtemp(prefix="flordb-bench-query-"))
+    ids = build_catalog_store(home, runs, epochs, steps)
+    with open_catalog(Layout(work_tree=home, home=home)) as cat:
+        cat.ingest()
+    return home, ids
+
+
+def warm_figures(home: Path, ids: list[str], reps: int) -> list[tuple[str, float, float]]:
+    import duckdb
+
+    import flordb as flor
+    from flordb.store.layout import Layout
+
+    layout = Layout(work_tree=home, home=home)
+    run = ids[len(ids) // 2]
+    out = []
+    for name, (ours, theirs) in QUERIES.items():
+        ours, theirs = ours.format(run=run), theirs.format(run=run)
+        a = flor.query(ours, replay="no", layout=layout)
+        con = duckdb.connect(str(layout.catalog), read_only=True)
+        b = con.execute(theirs).df()
+        if len(a) != len(b):
+            raise SystemExit(f"{name}: flordb gave {len(a)} rows, DuckDB {len(b)}")
+        theirs_ms = median_ms(lambda: con.execute(theirs).to_arrow_table(), reps)
+        con.close()
+        ours_ms = median_ms(lambda: flor.query(ours, replay="no", layout=layout, into="arrow"), reps)
+        out.append((name, ours_ms, theirs_ms))
+    return out
+
+
+def cold_figures(home: Path, reps: int) -> list[tuple[str, float, float]]:
+    env = {**os.environ, "FLORDB_HOME": str(home), "PYTHONPATH": str(REPO)}
+    py = sys.executable
+    sql = "SELECT run_id, epoch, avg(loss) FROM logs GROUP BY ALL"
+    raw = "SELECT run_id, coord[1], avg(num) FROM records WHERE name = 'loss' GROUP BY ALL"
+    first = (
+        "import time, flordb as flor; t0 = time.perf_counter();"
+        f" flor.query({sql!r}, replay='no'); print(time.perf_counter() - t0)"
+    )
+    duck = (
+        "import time; t0 = time.perf_counter(); import duckdb;"
+        f" duckdb.connect({str(home / 'flor.duckdb')!r}, read_only=True).execute({raw!r}).df();"
+        " print(time.perf_counter() - t0)"
+    )
+
+    def inner(code: str) -> float:
+        runs = [float(subprocess.run([py, "-c", code], env=env, capture_output=True, text=True, check=True).stdout)
+                for _ in range(reps)]
+        return statistics.median(runs) * 1e3
+
+    flordb_exe = str(Path(py).with_name("flordb"))
+    cli = [flordb_exe, "query", "SELECT count(*) FROM runs"] if Path(flordb_exe).exists() else \
+        [py, "-m", "flordb", "query", "SELECT count(*) FROM runs"]
+    return [
+        ("first query after import (ms)", inner(first), inner(duck)),
+        ("`flordb query` cold, small store (ms)",
+         wall(cli, home, env, reps) * 1e3,
+         wall([py, "-c", f"import duckdb; print(duckdb.connect({str(home / 'flor.duckdb')!r}, read_only=True)"
+                          ".execute('SELECT count(*) FROM runs').fetchall())"], home, env, reps) * 1e3),
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="10x smaller sizes (not comparable to targets)")
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--no-large", action="store_true", help="skip the 10M-record store")
+    opts = parser.parse_args()
+    import duckdb
+
+    scale = 10 if opts.quick else 1
+    threads = duckdb.connect().execute("SELECT current_setting('threads')").fetchone()[0]
+    print(f"python {sys.version.split()[0]}, duckdb {duckdb.__version__}, {os.cpu_count()} CPUs;"
+          f" DuckDB threads on both sides: {threads}; {'QUICK (not comparable)' if opts.quick else 'full sizes'}")
+    rows: list[tuple[str, float, float, str]] = []
+    sizes = [("small", 100 // scale, 10, 1000, 50.0)]
+    if not opts.no_large:
+        sizes.append(("10M", 10, 10, 100_000 // scale, 300.0))
+    for label, runs, epochs, steps, target in sizes:
+        n = runs * epochs * steps
+        t0 = time.perf_counter()
+        home, ids = store(runs, epochs, steps)
+        print(f"\n[{label}] {runs} runs x {epochs * steps:,} step records (+ per-epoch acc): {n:,} records,"
+              f" built and ingested in {time.perf_counter() - t0:.1f} s")
+        try:
+            for name, ours, theirs in warm_figures(home, ids, opts.reps):
+                goal = 30.0 if (label == "10M" and name == "one epoch of one run") else target
+                rows.append((f"[{label}] warm flor.query: {name} (ms)", ours, theirs, f"<= {goal:g}"))
+            if label == "small":
+                for name, ours, theirs in cold_figures(home, max(3, opts.reps // 2)):
+                    goal = "<= 300" if "first" in name else "<= 500"
+                    rows.append((f"[{label}] {name}", ours, theirs, goal))
+            catalog = (home / "flor.duckdb").stat().st_size / 1e6
+            segments = disk_mb(home / "segments")
+            per_m = (catalog + segments) / (n / 1e6)
+            print(f"    on disk: catalog {catalog:.1f} MB + segments {segments:.1f} MB = {per_m:.1f} MB per 1M records")
+            rows.append((f"[{label}] MB on disk per 1M records (catalog + segments)", per_m, float("nan"), "<= 20"))
+        finally:
+            shutil.rmtree(home, ignore_errors=True)
+
+    print(f"\n{'figure':62} {'flordb':>9} {'duckdb':>9} {'ratio':>7}  target")
+    for name, ours, theirs, goal in rows:
+        ratio = ours / theirs if theirs == theirs and theirs else float("nan")
+        print(f"{name:62} {ours:9.1f} {theirs:9.1f} {ratio:7.1f}  {goal}")
+
+
+if __name__ == "__main__":
+    main()

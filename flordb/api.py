@@ -1,0 +1,140 @@
+"""The query orchestrator behind ``flor.query``, ``flor.dataframe`` and ``flordb query``.
+
+One statement, read top to bottom:
+
+1. prepare: parse once, plan it over the catalog's schema (a sqlglot tree from here on);
+2. missing columns: hindsight replays what the current code logs, or the error stands;
+3. stale or partly filled log columns: hindsight refreshes them, then the plan is redone;
+4. execute: the one place a user's statement runs (:func:`flordb.sql.engine.run_table`).
+
+This module sits above both :mod:`flordb.sql` and :mod:`flordb.hindsight`; neither
+imports it. Each call opens the catalog for its own length and ingests new
+segments first, so records of running runs are visible up to their last flush.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from sqlglot import exp
+
+from flordb.errors import QueryError, UnknownColumnError
+from flordb.sql.engine import prepare, run_table
+from flordb.sql.logs import ident
+from flordb.sql.plan import Plan, explained, logs_where, parse
+from flordb.sql.schema import REPLAY_PREFIX, LogsSchema, load_schema
+from flordb.store.catalog import Catalog, open_catalog
+from flordb.store.layout import Layout
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+INTO = ("pandas", "polars", "arrow")
+
+
+def query(sql: str, replay: str = "ask", layout: Layout | None = None, into: str = "pandas") -> Any:
+    """Run SQL over the catalog; ``logs`` is the wide view of every run.
+
+    ``replay`` says what to do when the query names a column no run recorded
+    but the current code logs: "ask" (prompt on a terminal), "yes", or "no".
+    ``into`` is the result's type: "pandas" (a DataFrame), "polars" or "arrow".
+    """
+    if into not in INTO:
+        raise QueryError(f"into={into!r}: choose one of {', '.join(INTO)}")
+    return convert(query_table(sql, replay=replay, layout=layout), into)
+
+
+def query_table(statement: str | exp.Expression, replay: str = "ask", layout: Layout | None = None) -> "pa.Table":
+    """:func:`query` as an Arrow table (NULL and NaN kept apart), for renderers."""
+    tree = parse(statement) if isinstance(statement, str) else statement
+    with open_catalog(layout) as cat:
+        cat.ingest()
+        if explained(tree) is not None:
+            return _explain(cat, tree)
+        plan, schema = _prepare(cat, tree, replay)
+        if _refresh(cat, plan, schema, tree, replay):
+            cat.ingest()
+            plan, schema = prepare(cat, tree)
+        return run_table(cat, plan)
+
+
+def _explain(cat: Catalog, tree: exp.Expression) -> "pa.Table":
+    """EXPLAIN runs nothing: DuckDB's plan, or for columns no run recorded, the replay plan."""
+    try:
+        plan, _ = prepare(cat, tree)
+    except UnknownColumnError as err:
+        from flordb.hindsight.fill import explain_missing
+
+        text = explain_missing(cat, err.names, logs_where(tree))
+        if text is None:
+            raise
+        import pyarrow as pa
+
+        lines = [*text.splitlines(), "(EXPLAIN: nothing was replayed; run the query itself to replay)"]
+        return pa.table({"replay plan": lines})
+    return run_table(cat, plan)
+
+
+def _prepare(cat: Catalog, tree: exp.Expression, replay: str) -> tuple[Plan, LogsSchema]:
+    """Plan the statement; columns no run recorded are replayed first when the current code logs them."""
+    try:
+        return prepare(cat, tree)
+    except UnknownColumnError as err:
+        if replay == "no":
+            raise
+        from flordb.hindsight.fill import fill_missing
+
+        if not fill_missing(cat, err.names, logs_where(tree), replay):
+            raise
+    cat.ingest()
+    try:
+        return prepare(cat, tree)
+    except UnknownColumnError as again:
+        raise QueryError(
+            f"{', '.join(again.names)}: the current code logs it, but no recorded run of that script"
+            " could be replayed to fill it"
+        ) from None
+
+
+def _refresh(cat: Catalog, plan: Plan, schema: LogsSchema, tree: exp.Expression, replay: str) -> bool:
+    """Log columns the statement reads whose replayed values are stale, or that some runs lack."""
+    names = [schema.columns[c].source for c in plan.logs_columns
+             if c in schema.columns and schema.columns[c].kind == "log"]
+    if not names:
+        return False
+    from flordb.hindsight.fill import refresh
+
+    replayed = [n for n in names if REPLAY_PREFIX + n in schema.columns]
+    return refresh(cat, names, replayed, logs_where(tree), replay)
+
+
+def convert(table: "pa.Table", into: str) -> Any:
+    """An Arrow result as the caller asked for it."""
+    if into == "arrow":
+        return table
+    if into == "polars":
+        try:
+            import polars
+        except ImportError:
+            raise QueryError("into='polars' needs polars: pip install polars") from None
+        return polars.from_arrow(table)
+    return table.to_pandas()
+
+
+def dataframe(*names: str, replay: str = "ask", layout: Layout | None = None, into: str = "pandas") -> Any:
+    """Shorthand: the named columns plus the run and loop columns, ordered."""
+    with open_catalog(layout) as cat:
+        cat.ingest()
+        schema = load_schema(cat)
+    wanted = list(dict.fromkeys(names))
+    loops = [c.name for c in schema.of_kind("loop")]
+    if any(n in schema.columns for n in wanted):
+        relevant = {x for n in wanted if n in schema.columns for p in schema.columns[n].paths for x in p}
+        loops = [l for l in loops if l in relevant]
+    lead = ["run_id", "version", "tstamp", *loops]
+    cols = list(dict.fromkeys([*lead, *wanted]))
+    tree = (exp.select(*(exp.column(ident(c)) for c in cols)).from_("logs")
+            .order_by(*(exp.column(ident(c)) for c in ["tstamp", "run_id", *loops])))
+    if into not in INTO:
+        raise QueryError(f"into={into!r}: choose one of {', '.join(INTO)}")
+    return convert(query_table(tree, replay=replay, layout=layout), into)

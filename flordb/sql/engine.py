@@ -1,0 +1,75 @@
+"""Run planned SQL against the catalog: the one place a user's statement executes."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from sqlglot import exp
+
+from flordb.errors import QueryError
+from flordb.sql.plan import Plan, plan
+from flordb.sql.schema import LogsSchema, load_schema
+from flordb.store.catalog import Catalog
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import pyarrow as pa
+
+HIDDEN_TABLES = {"schema_version"}
+
+
+def catalog_tables(catalog: Catalog) -> dict[str, dict[str, str]]:
+    """Every table and view of the catalog with its columns and types (cached per catalog state)."""
+    return catalog.cached("tables", lambda: _catalog_tables(catalog))
+
+
+def _catalog_tables(catalog: Catalog) -> dict[str, dict[str, str]]:
+    rows = catalog.execute(
+        "SELECT table_name, column_name, data_type FROM information_schema.columns"
+        " WHERE table_schema = 'main' ORDER BY table_name, ordinal_position"
+    ).fetchall()
+    tables: dict[str, dict[str, str]] = {}
+    for table, column, typ in rows:
+        tables.setdefault(table, {})[column] = typ
+    return tables
+
+
+def prepare(catalog: Catalog, statement: str | exp.Expression) -> tuple[Plan, LogsSchema]:
+    """A statement (text or an already parsed tree) planned against the catalog's current schema."""
+    logs = load_schema(catalog)
+    return plan(statement, logs, catalog_tables(catalog)), logs
+
+
+def run_table(catalog: Catalog, p: Plan) -> "pa.Table":
+    """Execute inside a transaction that is always rolled back: queries change nothing.
+
+    The result is Arrow so that NULL and NaN stay distinct until rendering.
+    """
+    import duckdb
+
+    try:
+        return catalog.read_arrow(p.sql)
+    except duckdb.Error as exc:
+        raise QueryError(describe_error(exc)) from None
+
+
+def run_plan(catalog: Catalog, p: Plan) -> "pd.DataFrame":
+    return run_table(catalog, p).to_pandas()
+
+
+def describe_error(exc: Exception) -> str:
+    """DuckDB's message whole, hints included, without the "Binder Error:" class prefix."""
+    text = str(exc).strip() or type(exc).__name__
+    for prefix in ("Binder Error: ", "Catalog Error: ", "Conversion Error: ", "Invalid Input Error: "):
+        if text.startswith(prefix):
+            text = text[len(prefix):]
+    if text.startswith("Parser Error: "):
+        text = "SQL syntax error: " + text[len("Parser Error: "):]
+    # One line, hints kept ("Did you mean ...", "Candidate bindings: ..."); DuckDB's caret drawing is dropped.
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return " ".join(line for line in lines if not line.startswith("LINE ") and set(line) != {"^"})
+
+
+def execute(catalog: Catalog, sql: str) -> "pd.DataFrame":
+    p, _ = prepare(catalog, sql)
+    return run_plan(catalog, p)
