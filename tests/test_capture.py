@@ -227,6 +227,6 @@ def test_readme_console_and_extract_examples_run_as_written(project):
         proc = subprocess.run(["bash", "-c", cmd.replace("flordb ", f"{sys.executable} -m flordb ", 1)],
                               cwd=project, env=env, capture_output=True, text=True, timeout=120)
         assert proc.returncode == 0, (cmd, proc.stderr)
-    df = q(project, 'SELECT epoch, ppl, loss, "replay.ppl" AS p FROM logs ORDER BY epoch')
-    assert df.ppl.tolist() == [1.65, 1.28, 1.18] and df.loss.tolist() == [0.5, 0.25, 0.1667]
+    df = q(project, 'SELECT epoch, ppl, perplexity, "replay.ppl" AS p FROM logs ORDER BY epoch')
+    assert df.ppl.tolist() == [1.65, 1.28, 1.18] and df.perplexity.tolist() == df.ppl.tolist()
     assert all(p.startswith("extract-") for p in df.p)

@@ -25,7 +25,7 @@ OPTIONAL = ("name", "tags", "parent", "note", "error")  # shown when some run ha
 def list_runs(include_replays: bool = False, layout: Layout | None = None) -> Rows:
     """Recorded runs, oldest first (with ``include_replays``, replay workers after them)."""
     try:
-        with open_catalog(layout) as cat:
+        with open_catalog(layout, create=False) as cat:
             cat.ingest()
             return _listing(cat, include_replays)
     except NoStoreError:
