@@ -17,6 +17,7 @@ from flordb.cli.common import handle_errors
 # one line here per command, so `flordb query` never loads what `flordb compare` needs.
 LAZY_COMMANDS = {
     "compare": "flordb.cli.compare_cmd:compare",
+    "extract": "flordb.cli.extract_cmd:extract",
     "doctor": "flordb.cli.doctor_cmd:doctor",
     "ui": "flordb.ui.command:ui",
 }
