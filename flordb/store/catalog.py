@@ -617,8 +617,11 @@ def _alive(meta: dict, run_dir: Path | None = None) -> bool:
 
 
 def quarantined_count(layout: Layout | None = None) -> int:
-    """How many files ingest has quarantined (``flordb runs`` mentions them)."""
-    with open_catalog(layout) as cat:
+    """How many files ingest has quarantined (``flordb runs`` mentions them); 0 without a store."""
+    cat = open_catalog(layout)
+    if not cat.path.exists():
+        return 0
+    with cat:
         return cat.execute("SELECT count(*) FROM quarantine").fetchone()[0]
 
 
