@@ -19,12 +19,13 @@ from typing import TYPE_CHECKING, Any
 from sqlglot import exp
 
 from flordb.errors import QueryError, UnknownColumnError
-from flordb.sql.engine import prepare, run_table
+from flordb.sql.engine import prepare, run
 from flordb.sql.logs import ident
 from flordb.sql.plan import Plan, explained, logs_where, parse
 from flordb.sql.schema import REPLAY_PREFIX, LogsSchema, load_schema
 from flordb.store.catalog import Catalog, open_catalog
 from flordb.store.layout import Layout
+from flordb.tabular import Rows
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -37,7 +38,8 @@ def query(sql: str, replay: str = "ask", layout: Layout | None = None, into: str
     """Run SQL over the catalog; ``logs`` is the wide view of every run.
 
     ``replay`` says what to do when the query names a column no run recorded
-    but the current code logs: "ask" (prompt on a terminal), "yes", or "no".
+    but the current code logs: "ask" (prompt on a terminal), "yes", or "no"; "strict" is
+    "yes", and raises ``PartialAnswerError`` where "yes" warns when some runs' replay failed.
     ``into`` is the result's type: "pandas" (a DataFrame), "polars" or "arrow".
     The query cannot write and reads only the store; ``allow_files`` names
     local files or directories it may also read.
@@ -49,21 +51,34 @@ def query(sql: str, replay: str = "ask", layout: Layout | None = None, into: str
 
 def query_table(statement: str | exp.Expression, replay: str = "ask", layout: Layout | None = None,
                 allow_files=()) -> "pa.Table":
-    """:func:`query` as an Arrow table (NULL and NaN kept apart), for renderers."""
+    """:func:`query` as an Arrow table (NULL and NaN kept apart)."""
+    return answer(statement, replay, layout, fetch="arrow", allow_files=allow_files)
+
+
+def query_rows(statement: str | exp.Expression, replay: str = "ask", layout: Layout | None = None,
+               allow_files=()) -> Rows:
+    """:func:`query` as :class:`flordb.tabular.Rows`, for the CLI: no pyarrow, no pandas to import."""
+    return answer(statement, replay, layout, fetch="rows", allow_files=allow_files)
+
+
+def answer(statement: str | exp.Expression, replay: str, layout: Layout | None, fetch: str,
+           allow_files=()) -> Any:
+    """The orchestrator: prepare, fill missing columns, refresh stale ones, execute."""
     tree = parse(statement) if isinstance(statement, str) else statement
-    with open_catalog(layout) as cat:
+    key = statement if isinstance(statement, str) else None
+    with open_catalog(layout, create=False) as cat:
         cat.allow_files = tuple(str(p) for p in allow_files)
         cat.ingest()
         if explained(tree) is not None:
-            return _explain(cat, tree)
-        plan, schema = _prepare(cat, tree, replay)
+            return _explain(cat, tree, fetch)
+        plan, schema = _prepare(cat, tree, replay, key)
         if _refresh(cat, plan, schema, tree, replay):
             cat.ingest()
             plan, schema = prepare(cat, tree)
-        return run_table(cat, plan)
+        return run(cat, plan, fetch)
 
 
-def _explain(cat: Catalog, tree: exp.Expression) -> "pa.Table":
+def _explain(cat: Catalog, tree: exp.Expression, fetch: str) -> Any:
     """EXPLAIN runs nothing: DuckDB's plan, or for columns no run recorded, the replay plan."""
     try:
         plan, _ = prepare(cat, tree)
@@ -73,17 +88,16 @@ def _explain(cat: Catalog, tree: exp.Expression) -> "pa.Table":
         text = explain_missing(cat, err.names, logs_where(tree))
         if text is None:
             raise
-        import pyarrow as pa
-
         lines = [*text.splitlines(), "(EXPLAIN: nothing was replayed; run the query itself to replay)"]
-        return pa.table({"replay plan": lines})
-    return run_table(cat, plan)
+        rows = Rows(["replay plan"], [[line] for line in lines])
+        return rows if fetch == "rows" else rows.to_arrow()
+    return run(cat, plan, fetch)
 
 
-def _prepare(cat: Catalog, tree: exp.Expression, replay: str) -> tuple[Plan, LogsSchema]:
+def _prepare(cat: Catalog, tree: exp.Expression, replay: str, key: str | None) -> tuple[Plan, LogsSchema]:
     """Plan the statement; columns no run recorded are replayed first when the current code logs them."""
     try:
-        return prepare(cat, tree)
+        return prepare(cat, tree, key)
     except UnknownColumnError as err:
         if replay == "no":
             raise
@@ -128,7 +142,7 @@ def convert(table: "pa.Table", into: str) -> Any:
 
 def dataframe(*names: str, replay: str = "ask", layout: Layout | None = None, into: str = "pandas") -> Any:
     """Shorthand: the named columns plus the run and loop columns, ordered."""
-    with open_catalog(layout) as cat:
+    with open_catalog(layout, create=False) as cat:
         cat.ingest()
         schema = load_schema(cat)
     wanted = list(dict.fromkeys(names))

@@ -6,7 +6,6 @@ its ``exit_code``; Python callers can catch the layer they care about.
 
 from __future__ import annotations
 
-import difflib
 from typing import Iterable, Sequence
 
 
@@ -65,11 +64,11 @@ class UnknownColumnError(QueryError):
     """
 
     def __init__(self, names: Sequence[str], known: Iterable[str]):
+        from difflib import get_close_matches  # imported when there is an error to explain, not at CLI start
+
         known = list(known)
         self.names = list(names)
-        self.suggestions = {
-            n: difflib.get_close_matches(n, known, n=3, cutoff=0.6) for n in self.names
-        }
+        self.suggestions = {n: get_close_matches(n, known, n=3, cutoff=0.6) for n in self.names}
         parts = []
         for n in self.names:
             close = self.suggestions[n]

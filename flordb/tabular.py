@@ -94,6 +94,11 @@ class Rows:
         i = self.column_names.index(name)
         return [r[i] for r in self.rows]
 
+    def to_arrow(self):
+        import pyarrow as pa
+
+        return pa.table({c: [r[i] for r in self.rows] for i, c in enumerate(self.column_names)})
+
     def to_pandas(self):
         import pandas as pd
 

@@ -83,7 +83,7 @@ def test_lower_layers_never_import_higher_ones():
         "comparison": ("flordb.cli", "flordb.api"),
     }
     for layer, banned in above.items():
-        for path in (REPO_ROOT / "flordb" / layer).glob("*.py"):
+        for path in (REPO_ROOT / "flordb" / layer).rglob("*.py"):
             bad = [m for m in imports(path) if m.startswith(banned)]
             assert not bad, f"{path.relative_to(REPO_ROOT)} imports {bad}"
             assert "_hook" not in path.read_text(), f"{path.name} still has a hook"

@@ -99,7 +99,10 @@ con.close()
 
 def _hold(project, seconds: float) -> subprocess.Popen:
     """Another process holding the catalog's write lock for ``seconds``."""
-    q(project, "SELECT 1")  # create the catalog first
+    from flordb.store.catalog import open_catalog
+
+    with open_catalog(locate(project)):  # create the catalog first (a query never creates a store)
+        pass
     path = write_script(project, HOLDER, name="holder.py")
     proc = subprocess.Popen([sys.executable, str(path), str(locate(project).catalog), str(seconds)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=base_env(project))

@@ -115,7 +115,7 @@ def test_help_lists_every_registered_command(home, capsys):
         assert cmd.name in out, cmd.name
         for alias in cmd.aliases:
             assert alias in out
-    assert {".help", ".tables", ".schema", ".runs", ".format", ".quit"} <= {c.name for c in special.visible_commands()}
+    assert {".help", ".tables", ".schema", ".runs", ".mode", ".timer", ".output", ".maxrows", ".quit"} <= {c.name for c in special.visible_commands()}
     assert ".exit" in special.COMMANDS
 
 
@@ -176,7 +176,7 @@ def test_format_switches_and_rejects_unknown(home, capsys):
     assert rc == 2
     assert out.replace(" ", "").replace("\n", "") == '[{"a":1}]'
     assert err.splitlines() == ["Output format: json", "Output format: json",
-                                "Error: unknown format 'xml'; choose one of table, csv, json, vertical"]
+                                "Error: unknown format 'xml'; choose one of table, csv, json, vertical, markdown"]
 
 
 # -- interactive mode ------------------------------------------------------------------------

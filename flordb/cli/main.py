@@ -60,11 +60,22 @@ def query(sql: str, fmt: str, replay: str | None, allow_files: tuple[str, ...]) 
     \b
     flordb query "SELECT epoch, avg(loss) FROM logs GROUP BY ALL ORDER BY ALL"
     """
-    from flordb.tabular import render
-    from flordb.api import query_table
+    import warnings
 
-    df = query_table(sql, replay=replay or "ask", allow_files=allow_files)
+    from flordb.api import query_rows
+    from flordb.hindsight.partial import PartialAnswerWarning
+    from flordb.tabular import render
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", PartialAnswerWarning)
+        df = query_rows(sql, replay=replay or "ask", allow_files=allow_files)
     click.echo(render(df, fmt))
+    partial = [w for w in caught if issubclass(w.category, PartialAnswerWarning)]
+    for w in caught:
+        if w not in partial:
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+    if partial:  # the summary is already on stderr: a partial answer is a negative verdict
+        sys.exit(1)
 
 
 @cli.command()
@@ -157,7 +168,7 @@ def _label(ref: str, kind: str, value: str) -> None:
 
     if not value.strip():
         raise QueryError(f"the {kind} is empty")
-    with open_catalog() as cat:
+    with open_catalog(create=False) as cat:
         cat.ingest()
         run_id = resolve_run(cat, ref)
         cat.add_label(run_id, kind, value.strip())

@@ -90,7 +90,7 @@ class ShellState:
         """The catalog, opened (and new segments ingested) for the length of a ``with`` block."""
         from flordb.store.catalog import open_catalog
 
-        kwargs = {} if timeout is None else {"timeout": timeout}
+        kwargs = {"create": False} if timeout is None else {"timeout": timeout, "create": False}
         with self.lock, open_catalog(self.layout, **kwargs) as cat:
             cat.ingest()
             yield cat
@@ -105,10 +105,10 @@ def execute(state: ShellState, text: str) -> Result:
     """One statement or dot-command line -> a Result (raises FlorError on failure)."""
     if special.is_special(text):
         return special.execute(state, text)
-    from flordb.api import query_table
+    from flordb.api import query_rows
 
     with state.lock:
-        return Result(query_table(text, replay=state.replay, layout=state.layout))
+        return Result(query_rows(text, replay=state.replay, layout=state.layout))
 
 
 def build_vocabulary(state: ShellState, timeout: float | None = REFRESH_LOCK_TIMEOUT) -> Vocabulary:

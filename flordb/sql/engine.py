@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlglot import exp
 
@@ -35,22 +35,29 @@ def _catalog_tables(catalog: Catalog) -> dict[str, dict[str, str]]:
     return tables
 
 
-def prepare(catalog: Catalog, statement: str | exp.Expression) -> tuple[Plan, LogsSchema]:
-    """A statement (text or an already parsed tree) planned against the catalog's current schema."""
+def prepare(catalog: Catalog, statement: str | exp.Expression, key: str | None = None) -> tuple[Plan, LogsSchema]:
+    """A statement (text or an already parsed tree) planned against the catalog's current schema.
+
+    With ``key`` (the statement's text), the plan is reused until the catalog changes:
+    a query asked again costs only its execution.
+    """
+    if key is not None:
+        return catalog.cached("plan:" + key, lambda: prepare(catalog, statement))
     logs = load_schema(catalog)
     return plan(statement, logs, catalog_tables(catalog)), logs
 
 
-def run_table(catalog: Catalog, p: Plan) -> "pa.Table":
-    """Execute on a connection that cannot write or reach files (flordb.store.readonly).
+def run(catalog: Catalog, p: Plan, fetch: str = "arrow") -> Any:
+    """The one place a user's statement executes, on a connection that cannot write or reach files.
 
-    The result is Arrow so that NULL and NaN stay distinct until rendering.
+    ``fetch="arrow"`` gives an Arrow table (NULL and NaN stay distinct until rendering);
+    ``"rows"`` gives :class:`flordb.tabular.Rows`, which needs neither pyarrow nor pandas.
     """
     import duckdb
 
     check_statement(p.tree)  # and the connection itself cannot write or reach files (catalog.reader)
     try:
-        return catalog.read_arrow(p.sql)
+        out = catalog.read(p.sql, fetch)
     except duckdb.PermissionException as exc:
         raise QueryError(f"{describe_error(exc)}; queries read only the store: pass --allow-files PATH"
                          " (flor.query(..., allow_files=[PATH])) to join a local file") from None
@@ -58,6 +65,16 @@ def run_table(catalog: Catalog, p: Plan) -> "pa.Table":
         raise QueryError(describe_error(exc)) from None
     except RecursionError:
         raise QueryError("the query is nested too deeply; simplify it") from None
+    if fetch == "rows":
+        from flordb.tabular import Rows
+
+        columns, rows = out
+        return Rows(columns, [list(r) for r in rows])
+    return out
+
+
+def run_table(catalog: Catalog, p: Plan) -> "pa.Table":
+    return run(catalog, p, "arrow")
 
 
 def run_plan(catalog: Catalog, p: Plan) -> "pd.DataFrame":

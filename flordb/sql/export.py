@@ -40,7 +40,7 @@ def export(target: str | os.PathLike | None = None, layout: Layout | None = None
     if tmp.exists():
         shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
     counts: dict[str, int] = {}
-    with open_catalog(layout) as cat:
+    with open_catalog(layout, create=False) as cat:
         cat.ingest()
         loops = ", ".join(f'"{c.name}"' for c in load_schema(cat).of_kind("loop"))
         plan, _ = prepare(cat, f"SELECT * FROM logs ORDER BY tstamp, run_id{', ' + loops if loops else ''}")

@@ -9,6 +9,7 @@ the query, not the history.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import re
 from dataclasses import dataclass
@@ -39,7 +40,12 @@ class Plan:
 
 
 def parse(sql: str) -> exp.Expression:
-    """One statement, read-only. ``;`` at the end is fine."""
+    """One statement, read-only. ``;`` at the end is fine. Parsed once per text (callers never mutate it)."""
+    return _parse(sql)
+
+
+@functools.lru_cache(maxsize=128)
+def _parse(sql: str) -> exp.Expression:
     _check_first_word(sql)
     m = re.match(r"\s*EXPLAIN\b(\s+ANALY[SZ]E\b)?", sql, re.I)
     if m:  # parsed here: sqlglot reads EXPLAIN as an opaque command
@@ -214,5 +220,5 @@ def logs_where(tree: exp.Expression) -> exp.Expression | None:
         tables = [t.name for t in source.find_all(exp.Table)] if source is not None else []
         where = select.args.get("where")
         if LOGS in tables and where is not None and not select.args.get("joins"):
-            return where.this
+            return where.this.copy()  # callers may combine it; the parsed tree is shared
     return None

@@ -23,7 +23,7 @@ COLUMNS = ["run_id", "name", "tags", "version", "script", "status", "started", "
 def list_runs(include_replays: bool = False, layout: Layout | None = None) -> Rows:
     """Recorded runs, oldest first (with ``include_replays``, replay workers after them)."""
     try:
-        with open_catalog(layout) as cat:
+        with open_catalog(layout, create=False) as cat:
             cat.ingest()
             return _listing(cat, include_replays)
     except NoStoreError:

@@ -70,11 +70,13 @@ class _BadSegments(Exception):
 class Catalog:
     """One open connection to the catalog, used as a context manager."""
 
-    def __init__(self, layout: Layout, *, timeout: float | None = None, tracer: Tracer | None = None):
+    def __init__(self, layout: Layout, *, timeout: float | None = None, tracer: Tracer | None = None,
+                 create: bool = True):
         self.layout = layout
         self.path = layout.catalog
         self.timeout = float(os.environ.get("FLORDB_LOCK_TIMEOUT", "120")) if timeout is None else timeout
         self.tracer = tracer
+        self.create = create  # False for commands that only read: no store is made where there is none
         self._con: duckdb.DuckDBPyConnection | None = None
         self._reopen = False  # reader() closed the writing connection; reopen it when used
         self.allow_files: tuple[str, ...] = ()  # files user SQL may read (``--allow-files``)
@@ -90,7 +92,9 @@ class Catalog:
         self.close()
 
     def open(self) -> None:
-        if not self.layout.home.is_dir():
+        if self.create:
+            self.layout.home.mkdir(parents=True, exist_ok=True)
+        elif not self.layout.home.is_dir():
             raise NoStoreError(
                 f"no FlorDB store at {self.layout.home}: run a script that calls flor.log there first,"
                 " or cd into a project (FLORDB_HOME points elsewhere)"
@@ -173,12 +177,22 @@ class Catalog:
         self.con.executemany(sql, rows)
         self._generation = None
 
-    def read_arrow(self, sql: str):
-        """A read-only statement's result as an Arrow table, on a connection that cannot write or reach files."""
+    def read(self, sql: str, fetch: str = "arrow"):
+        """A read-only statement's result, on a connection that cannot write or reach files.
+
+        ``fetch="arrow"``: an Arrow table; ``"rows"``: (column names, list of row tuples),
+        which needs no pyarrow (None and NaN stay apart either way).
+        """
         with self.reader() as con:
             if self.tracer is not None:
                 self.tracer(sql, None)
+            if fetch == "rows":
+                cur = con.execute(sql)
+                return [d[0] for d in cur.description or []], cur.fetchall()
             return con.sql(sql).to_arrow_table()
+
+    def read_arrow(self, sql: str):
+        return self.read(sql, "arrow")
 
     # -- what stays the same between queries ------------------------------------------
 

@@ -53,8 +53,8 @@ def dry_run(cat, names: list[str], where: str | None = None) -> list[VersionPrev
 
     from flordb.errors import HindsightError, UnknownColumnError
     from flordb.hindsight.plan import locate_statements, pushdown
-    from flordb.query.engine import prepare, run_plan
-    from flordb.query.schema import load_schema
+    from flordb.sql.engine import prepare, run_plan
+    from flordb.sql.schema import load_schema
     from flordb.version import read_file
 
     work_tree = cat.layout.work_tree
@@ -73,7 +73,7 @@ def dry_run(cat, names: list[str], where: str | None = None) -> list[VersionPrev
     cond = pushdown(where, schema, None)
     if cond is not None:
         sel = exp.select(exp.column("run_id")).distinct().from_("logs").where(cond.copy())
-        chosen = set(run_plan(cat, prepare(cat, sel.sql(dialect="duckdb"))[0])["run_id"])
+        chosen = set(run_plan(cat, prepare(cat, sel)[0])["run_id"])
         runs = [r for r in runs if r[0] in chosen]
     current = (work_tree / script).read_text()
     linenos = [found[n].lineno for n in names]
