@@ -163,7 +163,7 @@ def _csv(result) -> str:
     return buf.getvalue().rstrip("\n")
 
 
-def table(df, limit: int | None = None, tablefmt: str = "psql") -> str:
+def table(df, limit: int | None = None, tablefmt: str = "psql", footer: bool = True) -> str:
     from tabulate import tabulate
 
     if len(columns_of(df)) == 0:
@@ -175,7 +175,7 @@ def table(df, limit: int | None = None, tablefmt: str = "psql") -> str:
         rows, headers=columns_of(df), tablefmt=tablefmt, missingval="NULL",
         floatfmt="g", disable_numparse=text or False,
     )
-    return f"{body}\n{_footer(count_of(df), len(rows))}"
+    return f"{body}\n{_footer(count_of(df), len(rows))}" if footer else body
 
 
 def vertical(df, limit: int | None = None) -> str:

@@ -8,7 +8,6 @@ run and two query processes take turns instead of failing.
 
 from __future__ import annotations
 
-import atexit
 import functools
 import os
 import random
@@ -90,14 +89,11 @@ class Catalog:
                 f"no FlorDB store at {self.layout.home}: run a script that calls flor.log there first,"
                 " or cd into a project (FLORDB_HOME points elsewhere)"
             )
-        self.con = _take_pooled(self.path)
-        if self.con is not None:
-            return
         deadline = time.monotonic() + self.timeout
         delay = 0.01
         while True:
             try:
-                self.con = duckdb.connect(str(self.path))
+                self.con = _attach(self.path)
                 break
             except duckdb.Error as exc:
                 if not _is_lock_error(exc):
@@ -112,10 +108,10 @@ class Catalog:
         self.migrate()
 
     def close(self) -> None:
-        """Done with the catalog; the connection is kept for HOLD seconds for this process's next query."""
+        """Done with the catalog: the file is detached (its lock released) once no Catalog of this process uses it."""
         if self.con is not None:
-            _release(self.path, self.con)
-            self.con = None
+            con, self.con = self.con, None
+            _detach(self.path, con)
         self._generation = None
 
     def execute(self, sql: str, params: Any = None) -> duckdb.DuckDBPyConnection:
@@ -421,65 +417,60 @@ class Catalog:
         return rows
 
 
-# -- the connection kept between queries ------------------------------------------------------
+# -- connections ---------------------------------------------------------------------------
 #
-# Opening the catalog can cost more than answering a small query. With
-# FLORDB_CONNECTION_HOLD=s (default 0: off), a closed catalog's connection is kept
-# for s seconds and handed to this process's next Catalog, then really closed: other
-# processes wait at most that long for their turn, but meanwhile no other DuckDB
-# client (not even a read-only one in this process) can open the file.
+# Starting a DuckDB database costs about 20 ms of CPU, attaching a file to a running one a
+# few. So each process keeps one in-memory DuckDB instance, attaches a catalog file while a
+# Catalog is open (one attachment per file, shared by the Catalogs of this process) and
+# detaches it when the last closes, which releases the file's lock for other processes.
+# Each Catalog has its own connection (a cursor: its own transactions, temp tables and
+# default database, set with USE to the catalog file).
 
-HOLD = float(os.environ.get("FLORDB_CONNECTION_HOLD", "0") or 0)
-_pool: dict[str, duckdb.DuckDBPyConnection] = {}
-_timers: list[threading.Timer] = []
-_pool_lock = threading.Lock()
-
-
-def _take_pooled(path) -> duckdb.DuckDBPyConnection | None:
-    with _pool_lock:
-        return _pool.pop(str(path), None)
+_instance: duckdb.DuckDBPyConnection | None = None
+_attached: dict[str, list] = {}  # path -> [alias, number of open Catalogs]
+_attach_lock = threading.Lock()
 
 
-def _release(path, con: duckdb.DuckDBPyConnection) -> None:
-    if HOLD <= 0:
-        con.close()
-        return
+def _quote(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _attach(path) -> duckdb.DuckDBPyConnection:
+    global _instance
     key = str(path)
-    with _pool_lock:
-        older = _pool.pop(key, None)
-        _pool[key] = con
-    if older is not None:
-        older.close()
-    timer = threading.Timer(HOLD, _expire, args=(key, con))
-    timer.daemon = True
-    with _pool_lock:
-        _timers[:] = [t for t in _timers if t.is_alive()]
-        _timers.append(timer)
-    timer.start()
+    with _attach_lock:
+        if _instance is None:
+            _instance = duckdb.connect()
+        entry = _attached.get(key)
+        if entry is None:
+            alias = f"flor_catalog_{len(_attached)}_{os.getpid()}"
+            while any(e[0] == alias for e in _attached.values()):
+                alias += "_"
+            _instance.execute(f'ATTACH {_quote(key)} AS "{alias}"')
+            entry = _attached[key] = [alias, 0]
+        entry[1] += 1
+        con = _instance.cursor()
+    try:
+        con.execute(f'USE "{entry[0]}"')
+    except BaseException:
+        _detach(path, con)
+        raise
+    return con
 
 
-def _expire(key: str, con: duckdb.DuckDBPyConnection) -> None:
-    with _pool_lock:
-        if _pool.get(key) is not con:
-            return  # taken again (or replaced) since: its new owner releases it
-        del _pool[key]
-    con.close()
-
-
-def release_all() -> None:
-    """Close every kept connection now (at exit, and before anything that needs the file free)."""
-    with _pool_lock:
-        cons = list(_pool.values())
-        _pool.clear()
-        timers, _timers[:] = list(_timers), []
-    for timer in timers:  # no timer thread may be left inside DuckDB when the interpreter ends
-        timer.cancel()
-        timer.join()
-    for con in cons:
+def _detach(path, con: duckdb.DuckDBPyConnection) -> None:
+    key = str(path)
+    try:
         con.close()
-
-
-atexit.register(release_all)
+    finally:
+        with _attach_lock:
+            entry = _attached.get(key)
+            if entry is None:
+                return
+            entry[1] -= 1
+            if entry[1] <= 0:
+                del _attached[key]
+                _instance.execute(f'DETACH "{entry[0]}"')
 
 
 def _alive(meta: dict) -> bool:
