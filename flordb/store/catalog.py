@@ -151,15 +151,17 @@ class Catalog:
     # -- what stays the same between queries ------------------------------------------
 
     def generation(self) -> tuple:
-        """Changes whenever rows are ingested or replays recorded (by this or another process)."""
+        """(schema version, write counter): changes whenever this or another process writes the catalog."""
         if self._generation is None:
             self._generation = self.execute(
-                "SELECT (SELECT max(version) FROM schema_version), (SELECT count(*) FROM segments),"
-                " (SELECT sum(nrows) FROM segments), (SELECT count(*) FROM replays),"
-                " (SELECT max(started) FROM replays), (SELECT count(*) FROM versions),"
-                " (SELECT count(*) FROM runs WHERE complete), (SELECT count(*) FROM run_labels)"
+                "SELECT (SELECT max(version) FROM schema_version), generation FROM catalog_state"
             ).fetchone()
         return self._generation
+
+    def _bump(self) -> None:
+        """Inside a write transaction: the catalog changed (see :meth:`generation`)."""
+        self.execute("UPDATE catalog_state SET generation = generation + 1")
+        self._generation = None
 
     def cached(self, key: str, compute: Callable[[], Any]) -> Any:
         """``compute()``, reused while the catalog's generation stays the same. Callers must not mutate it."""
@@ -172,18 +174,15 @@ class Catalog:
         _CACHE[slot] = (gen, value)
         return value
 
-    def changed(self) -> None:
-        """Forget the generation: this connection wrote something."""
-        self._generation = None
-
     def migrate(self) -> None:
         """Apply the migrations not applied yet; an up-to-date catalog is only read (no write, no lock wait)."""
         latest = max((n for n, _, _ in _migrations()), default=0)
         try:
-            if self.execute("SELECT max(version) FROM schema_version").fetchone()[0] == latest:
+            if self.generation()[0] == latest:  # one small read serves the check and the cache key
                 return
         except duckdb.CatalogException:
             pass
+        self._generation = None
         self.execute(
             "CREATE TABLE IF NOT EXISTS schema_version"
             " (version INTEGER PRIMARY KEY, name VARCHAR, applied TIMESTAMPTZ DEFAULT current_timestamp)"
@@ -196,6 +195,8 @@ class Catalog:
             try:
                 self.execute(sql)
                 self.execute("INSERT INTO schema_version (version, name) VALUES (?, ?)", [number, name])
+                if number >= 5:  # catalog_state exists from migration 005 on
+                    self._bump()
                 self.execute("COMMIT")
             except duckdb.Error:
                 self.execute("ROLLBACK")
@@ -246,6 +247,7 @@ class Catalog:
         self.execute("BEGIN TRANSACTION")
         try:
             self._upsert_runs(run_rows)
+            self._bump()
             for run_id, kind, value in label_rows:  # given at record time: added once
                 self.execute(
                     "INSERT INTO run_labels (run_id, kind, value) SELECT ?, ?, ? WHERE NOT EXISTS"
@@ -312,7 +314,7 @@ class Catalog:
             " VALUES (?, ?, ?, ?, 'patched')",
             [version, git_dir, str(self.layout.work_tree), parent],
         )
-        self.changed()
+        self._bump()
 
     def add_label(self, run_id: str, kind: str, value: str) -> None:
         """A name, tag or note for a run (a run has one name and one note: a new one replaces it)."""
@@ -324,11 +326,11 @@ class Catalog:
                 self.execute("DELETE FROM run_labels WHERE run_id = ? AND kind = ? AND value = ?",
                              [run_id, kind, value])
             self.execute("INSERT INTO run_labels (run_id, kind, value) VALUES (?, ?, ?)", [run_id, kind, value])
+            self._bump()
             self.execute("COMMIT")
         except BaseException:
             self.execute("ROLLBACK")
             raise
-        self.changed()
 
     def record_replay(self, **row: Any) -> None:
         cols = ["replay_id", "run_id", "names", "version", "statement", "strategy", "iterations",
@@ -338,7 +340,7 @@ class Catalog:
             f" VALUES ({', '.join('?' for _ in cols)}, current_timestamp)",
             [row[c] for c in cols],
         )
-        self.changed()
+        self._bump()
 
     def _load_replayed(self) -> None:
         """Route replay workers' records before the bulk insert.
