@@ -33,33 +33,41 @@ if TYPE_CHECKING:
 INTO = ("pandas", "polars", "arrow")
 
 
-def query(sql: str, replay: str = "ask", layout: Layout | None = None, into: str = "pandas") -> Any:
+def query(sql: str, replay: str = "ask", layout: Layout | None = None, into: str = "pandas",
+          allow_files=()) -> Any:
     """Run SQL over the catalog; ``logs`` is the wide view of every run.
 
     ``replay`` says what to do when the query names a column no run recorded
-    but the current code logs: "ask" (prompt on a terminal), "yes", or "no".
+    but the current code logs: "ask" (prompt on a terminal), "yes", or "no"; "strict" is
+    "yes", and raises ``PartialAnswerError`` where "yes" warns when some runs' replay failed.
     ``into`` is the result's type: "pandas" (a DataFrame), "polars" or "arrow".
+    The query cannot write and reads only the store; ``allow_files`` names
+    local files or directories it may also read.
     """
     if into not in INTO:
         raise QueryError(f"into={into!r}: choose one of {', '.join(INTO)}")
-    return convert(query_table(sql, replay=replay, layout=layout), into)
+    return convert(query_table(sql, replay=replay, layout=layout, allow_files=allow_files), into)
 
 
-def query_table(statement: str | exp.Expression, replay: str = "ask", layout: Layout | None = None) -> "pa.Table":
+def query_table(statement: str | exp.Expression, replay: str = "ask", layout: Layout | None = None,
+                allow_files=()) -> "pa.Table":
     """:func:`query` as an Arrow table (NULL and NaN kept apart)."""
-    return answer(statement, replay, layout, fetch="arrow")
+    return answer(statement, replay, layout, fetch="arrow", allow_files=allow_files)
 
 
-def query_rows(statement: str | exp.Expression, replay: str = "ask", layout: Layout | None = None) -> Rows:
+def query_rows(statement: str | exp.Expression, replay: str = "ask", layout: Layout | None = None,
+               allow_files=()) -> Rows:
     """:func:`query` as :class:`flordb.tabular.Rows`, for the CLI: no pyarrow, no pandas to import."""
-    return answer(statement, replay, layout, fetch="rows")
+    return answer(statement, replay, layout, fetch="rows", allow_files=allow_files)
 
 
-def answer(statement: str | exp.Expression, replay: str, layout: Layout | None, fetch: str) -> Any:
+def answer(statement: str | exp.Expression, replay: str, layout: Layout | None, fetch: str,
+           allow_files=()) -> Any:
     """The orchestrator: prepare, fill missing columns, refresh stale ones, execute."""
     tree = parse(statement) if isinstance(statement, str) else statement
     key = statement if isinstance(statement, str) else None
     with open_catalog(layout, create=False) as cat:
+        cat.allow_files = tuple(str(p) for p in allow_files)
         cat.ingest()
         if explained(tree) is not None:
             return _explain(cat, tree, fetch)

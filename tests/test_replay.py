@@ -353,8 +353,10 @@ def test_gitignored_data_is_reachable_and_git_state_unchanged(np_proj):
     rep = do_replay(np_proj, ["w_norm", "w_start"], workers=1)  # sgd.py reads data/scale.txt
     assert not rep.failed and not rep.diverged
     assert git_state(project) == before
-    src = np_proj.layout.replays / "src"
-    assert all((d / "data" / "scale.txt").read_text() == "2.5\n" for d in src.iterdir() if d.is_dir())
+    trees = [d for d in (np_proj.layout.replays / "trees").iterdir() if d.is_dir()]
+    assert trees  # each task ran in a private tree holding a copy of the ignored input
+    assert all((d / "data" / "scale.txt").read_text() == "2.5\n" for d in trees)
+    assert not any((d / "data").is_symlink() or (d / "data" / "scale.txt").is_symlink() for d in trees)
 
 
 def test_replays_table_and_provenance(np_proj):

@@ -83,7 +83,8 @@ def test_encode_numpy_and_specials(capsys):
     assert encode("d", np.array(2.5))[:2] == (seg.FLOAT, 2.5)
     assert math.isnan(encode("e", float("nan"))[1])
     assert encode("f", float("-inf"))[1] == float("-inf")
-    assert encode("g", 2**80) == (seg.STR, None, str(2**80))  # too big for BIGINT: kept exactly as text
+    assert encode("g", 2**80) == (seg.HUGE, float(2**80), str(2**80))  # too big for BIGINT: HUGEINT, exact digits
+    assert encode("g", 2**130) == (seg.STR, None, str(2**130))  # too big for HUGEINT: kept exactly as text
     assert encode("h", [np.float64(1.5), np.int32(2)]) == (seg.JSON, None, "[1.5, 2]")
     capsys.readouterr()
 
@@ -191,7 +192,9 @@ def test_ingest_crash_midway_rolls_back_and_retries(project, monkeypatch):
         return real(self, sql, params)
 
     monkeypatch.setattr(Catalog, "execute", failing)
-    with pytest.raises(duckdb.Error):
+    from flordb.errors import StoreError
+
+    with pytest.raises(StoreError, match="could not ingest new records: disk on fire"):
         with open_catalog(layout) as cat:
             cat.ingest()
     monkeypatch.setattr(Catalog, "execute", real)

@@ -23,5 +23,9 @@ def handle_errors(fn):
         except KeyboardInterrupt:
             click.echo("Interrupted.", err=True)
             sys.exit(130)
+        except OSError as exc:  # a full disk, an unusable FLORDB_HOME: one line, not a traceback
+            click.echo(f"Error: {exc.strerror or exc}{f': {exc.filename}' if exc.filename else ''};"
+                       " check free space and permissions of the store (FLORDB_HOME)", err=True)
+            sys.exit(1)
 
     return wrapper

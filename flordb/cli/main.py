@@ -17,6 +17,7 @@ from flordb.cli.common import handle_errors
 # one line here per command, so `flordb query` never loads what `flordb compare` needs.
 LAZY_COMMANDS = {
     "compare": "flordb.cli.compare_cmd:compare",
+    "doctor": "flordb.cli.doctor_cmd:doctor",
 }
 
 
@@ -45,23 +46,36 @@ FORMAT = click.option(
 )
 
 
-@cli.command()
+@cli.command(context_settings={"ignore_unknown_options": True})  # SQL may start with "--" (a comment)
 @click.argument("sql")
 @FORMAT
 @click.option("--yes", "-y", "replay", flag_value="yes", help="Replay missing columns without asking.")
 @click.option("--no-replay", "replay", flag_value="no", help="Never replay; fail on missing columns.")
+@click.option("--allow-files", "allow_files", multiple=True, type=click.Path(), metavar="PATH",
+              help="Let the query read this local file or directory (read-only; repeatable).")
 @handle_errors
-def query(sql: str, fmt: str, replay: str | None) -> None:
+def query(sql: str, fmt: str, replay: str | None, allow_files: tuple[str, ...]) -> None:
     """Run one SQL statement; `logs` is the wide view of every run.
 
     \b
     flordb query "SELECT epoch, avg(loss) FROM logs GROUP BY ALL ORDER BY ALL"
     """
-    from flordb.tabular import render
-    from flordb.api import query_rows
+    import warnings
 
-    df = query_rows(sql, replay=replay or "ask")
+    from flordb.api import query_rows
+    from flordb.hindsight.partial import PartialAnswerWarning
+    from flordb.tabular import render
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", PartialAnswerWarning)
+        df = query_rows(sql, replay=replay or "ask", allow_files=allow_files)
     click.echo(render(df, fmt))
+    partial = [w for w in caught if issubclass(w.category, PartialAnswerWarning)]
+    for w in caught:
+        if w not in partial:
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+    if partial:  # the summary is already on stderr: a partial answer is a negative verdict
+        sys.exit(1)
 
 
 @cli.command()
@@ -74,6 +88,11 @@ def runs(fmt: str, show_all: bool) -> None:
     from flordb.sql.runs import list_runs
 
     click.echo(render(list_runs(include_replays=show_all), fmt))
+    from flordb.store.catalog import quarantined_count
+
+    n = quarantined_count()
+    if n:
+        click.echo(f"warning: {n} damaged store files were quarantined; `flordb doctor` lists them", err=True)
 
 
 @cli.command()

@@ -19,7 +19,8 @@ class ConfirmationRequired(HindsightError):
 
     exit_code = 2
 from flordb.hindsight.executor import LocalExecutor, TaskResult
-from flordb.hindsight.fidelity import Fidelity, check
+from flordb.hindsight.fidelity import Fidelity, check, guard_plan
+from flordb.hindsight.partial import failure_reason
 from flordb.hindsight.plan import plan_replay
 from flordb.hindsight.tasks import ReplayPlan
 from flordb.store.catalog import Catalog, open_catalog
@@ -32,6 +33,7 @@ class ReplayReport:
     results: list[TaskResult] = field(default_factory=list)
     fidelity: dict[str, Fidelity] = field(default_factory=dict)  # replay_id -> result
     seconds: float = 0.0
+    reruns: list[tuple[str, str]] = field(default_factory=list)  # (diverged replay, its re-execution)
 
     @property
     def failed(self) -> list[TaskResult]:
@@ -96,7 +98,7 @@ def _ranges(its: list[int]) -> str:
 
 def confirm(question: str, mode: str) -> bool:
     """``yes`` goes ahead, ``no`` never; ``ask`` prompts on a terminal, else refuses."""
-    if mode == "yes":
+    if mode in ("yes", "strict"):
         return True
     if mode == "no":
         return False
@@ -145,7 +147,28 @@ def replay(names, where: str | None = None, workers: int | None = None, yes: boo
         cat.ingest()
         _finish(cat, report)
     _summarize(report)
+    _guard(report, layout, git_dirs, progress)
     return report
+
+
+def _guard(report: ReplayReport, layout: Layout, git_dirs: dict[str, str], progress: bool) -> None:
+    """The runtime guard: runs that diverged after skipping nested loops run again, re-executing them."""
+    again = guard_plan(report.plan, report.fidelity)
+    if again is None:
+        return
+    say(f"Re-running {len(again.runs)} run(s) with every nested loop executed (the skipping replay diverged).")
+    sub = ReplayReport(again)
+    sub.results = LocalExecutor(layout, git_dirs, again.workers, progress=progress).run(again.tasks)
+    with open_catalog(layout) as cat:
+        cat.ingest()
+        _finish(cat, sub)
+    _summarize(sub)
+    first = {r.run_id: r.replay_id for r in report.plan.runs}
+    for r in again.runs:  # the answer now comes from the second attempt; both stay in `replays`
+        report.reruns.append((first[r.run_id], r.replay_id))
+        report.fidelity.pop(first[r.run_id], None)
+    report.fidelity.update(sub.fidelity)
+    report.results = [x for x in report.results if x.task.run_id not in {r.run_id for r in again.runs}] + sub.results
 
 
 def replay_preview(names, where: str | None = None, layout: Layout | None = None) -> list:
@@ -197,7 +220,7 @@ def _finish(cat: Catalog, report: ReplayReport) -> None:
         cat.record_replay(
             replay_id=r.replay_id, run_id=r.run_id, names=plan.names, version=r.patched, statement=statement,
             strategy=r.strategy, iterations=_ranges(r.iterations), seconds=max((x.seconds for x in results), default=0.0),
-            estimate=r.estimate, status=status, fidelity=fid.summary,
+            estimate=r.estimate, status=status, fidelity=failure_reason(failed) if failed else fid.summary,
         )
 
 

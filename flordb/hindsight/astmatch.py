@@ -72,7 +72,9 @@ class _Normalize(ast.NodeTransformer):
     """Rewrite old API spellings into one form, and ``self.x`` into a name ``self.x``.
 
     ``loss.data[0]`` becomes ``loss.item()``; ``Variable(x)`` and
-    ``x.cuda()`` become ``x``; ``clip_grad_norm`` becomes ``clip_grad_norm_``.
+    ``x.cuda()`` become ``x``; ``clip_grad_norm`` becomes ``clip_grad_norm_``;
+    ``accelerator.backward(loss)`` and ``scaler.scale(loss).backward()``
+    become ``loss.backward()``, ``scaler.step(optimizer)`` ``optimizer.step()``.
     An attribute of ``self`` becomes one name so that ``self.loss`` and a
     local ``loss`` compare like two spellings of one variable.
     """
@@ -91,6 +93,13 @@ class _Normalize(ast.NodeTransformer):
         name = f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute) else None
         if name in WRAPPING_CALLS and node.args:
             return node.args[0]
+        one_arg = len(node.args) == 1 and not node.keywords
+        if isinstance(f, ast.Attribute) and one_arg and (
+                name == "backward" or (name == "step" and _is_scaler(f.value))):
+            # accelerator.backward(loss) / scaler.step(optimizer): loss.backward() / optimizer.step()
+            return ast.Call(func=ast.Attribute(value=node.args[0], attr=name, ctx=ast.Load()), args=[], keywords=[])
+        if isinstance(f, ast.Attribute) and one_arg and name == "scale" and _is_scaler(f.value):
+            return node.args[0]  # scaler.scale(loss) is the loss, scaled for mixed precision
         if isinstance(f, ast.Attribute) and f.attr in MOVING_METHODS and len(node.args) <= 1:
             return f.value
         return node
@@ -111,6 +120,12 @@ class _Normalize(ast.NodeTransformer):
 
 _NORMALIZED: "weakref.WeakKeyDictionary[ast.AST, ast.AST]" = weakref.WeakKeyDictionary()
 _KEYS: "weakref.WeakKeyDictionary[ast.AST, dict]" = weakref.WeakKeyDictionary()
+
+
+def _is_scaler(node: ast.AST) -> bool:
+    """A mixed-precision gradient scaler, by its name (``scaler``, ``self.grad_scaler``, ``loss_scaler``)."""
+    text = node.id if isinstance(node, ast.Name) else node.attr if isinstance(node, ast.Attribute) else ""
+    return "scaler" in text.lower()
 
 
 def normalize(node: ast.AST) -> ast.AST:
@@ -352,6 +367,8 @@ def name_pairs(new: ast.stmt, old: ast.stmt, new_info: ModuleInfo, old_info: Mod
     both sides bind the name (assignment, loop target, parameter) weighs 2:
     the same value is given a different name. A pair of mere uses weighs 1.
     """
+    if type(new) is not type(old):
+        return  # a loop rewritten as another kind of loop: its header tells nothing about names
     if isinstance(new, (ast.For, ast.AsyncFor)):
         (nt, ni), (ot, oi) = core_iter(new, new_info), core_iter(old, old_info)
         parts = [(ni, oi)] + ([(nt, ot)] if ast.dump(_shape(nt)) == ast.dump(_shape(ot)) else [])

@@ -39,34 +39,15 @@ class Executor(Protocol):
 
 
 def source_dir(layout: Layout, git_dir: str, version: str) -> Path:
-    """A read-only copy of ``version`` to run, made once and reused.
+    """A private tree holding ``version`` to run one task in (flordb.version.sandbox).
 
     Git-ignored inputs of the project (``data/``, weights) are not in the
-    version, so each top-level entry of the work tree that the copy lacks is
-    linked in: the replay reads the same inputs as the original.
+    version, so they are copied in (large ones linked): the replay reads the
+    same inputs as the original, and whatever it writes stays in its tree.
     """
-    from flordb.version import materialize
+    from flordb.version.sandbox import replay_tree
 
-    dest = layout.replays / "src" / version[:16]
-    if not dest.exists():
-        tmp = dest.with_name(f".{dest.name}.{os.getpid()}")
-        materialize(git_dir, version, tmp)
-        try:
-            os.replace(tmp, dest)
-        except OSError:  # another process made it first
-            import shutil
-
-            shutil.rmtree(tmp, ignore_errors=True)
-    for entry in layout.work_tree.iterdir():
-        if entry.name in (".git", ".flordb") or entry == layout.home:
-            continue
-        target = dest / entry.name
-        if not target.exists() and not target.is_symlink():
-            try:
-                target.symlink_to(entry)
-            except OSError:
-                pass
-    return dest
+    return replay_tree(git_dir, version, layout.work_tree, layout.replays, skip=[layout.home])
 
 
 class LocalExecutor:

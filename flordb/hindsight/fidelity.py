@@ -55,3 +55,51 @@ def check(cat: Catalog, replay_id: str, rtol: float = 0.0) -> Fidelity:
     got = ftxt if ftxt is not None else fnum
     want = rtxt if rtxt is not None else rnum
     return Fidelity(len(rows), f"{name} at {where}: replayed {got!r}, recorded {want!r}")
+
+
+# -- the runtime guard ------------------------------------------------------------------
+
+
+def skipped_nested(tasks) -> bool:
+    """Did any of these tasks restore a nested loop's exit state instead of running it?"""
+    return any(t.nested and t.checkpoints and (t.strategy == "skip" or (t.warm < t.start and t.warm_skip))
+               or t.restore_before is not None for t in tasks)
+
+
+def guard_plan(plan, fidelity: dict[str, Fidelity]):
+    """Runs whose replay skipped nested loops and then diverged, planned again with re-execution.
+
+    The static analysis decides skipping from the syntax tree; this is the check
+    on what actually ran: a value the run recorded that the replay logged
+    differently means some state the skipped loops changed was not restored.
+    Those runs are executed again from iteration 0 with every nested loop run,
+    under a new replay id, so the replays table keeps both attempts. Returns a
+    plan of those runs, or None when nothing needs it.
+    """
+    import copy
+    import secrets
+
+    from flordb.hindsight.tasks import make_tasks
+
+    again = []
+    for rp in plan.runs:
+        fid = fidelity.get(rp.replay_id)
+        if fid is None or fid.status != "diverged" or not skipped_nested(rp.tasks):
+            continue
+        new = copy.copy(rp)
+        new.replay_id = f"{rp.replay_id}-g{secrets.token_hex(1)}"
+        new.strategy = "reexec" if rp.strategy == "skip" else rp.strategy
+        new.warm_skip = False
+        new.carried = f"runtime guard: the replay that skipped nested loops diverged ({fid.first})"
+        new.note = f"re-run with re-execution after {rp.replay_id} diverged: {fid.first}"
+        sts = rp.statements or plan.statements
+        new.tasks = make_tasks(new, new.facts, new.placement, sts, [s.name for s in sts], new.patched, 1)
+        for t in new.tasks:
+            t.checkpoints = {} if t.restore_before is None else t.checkpoints
+        new.estimate = sum(t.estimate for t in new.tasks)
+        again.append(new)
+    if not again:
+        return None
+    out = copy.copy(plan)
+    out.runs = again
+    return out

@@ -110,15 +110,18 @@ def _serving_replays(cat: Catalog, names: list[str], where: Where) -> set[tuple[
         return everywhere(replayed)
 
 
-def gaps(cat: Catalog, names: list[str]) -> list[str]:
+def gaps(cat: Catalog, names: list[str], logged_by: list[tuple[str, str]] = ()) -> list[str]:
     """Names some finished runs lack, among runs of the scripts that log them.
 
     A run lacks a name when it never logged it and no replay of that name was
     tried on it; or, when a replay filled only some main-loop iterations (a
     narrowed ``--where``), when recorded iterations remain that no replay
-    covered. A replay that was tried (whatever it produced, refused or failed)
-    is not tried again here, so a statement that logs nothing in some runs
-    does not replay them on every query; ``flordb replay`` always can.
+    covered. A replay that was tried (refused, or whatever it produced) is not
+    tried again here, so a statement that logs nothing in some runs does not
+    replay them on every query; ``flordb replay`` always can. A failed replay
+    is retried (:mod:`flordb.hindsight.partial`). ``logged_by`` adds (name,
+    script) pairs whose current code logs the name, so a script none of whose
+    runs logged it yet is not left out.
     Cheap: run summaries and the replays table only.
     """
     if not names:
@@ -126,21 +129,25 @@ def gaps(cat: Catalog, names: list[str]) -> list[str]:
     missing = {r[0] for r in cat.execute(
         """WITH having_name AS (SELECT DISTINCT l.run_id, l.name, r.script FROM log_names l
                                 JOIN runs r USING (run_id) WHERE list_contains(?, l.name)),
-                scripts AS (SELECT DISTINCT name, script FROM having_name),
-                tried AS (SELECT DISTINCT run_id, unnest(names) AS name FROM replays)
+                scripts AS (SELECT DISTINCT name, script FROM having_name
+                            UNION SELECT unnest(?::VARCHAR[]) AS name, unnest(?::VARCHAR[]) AS script),
+                tried AS (SELECT DISTINCT run_id, unnest(names) AS name FROM replays
+                          WHERE status IS DISTINCT FROM 'failed')
            SELECT DISTINCT s.name FROM scripts s JOIN runs r ON r.script = s.script
            WHERE r.mode = 'record' AND r.status = 'finished'
              AND NOT EXISTS (SELECT 1 FROM having_name h WHERE h.run_id = r.run_id AND h.name = s.name)
              AND NOT EXISTS (SELECT 1 FROM tried t WHERE t.run_id = r.run_id AND t.name = s.name)""",
-        [names],
+        [names, [n for n, _ in logged_by], [sc for _, sc in logged_by]],
     ).fetchall()}
     covered: dict[tuple[str, str], set[int] | None] = {}  # None: the whole run
     for run_id, names_, strategy, iterations, status in cat.execute(
         "SELECT run_id, names, strategy, iterations, status FROM replays WHERE list_has_any(names, ?)", [names]
     ).fetchall():
+        if status == "failed":
+            continue  # failed replays are retried by the next query that needs them
         for n in set(names_) & set(names):
             have = covered.setdefault((run_id, n), set())
-            if have is None or status in ("refused", "failed") or strategy in ("prefix", "suffix"):
+            if have is None or status == "refused" or strategy in ("prefix", "suffix"):
                 covered[(run_id, n)] = None
             else:
                 have.update(_parse_ranges(iterations))
@@ -171,13 +178,24 @@ def _parse_ranges(text: str | None) -> set[int]:
 
 
 def refresh(cat: Catalog, names: list[str], replayed: list[str], where: Where, mode: str) -> bool:
-    """Before a query reads the log columns ``names``: refresh stale replayed values, fill gaps.
+    """Before a query reads the log columns ``names``: refresh stale replayed values, fill gaps,
+    and never answer partially in silence (:func:`flordb.hindsight.partial.check_answer`).
 
     ``replayed`` are those of ``names`` some replay ever filled (only they can be stale).
     True when something was replayed, so the query must be planned again.
     """
+    from flordb.hindsight.partial import check_answer
+
+    changed = _refresh_and_fill(cat, names, replayed, where, mode)
+    check_answer(cat, names, mode)
+    return changed
+
+
+def _refresh_and_fill(cat: Catalog, names: list[str], replayed: list[str], where: Where, mode: str) -> bool:
+    from flordb.hindsight.partial import announce_retry, current_scripts
+
     changed = _refresh_stale(cat, replayed, where, mode) if replayed else False
-    missing = cat.cached(f"gaps:{sorted(names)}", lambda: gaps(cat, names))
+    missing = cat.cached(f"gaps:{sorted(names)}", lambda: gaps(cat, names, current_scripts(cat, names)))
     if not missing:
         return changed
     from flordb.hindsight.api import ConfirmationRequired, replay, say
@@ -189,6 +207,7 @@ def refresh(cat: Catalog, names: list[str], replayed: list[str], where: Where, m
     if mode == "no":
         say(f"{', '.join(logged)}: some runs never logged it; the current code does (replay with --yes to fill them).")
         return changed
+    announce_retry(cat, logged)
     cat.close()
     try:
         report = replay(logged, layout=cat.layout, only_missing=True, confirm_mode=mode, where=where,

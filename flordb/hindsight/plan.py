@@ -21,7 +21,7 @@ import sqlglot
 from sqlglot import exp
 
 from flordb.errors import HindsightError, PropagationError, QueryError, UnknownColumnError
-from flordb.hindsight.analyze import NESTED, PREFIX, SUFFIX, nested_skip_safety, placement
+from flordb.hindsight.analyze import NESTED, PREFIX, SUFFIX, carried_state, nested_skip_safety, placement
 from flordb.hindsight.locate import find_log_statements
 from flordb.hindsight.propagation import propagate
 from flordb.hindsight.tasks import (  # noqa: F401  (the plan types stay importable from here)
@@ -106,11 +106,14 @@ def run_facts(cat: Catalog, run_id: str, main_loop: str, store: ObjectStore) -> 
 # -- choosing runs and iterations from WHERE ------------------------------------------------
 
 
-def pushdown(where: str | None, schema: LogsSchema, main_loop: str | None) -> exp.Expression | None:
+def pushdown(where: str | None, schema: LogsSchema, main_loop: str | None,
+             filling: list[str] | tuple = ()) -> exp.Expression | None:
     """The conjuncts of ``where`` that only use run, arg and main-loop columns.
 
     Others (log values, inner loops) cannot narrow a replay, so they are
     dropped: the replay then covers more, never less, than the query needs.
+    A conjunct on a column being filled (``filling``: ``WHERE g IS NOT NULL``,
+    ``w_norm > 5``) is dropped too, known or not: the replay computes it.
     """
     if not where:
         return None
@@ -121,6 +124,8 @@ def pushdown(where: str | None, schema: LogsSchema, main_loop: str | None) -> ex
     keep = []
     for conj in cond.flatten() if isinstance(cond, exp.And) else [cond]:
         cols = {c.name for c in conj.find_all(exp.Column)}
+        if cols & set(filling):
+            continue
         unknown = [c for c in cols if c not in schema.columns]
         if unknown:
             raise UnknownColumnError(unknown, schema.names)
@@ -159,9 +164,11 @@ def patch_source(old: str, current: str, statements: list[Statement]) -> str:
 
 def plan_replay(cat: Catalog, names: list[str], where: str | None = None, workers: int | None = None,
                 only_missing: bool = False, work_tree: Path | None = None) -> ReplayPlan:
-    """Everything a replay needs, before anything runs."""
-    from flordb.version import commit_patched, read_file
+    """Everything a replay needs, before anything runs.
 
+    Runs are grouped by the script they ran; each run gets its own script's
+    statements (``train.py`` and ``finetune.py`` may both log ``lr_now``).
+    """
     auto_split = workers is None  # default workers: split a run only where it pays off
     workers = workers or os.cpu_count() or 1
     layout = cat.layout
@@ -170,23 +177,80 @@ def plan_replay(cat: Catalog, names: list[str], where: str | None = None, worker
     runs = cat.execute(
         "SELECT run_id, version, script FROM runs WHERE mode = 'record' AND status <> 'running' ORDER BY started"
     ).fetchall()
-    scripts = {r[2] for r in runs if r[2]}
-    found = locate_statements(work_tree, names, scripts)
+    scripts = list(dict.fromkeys(r[2] for r in runs if r[2]))
+    found = locate_statements(work_tree, names, set(scripts))
     missing = [n for n in names if n not in found]
     if missing:
         raise UnknownColumnError(missing, schema.names)
-    statements = [found[n] for n in names]
-    script = statements[0].script
-    if any(s.script != script for s in statements):
-        raise HindsightError("the statements to replay are in different files; replay them one file at a time")
+    groups = script_statements(work_tree, names, scripts) or {found[names[0]].script: [found[n] for n in names]}
+    plan = ReplayPlan(names=names, statements=[], runs=[], refused=[], workers=workers, where=where,
+                      only_missing=only_missing)
+    for script, statements in groups.items():
+        _plan_script(cat, plan, script, statements, [r for r in runs if r[2] == script], schema, work_tree)
+    # Tasks once the number of runs is known: spare workers split runs into ranges.
+    per_run = max(1, math.ceil(workers / max(1, len(plan.runs))))
+    for rp in plan.runs:
+        chunks = _worth_splitting(rp, per_run) if auto_split else min(per_run, _useful_chunks(rp, per_run))
+        sts = rp.statements or plan.statements
+        rp.tasks = make_tasks(rp, rp.facts, rp.placement, sts, [st.name for st in sts], rp.patched, chunks)
+        rp.estimate = sum(t.estimate for t in rp.tasks)
+    return plan
+
+
+def script_statements(work_tree: Path, names: list[str], scripts: list[str]) -> dict[str, list[Statement]]:
+    """For each recorded script whose current text logs some of ``names``: those statements."""
+    out: dict[str, list[Statement]] = {}
+    for script in scripts:
+        try:
+            source = (work_tree / script).read_text()
+        except (OSError, UnicodeDecodeError):
+            continue
+        hits: dict[str, Statement] = {}
+        for st in find_log_statements(source):
+            if st.name in names and st.name not in hits:
+                hits[st.name] = Statement(st.name, script, st.lineno, st.text)
+        if hits:
+            out[script] = [hits[n] for n in names if n in hits]
+    return out
+
+
+def recorded_loops(cat: Catalog, run_ids: list[str]) -> tuple[str | None, str | None]:
+    """The main loop and the nested loop the runs entered: loop structure is what ran.
+
+    The nested loop of an iteration is the first ``flor.loop`` entered during
+    it, wherever it is written (a function, a method, two calls down).
+    """
+    if not run_ids:
+        return None, None
+    row = cat.execute(
+        "SELECT path[1], count(*) AS n FROM loops WHERE kind = 'iter' AND len(path) = 1 AND replay_id IS NULL"
+        " AND list_contains(?, run_id) GROUP BY 1 ORDER BY n DESC, 1 LIMIT 1", [run_ids]).fetchone()
+    if row is None:
+        return None, None
+    nested = cat.execute(
+        """SELECT first_name, count(*) AS n FROM (
+               SELECT run_id, coord, arg_min(path[2], t0) AS first_name FROM loops
+               WHERE kind = 'loop' AND len(path) = 2 AND path[1] = ? AND replay_id IS NULL
+                 AND list_contains(?, run_id) GROUP BY run_id, coord)
+           GROUP BY 1 ORDER BY n DESC, 1 LIMIT 1""", [row[0], run_ids]).fetchone()
+    return row[0], nested[0] if nested else None
+
+
+def _plan_script(cat: Catalog, plan: ReplayPlan, script: str, statements: list[Statement], candidates: list,
+                 schema: LogsSchema, work_tree: Path) -> None:
+    """Add the runs of one script to ``plan``."""
+    from flordb.version import commit_patched, read_file
+
+    names = [st.name for st in statements]
     current = (work_tree / script).read_text()
-    places = {n: placement(current, found[n].lineno) for n in names}
+    main_loop, nested_loop = recorded_loops(cat, [r[0] for r in candidates])
+    places = {st.name: placement(current, st.lineno, main_loop, nested_loop) for st in statements}
     statements = [Statement(st.name, st.script, st.lineno, st.text, places[st.name].describe())
                   for st in statements]
-    main_loop = next((p.main_loop for p in places.values() if p.main_loop), None)
+    plan.statements += statements
+    main_loop = main_loop or next((p.main_loop for p in places.values() if p.main_loop), None)
 
-    candidates = [r for r in runs if r[2] == script]
-    cond = pushdown(where, schema, main_loop)
+    cond = pushdown(plan.where, schema, main_loop, plan.names)
     its = None  # run -> selected main-loop iterations, when WHERE narrows them
     if cond is not None and main_loop:
         its = selected_iterations(cat, cond, main_loop, [r[0] for r in candidates])
@@ -195,11 +259,10 @@ def plan_replay(cat: Catalog, names: list[str], where: str | None = None, worker
         chosen = set(run_plan(cat, prepare(cat, sel)[0])["run_id"])
         candidates = [r for r in candidates if r[0] in chosen]
 
-    store = ObjectStore(layout.objects)
+    store = ObjectStore(cat.layout.objects)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     patched_cache: dict[str, tuple[str | None, str | None]] = {}
-    plan = ReplayPlan(names=names, statements=statements, runs=[], refused=[], workers=workers, where=where,
-                      only_missing=only_missing)
+    only_missing = plan.only_missing
     for run_id, version, _ in candidates:
         if its is not None and not its.get(run_id):
             continue  # WHERE selects no row of this run: neither replayed nor refused
@@ -226,10 +289,12 @@ def plan_replay(cat: Catalog, names: list[str], where: str | None = None, worker
             continue
         patched_text = read_file(facts.git_dir, commit, script)
         lineno = _line_of(patched_text, names[0])
-        place = placement(patched_text, lineno, main_loop) if lineno else places[names[0]]
-        positions = {placement(patched_text, _line_of(patched_text, n) or 1, main_loop).position for n in names}
+        place = placement(patched_text, lineno, main_loop, nested_loop) if lineno else places[names[0]]
+        positions = {placement(patched_text, _line_of(patched_text, n) or 1, main_loop, nested_loop).position
+                     for n in names}
         strategy, note = _strategy(positions, place, facts)
-        warm_skip, _ = nested_skip_safety(patched_text, main_loop)
+        warm_skip, warm_reason = nested_skip_safety(patched_text, main_loop, nested_loop)
+        carried = carried_state(patched_text, main_loop, nested_loop, strategy == "suffix") if strategy != "prefix" else ""
         iterations = [r[0] for r in facts.iterations]
         if its is not None:
             iterations = [i for i in iterations if i in set(its.get(run_id, []))]
@@ -242,20 +307,20 @@ def plan_replay(cat: Catalog, names: list[str], where: str | None = None, worker
                 continue
         if strategy in ("skip", "reexec") and not iterations:
             continue
+        if strategy == "suffix" and carried and facts.checkpoints:
+            note += f"; every iteration runs again (nested loops skipped where safe): {carried}"
+        if iterations and iterations[0] > 0 and strategy in ("skip", "reexec") and facts.checkpoints:
+            if carried:
+                note += f"; replay starts at iteration 0: {carried}"
+            elif not warm_skip and any(r[3] is not None for r in facts.iterations):
+                note += f"; earlier iterations re-run their nested loop: {warm_reason}"
         rp = RunPlan(
             run_id=run_id, version=version, args=facts.args, strategy=strategy, iterations=iterations,
             checkpoints=(len(facts.checkpoints), len(facts.iterations)), estimate=0.0,
             replay_id=f"{stamp}-{secrets.token_hex(2)}", patched=commit, note=note,
-            facts=facts, placement=place, warm_skip=warm_skip,
+            facts=facts, placement=place, warm_skip=warm_skip, carried=carried, statements=statements,
         )
         plan.runs.append(rp)
-    # Tasks once the number of runs is known: spare workers split runs into ranges.
-    per_run = max(1, math.ceil(workers / max(1, len(plan.runs))))
-    for rp in plan.runs:
-        chunks = _worth_splitting(rp, per_run) if auto_split else min(per_run, _useful_chunks(rp, per_run))
-        rp.tasks = make_tasks(rp, rp.facts, rp.placement, statements, names, rp.patched, chunks)
-        rp.estimate = sum(t.estimate for t in rp.tasks)
-    return plan
 
 
 def _line_of(source: str, name: str) -> int | None:

@@ -75,6 +75,8 @@ class RunPlan:
     facts: "RunFacts | None" = field(default=None, repr=False)
     placement: object = field(default=None, repr=False)
     warm_skip: bool = True  # analyze.nested_skip_safety of the patched version
+    carried: str = ""  # analyze.carried_state: why the replay must start at iteration 0 ("" when it need not)
+    statements: list = field(default_factory=list)  # this run's script's statements (default: the plan's)
 
 
 @dataclass
@@ -146,17 +148,21 @@ def suffix_cost(facts: RunFacts) -> float:
     return max(0.0, facts.duration - (facts.iterations[-1][2] - facts.clock0))
 
 
-def warm_start(facts: RunFacts, start: int, nested: bool, skip_ok: bool = True) -> tuple[int, int | None]:
+def warm_start(facts: RunFacts, start: int, nested: bool, skip_ok: bool = True,
+               carried: bool = False) -> tuple[int, int | None]:
     """First iteration to execute, and for flat loops the end state to restore first.
 
     With a nested loop, checkpoint c is the exit state of c's nested loop:
     execute from c with its nested loop skipped. Without one, checkpoint c is
     the state at the end of c: restore it and execute from c + 1. When the
     nested loop may not be skipped (code after it reads what its body assigns),
-    no exit state is a valid starting point: execute from the start.
+    no exit state is a valid starting point: execute from the start. Neither
+    is one when code outside the nested loop carries uncheckpointed state from
+    one iteration to the next (``carried``): every earlier iteration runs, with
+    its nested loop skipped where that is safe.
     """
     earlier = [c for c in facts.checkpoints if c < start]
-    if not earlier or start == 0 or (nested and not skip_ok):
+    if not earlier or start == 0 or (nested and not skip_ok) or carried:
         return 0, None
     c = max(earlier)
     return (c, None) if nested else (c + 1, c)
@@ -185,7 +191,7 @@ def make_tasks(run: RunPlan, facts: RunFacts, st_place, statements: list[Stateme
             ranges = [piece for a, b in ranges for piece in _split(a, b, chunks)]
     tasks = []
     for k, (a, b) in enumerate(ranges):
-        warm, restore_before = warm_start(facts, a, nested, run.warm_skip)
+        warm, restore_before = warm_start(facts, a, nested, run.warm_skip, bool(run.carried))
         needed = {i: facts.checkpoints[i] for i in facts.checkpoints if warm <= i < b or i == restore_before}
         cost = WORKER_EXIT + prefix_cost(facts) + sum(iteration_cost(facts, i, skip or (i < a and run.warm_skip))
                                         for i in range(warm, b))
@@ -224,7 +230,7 @@ def _useful_chunks(rp: RunPlan, chunks: int) -> int:
     if facts is None or rp.strategy in ("prefix", "suffix"):
         return chunks
     nested = any(r[3] is not None for r in facts.iterations)
-    if not facts.checkpoints or (nested and not rp.warm_skip):
+    if not facts.checkpoints or (nested and not rp.warm_skip) or (rp.carried and rp.strategy == "skip"):
         return 1
     return chunks
 

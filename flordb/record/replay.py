@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from flordb.record.context import TOP
-from flordb.record.run import Run, report
+from flordb.record.run import Run, normalize_name, report
 from flordb.store.segments import IMMUTABLE, encode
 from flordb.store.layout import Layout
 
@@ -47,8 +47,13 @@ class ReplayRun(Run):
         append, cur, live, wanted = self.buffer.append, self.cur, self.live, self.wanted
 
         def log(name, value):
-            if live[0] and name in wanted:
-                append((name, value if type(value) in IMMUTABLE else encode(name, value), cur[0]))
+            try:
+                if type(name) is not str:
+                    name = normalize_name(name)
+                if live[0] and name in wanted:
+                    append((name, value if type(value) in IMMUTABLE else encode(name, value), cur[0]))
+            except Exception as exc:  # never raise into the replayed script
+                report(f"flor.log could not record a value: {type(exc).__name__}")
             return value
 
         return log

@@ -33,6 +33,34 @@ def report(message: str) -> None:
         pass
 
 
+_refused_names: set[str] = set()
+
+
+def normalize_name(name: Any) -> str | None:
+    """The name ``flor.log`` stores for ``name``: ``str(name)``; None (refused) for None and "".
+
+    One warning per distinct name. Lone surrogates are escaped when the
+    segment is written (flordb.store.segments.clean_text).
+    """
+    if name is None or name == "":
+        key = repr(name)
+        if key not in _refused_names:
+            _refused_names.add(key)
+            report(f"flor.log({key}, ...) ignored: a name must be a non-empty string")
+        return None
+    try:
+        text = str(name)
+    except Exception:
+        text = f"<{type(name).__name__}>"
+    if not isinstance(text, str) or not text:
+        text = f"<{type(name).__name__}>"
+    key = f"{type(name).__name__}:{text}"
+    if key not in _refused_names:
+        _refused_names.add(key)
+        report(f"flor.log name {text!r} is a {type(name).__name__}, not a string; stored as {text!r}")
+    return text
+
+
 def new_run_id() -> str:
     """Sortable by start time, unique across processes and hosts."""
     return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
@@ -101,6 +129,7 @@ class Run:
         meta.update(self.version_info())
         meta.update(self.extra_meta())
         write_json_atomic(self.dir / "run.json", meta)
+        self.heartbeat = _start_heartbeat(self.dir / "heartbeat")
         _warm_up_writer()
         atexit.register(self.finish)
         _chain_excepthook(self)
@@ -131,6 +160,8 @@ class Run:
             if self.finished:
                 return
             self.finished = True
+        if getattr(self, "heartbeat", None) is not None:
+            self.heartbeat.set()
         self.close_checkpoints()
         self.flush(force=True)  # every segment is on disk before end.json says the run ended
         unused = {k for k in self.overrides if not k.startswith(LABEL_PREFIX)} - self.used_overrides
@@ -183,9 +214,17 @@ class Run:
         append, cur = self.buffer.append, self.cur
 
         def log(name, value):
-            if type(value) is not float and type(value) not in IMMUTABLE:
-                value = encode(name, value)  # now: it may change, or pin a tensor's graph
-            append((name, value, cur[0]))
+            try:  # free when nothing raises; flor.log never raises into training
+                if type(name) is not str or not name:
+                    name = normalize_name(name)
+                    if name is None:
+                        return value
+                if type(value) is not float and type(value) not in IMMUTABLE:
+                    append((name, encode(name, value), cur[0]))  # now: it may change, or pin a tensor's graph
+                else:
+                    append((name, value, cur[0]))
+            except Exception as exc:
+                report(f"flor.log could not record a value: {type(exc).__name__}")
             return value
 
         return log
@@ -338,6 +377,40 @@ def _warm_up_writer() -> None:
             pass
 
     threading.Thread(target=work, name="flordb-warm-up", daemon=True).start()
+
+
+def heartbeat_interval() -> float:
+    try:
+        return max(0.05, float(os.environ.get("FLORDB_HEARTBEAT_INTERVAL", "10")))
+    except ValueError:
+        return 10.0
+
+
+def _start_heartbeat(path: Path) -> threading.Event:
+    """Touch ``path`` every few seconds while the process lives (the catalog's liveness test).
+
+    A daemon thread, so it dies with the process, wherever it runs: a run
+    killed on another host of a shared project stops beating and is seen as
+    interrupted once the beat is older than FLORDB_HEARTBEAT_LIMIT.
+    """
+    stop = threading.Event()
+    interval = heartbeat_interval()
+
+    def beat() -> None:
+        while True:
+            try:
+                path.touch()
+            except OSError:
+                pass
+            if stop.wait(interval):
+                return
+
+    try:
+        path.touch()
+        threading.Thread(target=beat, name="flordb-heartbeat", daemon=True).start()
+    except Exception as exc:
+        report(f"no heartbeat for this run: {exc}")
+    return stop
 
 
 def _torch_threads() -> int | None:

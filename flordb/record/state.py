@@ -25,7 +25,7 @@ schedulers, ...)                       (on their device),   ``pickled_state_dict
                                                             ``cloudpickle``)
 anything else                          cloudpickle bytes    ``cloudpickle``
                                        right away
-RNG (python, numpy legacy global,      their states         ``rng`` under the
+RNG (python, numpy legacy global,      their states         ``rng`` (JSON) under
 torch CPU, torch CUDA if initialized)                       name ``__rng__``
 =====================================  ===================  ==================
 
@@ -42,8 +42,12 @@ torch and numpy are used only if the user already imported them
 
 from __future__ import annotations
 
+import base64
 import copy as _copy
+import importlib
 import io
+import json
+import pickle
 import random
 import sys
 from dataclasses import dataclass, field
@@ -65,12 +69,28 @@ FORMATS = (FMT_TORCH, FMT_PICKLED_SD, FMT_NUMPY, FMT_PICKLE, FMT_RNG)
 _KIND_SD = "state_dict"  # capture kind; the format is chosen by serialize
 
 
+def _imported(name: str):
+    """The module if the user's process imported it, fully initialized; else None.
+
+    Another thread may be importing it right now (FlorDB's own warm-up thread
+    imports pyarrow, which imports numpy): ``sys.modules`` then holds a
+    half-made module without ``ndarray``. ``import`` waits on that import's
+    module lock, so what we return is always complete.
+    """
+    if name not in sys.modules:
+        return None
+    try:
+        return importlib.import_module(name)
+    except Exception:
+        return None
+
+
 def _torch():
-    return sys.modules.get("torch")
+    return _imported("torch")
 
 
 def _numpy():
-    return sys.modules.get("numpy")
+    return _imported("numpy")
 
 
 @dataclass
@@ -248,15 +268,21 @@ def serialize_one(kind: str, payload: Any) -> tuple[str, bytes]:
 
 
 def serialize_rng(rng: dict[str, Any]) -> tuple[str, bytes]:
-    plain: dict[str, Any] = {"python": rng["python"]}
+    """RNG states as JSON of plain numbers, lists and base64 text: loading it runs no code."""
+    version, internal, gauss = rng["python"]
+    plain: dict[str, Any] = {"python": [int(version), [int(x) for x in internal], gauss]}
     if "numpy" in rng:
         kind, keys, pos, has_gauss, cached = rng["numpy"][:5]
-        plain["numpy"] = (kind, keys.tolist(), int(pos), int(has_gauss), float(cached))
+        plain["numpy"] = [str(kind), [int(k) for k in keys.tolist()], int(pos), int(has_gauss), float(cached)]
     if "torch" in rng:
-        plain["torch"] = rng["torch"].numpy().tobytes()
+        plain["torch"] = _b64(rng["torch"].numpy().tobytes())
     if "cuda" in rng:
-        plain["cuda"] = [s.cpu().numpy().tobytes() for s in rng["cuda"]]
-    return FMT_RNG, cloudpickle.dumps(plain)
+        plain["cuda"] = [_b64(s.cpu().numpy().tobytes()) for s in rng["cuda"]]
+    return FMT_RNG, json.dumps(plain, separators=(",", ":")).encode()
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
 
 
 def serialize(copy: StateCopy) -> dict[str, tuple[str, bytes]]:
@@ -272,7 +298,15 @@ def serialize(copy: StateCopy) -> dict[str, tuple[str, bytes]]:
 def _load_torch(data: bytes) -> Any:
     import torch  # restore is off the hot path; the blob needs torch
 
-    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
+    try:  # weights_only: tensors, numbers, strings and containers; no code runs on load
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise StoreError(f"a torch checkpoint could not be loaded safely (weights_only): {_line(exc)}") from None
+
+
+def _line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:200]
 
 
 def _update_in_place(live: Any, loaded: Any) -> Any:
@@ -328,23 +362,71 @@ def _copy_array(live: Any, loaded: Any) -> Any:
 
 
 def restore_rng(data: bytes) -> None:
-    st = cloudpickle.loads(data)
-    random.setstate(st["python"])
+    """Set the RNG states from :func:`serialize_rng`'s JSON (never unpickled)."""
+    try:
+        st = json.loads(data)
+        version, internal, gauss = st["python"]
+        python_state = (int(version), tuple(int(x) for x in internal), None if gauss is None else float(gauss))
+    except (ValueError, TypeError, KeyError, UnicodeDecodeError):
+        raise StoreError("the RNG checkpoint is not in FlorDB's JSON format (an older or foreign blob);"
+                         " it is not loaded, so the replay cannot restore random states: record the run again")
+    random.setstate(python_state)
     if "numpy" in st:
         import numpy as np
 
         kind, keys, pos, has_gauss, cached = st["numpy"]
-        np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+        np.random.set_state((str(kind), np.asarray(keys, dtype=np.uint32), int(pos), int(has_gauss),
+                             float(cached)))
     if "torch" in st or "cuda" in st:
         import torch
 
         if "torch" in st:
-            torch.set_rng_state(torch.frombuffer(bytearray(st["torch"]), dtype=torch.uint8))
+            torch.set_rng_state(torch.frombuffer(bytearray(base64.b64decode(st["torch"])), dtype=torch.uint8))
         if "cuda" in st and torch.cuda.is_available():
-            states = [torch.frombuffer(bytearray(b), dtype=torch.uint8) for b in st["cuda"]]
+            states = [torch.frombuffer(bytearray(base64.b64decode(b)), dtype=torch.uint8) for b in st["cuda"]]
             n = min(len(states), torch.cuda.device_count())
             for i in range(n):
                 torch.cuda.set_rng_state(states[i], i)
+
+
+# Globals a pickled state dict may name: containers and numbers, nothing that runs code.
+_PLAIN_GLOBALS = frozenset({
+    ("collections", "OrderedDict"), ("collections", "defaultdict"), ("collections", "deque"),
+    ("builtins", "set"), ("builtins", "frozenset"), ("builtins", "complex"), ("builtins", "slice"),
+    ("builtins", "range"), ("builtins", "bytearray"), ("builtins", "list"), ("builtins", "dict"),
+    ("builtins", "tuple"), ("builtins", "int"), ("builtins", "float"), ("builtins", "bool"), ("builtins", "str"),
+    ("numpy", "dtype"), ("numpy", "ndarray"), ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "scalar"), ("_codecs", "encode"),
+})
+
+
+class _PlainUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _PLAIN_GLOBALS:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+
+
+def _load_plain_pickle(name: str, data: bytes) -> Any:
+    """A pickled state dict holds data only: anything that names other code is refused."""
+    try:
+        return _PlainUnpickler(io.BytesIO(data)).load()
+    except Exception as exc:
+        raise StoreError(f"checkpoint object {name!r}: its state dict is not plain data ({_line(exc)});"
+                         " FlorDB does not unpickle code from the store") from None
+
+
+def _check_needs_pickle(name: str, live: Any) -> None:
+    """cloudpickle is loaded only into a registered object that is itself saved that way.
+
+    A state-dict object or a plain numpy array never is, so a ``cloudpickle``
+    blob claimed for one (a planted catalog row) is refused unread.
+    """
+    np = _numpy()
+    if _has_state_dict(live) or (np is not None and isinstance(live, np.ndarray) and not live.dtype.hasobject):
+        raise StoreError(f"checkpoint object {name!r} claims format {FMT_PICKLE!r}, which FlorDB never writes"
+                         f" for a {type(live).__name__}; refusing to unpickle it")
 
 
 def restore(
@@ -370,12 +452,12 @@ def restore(
             raise StoreError(f"the checkpoint has no object {name!r}")
         fmt, data = blobs[name]
         if fmt == FMT_TORCH or fmt == FMT_PICKLED_SD:
-            sd = _load_torch(data) if fmt == FMT_TORCH else cloudpickle.loads(data)
-            if not _has_state_dict(live):
+            if not _has_state_dict(live):  # checked before loading: the format must fit the object
                 raise StoreError(
                     f"checkpoint object {name!r} is a state dict but the live object"
                     f" ({type(live).__name__}) has no load_state_dict"
                 )
+            sd = _load_torch(data) if fmt == FMT_TORCH else _load_plain_pickle(name, data)
             live.load_state_dict(sd)
             out[name] = live
         elif fmt == FMT_NUMPY:
@@ -384,6 +466,7 @@ def restore(
             loaded = np.load(io.BytesIO(data), allow_pickle=False)
             out[name] = _copy_array(live, loaded) if isinstance(live, np.ndarray) else loaded
         elif fmt == FMT_PICKLE:
+            _check_needs_pickle(name, live)
             out[name] = _update_in_place(live, cloudpickle.loads(data))
         else:
             raise StoreError(f"checkpoint object {name!r} has unknown format {fmt!r}")

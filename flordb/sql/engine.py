@@ -10,6 +10,7 @@ from flordb.errors import QueryError
 from flordb.sql.plan import Plan, plan
 from flordb.sql.schema import LogsSchema, load_schema
 from flordb.store.catalog import Catalog
+from flordb.store.readonly import check_statement
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -47,17 +48,23 @@ def prepare(catalog: Catalog, statement: str | exp.Expression, key: str | None =
 
 
 def run(catalog: Catalog, p: Plan, fetch: str = "arrow") -> Any:
-    """The one place a user's statement executes: read-only, in a transaction always rolled back.
+    """The one place a user's statement executes, on a connection that cannot write or reach files.
 
     ``fetch="arrow"`` gives an Arrow table (NULL and NaN stay distinct until rendering);
     ``"rows"`` gives :class:`flordb.tabular.Rows`, which needs neither pyarrow nor pandas.
     """
     import duckdb
 
+    check_statement(p.tree)  # and the connection itself cannot write or reach files (catalog.reader)
     try:
         out = catalog.read(p.sql, fetch)
+    except duckdb.PermissionException as exc:
+        raise QueryError(f"{describe_error(exc)}; queries read only the store: pass --allow-files PATH"
+                         " (flor.query(..., allow_files=[PATH])) to join a local file") from None
     except duckdb.Error as exc:
         raise QueryError(describe_error(exc)) from None
+    except RecursionError:
+        raise QueryError("the query is nested too deeply; simplify it") from None
     if fetch == "rows":
         from flordb.tabular import Rows
 

@@ -8,7 +8,9 @@ the query, not the history.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import logging
 import re
 from dataclasses import dataclass
 
@@ -21,12 +23,10 @@ from sqlglot.schema import MappingSchema
 from flordb.errors import QueryError, UnknownColumnError
 from flordb.sql.logs import build_logs
 from flordb.sql.schema import LogsSchema
+from flordb.store.readonly import check_statement
 
 DIALECT = "duckdb"
 LOGS = "logs"
-READ_ONLY = (exp.Query, exp.Describe, exp.Show, exp.Pragma)
-WRITES = (exp.Insert, exp.Update, exp.Delete, exp.Create, exp.Drop, exp.Alter, exp.Merge, exp.Copy,
-          exp.TruncateTable, exp.Set, exp.Use, exp.Transaction, exp.Commit, exp.Rollback)
 _UNRESOLVED = re.compile(r"Column '(.+?)' could not be resolved")
 
 
@@ -51,7 +51,8 @@ def _parse(sql: str) -> exp.Expression:
     if m:  # parsed here: sqlglot reads EXPLAIN as an opaque command
         return exp.Command(this="EXPLAIN ANALYZE" if m.group(1) else "EXPLAIN", expression=parse(sql[m.end():]))
     try:
-        trees = [t for t in sqlglot.parse(sql, read=DIALECT) if t is not None]
+        with _quiet_sqlglot():
+            trees = [t for t in sqlglot.parse(sql, read=DIALECT) if t is not None]
     except ParseError as exc:
         errors = exc.errors[0] if exc.errors else {}
         where = f" at line {errors.get('line')}, column {errors.get('col')}" if errors else ""
@@ -61,20 +62,27 @@ def _parse(sql: str) -> exp.Expression:
         raise QueryError(f"SQL syntax error{where}{near}: {desc}") from None
     except SqlglotError as exc:
         raise QueryError(f"SQL syntax error: {str(exc).splitlines()[0]}") from None
+    except RecursionError:
+        raise QueryError("the query is nested too deeply; simplify it") from None
     if not trees:
         raise QueryError("empty query: write a SELECT statement")
     if len(trees) > 1:
         raise QueryError("one statement at a time, please")
     tree = trees[0]
-    if isinstance(tree, WRITES):
-        raise QueryError(
-            f"only read-only statements (SELECT, WITH, DESCRIBE, SHOW) are allowed, not {tree.key.upper()}"
-        )
-    if not isinstance(tree, READ_ONLY) and not isinstance(tree, exp.Command):
-        raise QueryError(f"SQL syntax error: expected a SELECT statement, got {sql.strip()[:40]!r}")
-    if isinstance(tree, exp.Command) and tree.name.upper() not in {"SHOW", "DESCRIBE", "SUMMARIZE", "EXPLAIN"}:
-        raise QueryError(f"only read-only statements are allowed, not {tree.name.upper()}")
+    check_statement(tree)  # queries only, all the way down (flordb.store.readonly)
     return tree
+
+
+@contextlib.contextmanager
+def _quiet_sqlglot():
+    """sqlglot warns on stderr when it falls back to a raw command; the refusal says it in one line."""
+    log = logging.getLogger("sqlglot")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
 
 
 def explained(tree: exp.Expression) -> exp.Expression | None:
@@ -184,6 +192,13 @@ def rewrite(tree: exp.Expression, logs: LogsSchema, columns: list[str]) -> exp.E
 
 def plan(statement: str | exp.Expression, logs: LogsSchema, tables: dict[str, dict[str, str]]) -> Plan:
     """The statement rewritten over the catalog; a tree is used as given (parsed once, by the caller)."""
+    try:
+        return _plan(statement, logs, tables)
+    except RecursionError:
+        raise QueryError("the query is nested too deeply; simplify it") from None
+
+
+def _plan(statement: str | exp.Expression, logs: LogsSchema, tables: dict[str, dict[str, str]]) -> Plan:
     tree = parse(statement) if isinstance(statement, str) else statement
     inner = explained(tree)
     if inner is not None:

@@ -5,20 +5,38 @@ run columns, loop columns (one per ``flor.loop`` name), arg columns (one per
 ``flor.arg`` name) and log columns (one per ``flor.log`` name). Earlier kinds
 win a name clash; the later one stays reachable under a prefix, so nothing is
 silently shadowed: a log named ``epoch`` is the column ``log.epoch``, an arg
-named like a loop is ``arg.<name>``.
+named like a loop is ``arg.<name>``. Names are compared without case (DuckDB's
+identifiers are case-insensitive): ``Loss``, ``loss`` and ``LOSS`` logged in one
+project are ``Loss``, ``log.loss`` and ``log.LOSS#2``, in the order first logged.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from flordb.store.segments import BOOL, FLOAT, INT, JSON, NULL, REPR, STR
+from flordb.store.segments import BOOL, FLOAT, HUGE, INT, JSON, NULL, REPR, STR
 
 RUN_COLUMNS = {"run_id": "VARCHAR", "version": "VARCHAR", "tstamp": "TIMESTAMPTZ", "script": "VARCHAR"}
 LOG_PREFIX, ARG_PREFIX = "log.", "arg."
 # Provenance of hindsight values: "replay.<name>" is the replay that produced
 # the value in that row, NULL where the run recorded it itself.
 REPLAY_PREFIX = "replay."
+
+
+def unique_name(name: str, prefix: str, taken: set[str]) -> str:
+    """The column a recorded name is reached by: itself when free, else ``prefix + name``,
+    else ``prefix + name + "#2"``, ``"#3"``, ... (compared without case, as DuckDB does).
+
+    >>> unique_name("loss", "log.", {"run_id", "loss", "log.loss"})
+    'log.loss#2'
+    """
+    if name and name.lower() not in taken:
+        return name
+    out, n = prefix + name, 1
+    while out.lower() in taken:
+        n += 1
+        out = f"{prefix}{name}#{n}"
+    return out
 
 
 def sql_type(vtypes: set[int]) -> str:
@@ -28,9 +46,11 @@ def sql_type(vtypes: set[int]) -> str:
         return "DOUBLE"
     if kinds <= {INT}:
         return "BIGINT"
+    if kinds <= {INT, HUGE}:
+        return "HUGEINT"
     if kinds <= {BOOL}:
         return "BOOLEAN"
-    if kinds <= {FLOAT, INT, BOOL}:
+    if kinds <= {FLOAT, INT, BOOL, HUGE}:
         return "DOUBLE"
     if kinds <= {JSON}:
         return "JSON"
@@ -95,11 +115,19 @@ def _load_schema(catalog) -> LogsSchema:
             cols[loop_name] = Column(loop_name, "loop", loop_name, "BIGINT", tuple(sorted(ends)))
 
     # SQL identifiers are case-insensitive in DuckDB, even quoted: "Loss" would read `loss`.
+    taken = {c.lower() for c in cols}
+
     def clashes(name: str) -> bool:
-        return name.lower() in {c.lower() for c in cols}
+        return name.lower() in taken
+
+    def expose(name: str, prefix: str) -> str:
+        """A column name no other column has, whatever the case: see :func:`unique_name`."""
+        out = unique_name(name, prefix, taken)
+        taken.add(out.lower())
+        return out
 
     for name, vtypes in arg_rows:
-        exposed = name if not clashes(name) else ARG_PREFIX + name
+        exposed = expose(name, ARG_PREFIX)
         cols[exposed] = Column(exposed, "arg", name, sql_type(set(vtypes)))
 
     replayed = {r[0] for r in ex("SELECT DISTINCT name FROM log_names WHERE replayed").fetchall()}
@@ -110,10 +138,11 @@ def _load_schema(catalog) -> LogsSchema:
         types.update(vtypes)
         pivots.append(bool(pivot) or not path)
     for name, (paths, types, pivots) in by_name.items():
-        exposed = name if not clashes(name) else LOG_PREFIX + name
+        exposed = expose(name, LOG_PREFIX)
         cols[exposed] = Column(exposed, "log", name, sql_type(types), tuple(paths), unique=not any(pivots))
     for name, (paths, types, _) in by_name.items():
         if name in replayed and not clashes(REPLAY_PREFIX + name):
+            taken.add((REPLAY_PREFIX + name).lower())
             cols[REPLAY_PREFIX + name] = Column(REPLAY_PREFIX + name, "provenance", name, "VARCHAR", tuple(paths))
     return schema
 
@@ -122,12 +151,17 @@ def _load_schema(catalog) -> LogsSchema:
 # Casts are guarded by vtype: DuckDB evaluates an aggregate's argument on every
 # row of the group before its FILTER, so an unguarded CAST(txt AS JSON) or
 # CAST(num AS BIGINT) fails on another name's repr text or inf.
+# Integers beyond 2**53 keep their exact digits in txt (flordb.store.segments.encode_int).
 VALUE_SQL = {
     "DOUBLE": "num",
-    "BIGINT": f"CASE WHEN vtype = {INT} THEN CAST(num AS BIGINT) END",
+    "BIGINT": f"CASE WHEN vtype = {INT} AND txt IS NULL THEN CAST(num AS BIGINT)"
+    f" WHEN vtype = {INT} THEN CAST(txt AS BIGINT) END",
+    "HUGEINT": f"CASE WHEN vtype IN ({INT}, {HUGE}) AND txt IS NULL THEN CAST(num AS HUGEINT)"
+    f" WHEN vtype IN ({INT}, {HUGE}) THEN CAST(txt AS HUGEINT) END",
     "BOOLEAN": "num <> 0",
     "JSON": f"CASE WHEN vtype = {JSON} THEN CAST(txt AS JSON) END",
-    "VARCHAR": f"CASE WHEN vtype IN ({STR}, {JSON}, {REPR}) THEN txt"
+    "VARCHAR": f"CASE WHEN vtype IN ({STR}, {JSON}, {REPR}, {HUGE}) THEN txt"
+    f" WHEN vtype = {INT} AND txt IS NOT NULL THEN txt"
     f" WHEN vtype = {INT} THEN CAST(CAST(num AS BIGINT) AS VARCHAR)"
     f" WHEN vtype = {BOOL} THEN CAST(num <> 0 AS VARCHAR) ELSE CAST(num AS VARCHAR) END",
 }

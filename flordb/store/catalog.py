@@ -14,15 +14,19 @@ import random
 import socket
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any, Callable
+from pathlib import Path
+from typing import Any, Callable, Iterator
 
 import duckdb
 
 from flordb.errors import CatalogBusyError, NoStoreError, StoreError
 from flordb.store.layout import Layout
-from flordb.store.segments import iter_run_dirs, read_json, segment_files
+from flordb.store.readonly import connect_reader, first_line, is_lock_error
+from flordb.store.segments import iter_run_dirs, segment_files
+from flordb.store.validate import Damaged, DamagedFile, check_segment, end_meta, quarantine, run_meta
 
 Tracer = Callable[[str, Any], None]
 
@@ -54,9 +58,12 @@ class IngestStats:
     runs: int = 0
 
 
-def _is_lock_error(exc: Exception) -> bool:
-    text = str(exc).lower()
-    return "lock" in text or "conflicting" in text
+class _BadSegments(Exception):
+    """Segments the batch load failed on: (file, run_id, reason)."""
+
+    def __init__(self, files: list[tuple[str, str, str]]):
+        super().__init__(f"{len(files)} damaged segments")
+        self.files = files
 
 
 class Catalog:
@@ -69,7 +76,9 @@ class Catalog:
         self.timeout = float(os.environ.get("FLORDB_LOCK_TIMEOUT", "120")) if timeout is None else timeout
         self.tracer = tracer
         self.create = create  # False for commands that only read: no store is made where there is none
-        self.con: duckdb.DuckDBPyConnection | None = None
+        self._con: duckdb.DuckDBPyConnection | None = None
+        self._reopen = False  # reader() closed the writing connection; reopen it when used
+        self.allow_files: tuple[str, ...] = ()  # files user SQL may read (``--allow-files``)
         self._generation: tuple | None = None
 
     # -- connection ---------------------------------------------------------------
@@ -96,8 +105,9 @@ class Catalog:
                 self.con = _attach(self.path)
                 break
             except duckdb.Error as exc:
-                if not _is_lock_error(exc):
-                    raise StoreError(f"cannot open the catalog {self.path}: {exc}") from None
+                if not is_lock_error(exc):
+                    raise StoreError(f"cannot open the catalog {self.path}: {first_line(exc)};"
+                                     " run `flordb doctor --rebuild` to rebuild it from the segments") from None
                 if time.monotonic() > deadline:
                     raise CatalogBusyError(
                         f"the catalog {self.path} stayed locked by another process for {self.timeout:.0f} s;"
@@ -109,10 +119,42 @@ class Catalog:
 
     def close(self) -> None:
         """Done with the catalog: the file is detached (its lock released) once no Catalog of this process uses it."""
-        if self.con is not None:
-            con, self.con = self.con, None
+        self._reopen = False
+        if self._con is not None:
+            con, self._con = self._con, None
             _detach(self.path, con)
         self._generation = None
+
+    @property
+    def con(self) -> duckdb.DuckDBPyConnection | None:
+        """The writing connection; opened again on first use after :meth:`reader` closed it."""
+        if self._con is None and self._reopen:
+            self._reopen = False
+            self.open()
+        return self._con
+
+    @con.setter
+    def con(self, value: duckdb.DuckDBPyConnection | None) -> None:
+        self._con = value
+
+    @contextmanager
+    def reader(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A read-only connection for user SQL (see :mod:`flordb.store.readonly`).
+
+        DuckDB allows one configuration per file and process, so the writing
+        connection is detached first; it is attached again only if this
+        catalog is used for writing afterwards.
+        """
+        reopen = self._reopen or self._con is not None
+        if self._con is not None:
+            con, self._con = self._con, None
+            _detach(self.path, con)  # the file is free for the read-only configuration
+        self._reopen = reopen
+        con = connect_reader(self.path, allow_files=self.allow_files, timeout=self.timeout)
+        try:
+            yield con
+        finally:
+            con.close()
 
     def execute(self, sql: str, params: Any = None) -> duckdb.DuckDBPyConnection:
         """Every statement goes through here, so ``tracer`` sees them all."""
@@ -129,21 +171,18 @@ class Catalog:
         self._generation = None
 
     def read(self, sql: str, fetch: str = "arrow"):
-        """A read-only statement's result, in a transaction that is always rolled back.
+        """A read-only statement's result, on a connection that cannot write or reach files.
 
         ``fetch="arrow"``: an Arrow table; ``"rows"``: (column names, list of row tuples),
         which needs no pyarrow (None and NaN stay apart either way).
         """
-        self.execute("BEGIN TRANSACTION")
-        try:
+        with self.reader() as con:
             if self.tracer is not None:
                 self.tracer(sql, None)
             if fetch == "rows":
-                cur = self.con.execute(sql)
+                cur = con.execute(sql)
                 return [d[0] for d in cur.description or []], cur.fetchall()
-            return self.con.sql(sql).to_arrow_table()
-        finally:
-            self.execute("ROLLBACK")
+            return con.sql(sql).to_arrow_table()
 
     def read_arrow(self, sql: str):
         return self.read(sql, "arrow")
@@ -175,6 +214,17 @@ class Catalog:
         return value
 
     def migrate(self) -> None:
+        """Apply the migrations not applied yet; a damaged catalog is a one-line StoreError."""
+        try:
+            self._migrate()
+        except duckdb.Error as exc:  # e.g. a damaged catalog block
+            if self._con is not None:
+                self._con.close()
+                self._con = None
+            raise StoreError(f"cannot read the catalog {self.path}: {first_line(exc)};"
+                             " run `flordb doctor --rebuild` to rebuild it from the segments") from None
+
+    def _migrate(self) -> None:
         """Apply the migrations not applied yet; an up-to-date catalog is only read (no write, no lock wait)."""
         latest = max((n for n, _, _ in _migrations()), default=0)
         try:
@@ -213,7 +263,19 @@ class Catalog:
 
         Idempotent: a segment is listed in ``segments`` in the same transaction
         that loads its rows, so a crash mid-ingest loads it again next time.
+        Each file is checked on its own first (:mod:`flordb.store.validate`): a
+        damaged one is quarantined and the others are ingested all the same.
         """
+        damaged: list[Damaged] = []
+        for _ in range(3):
+            try:
+                return self._ingest(damaged)
+            except _BadSegments as bad:
+                for f, run_id, reason in bad.files:
+                    damaged.append(quarantine(self.layout.home, Path(f), run_id, reason))
+        raise StoreError("ingest keeps failing on damaged segments; run `flordb doctor`")
+
+    def _ingest(self, damaged: list[Damaged]) -> IngestStats:
         stats = IngestStats()
         complete = {r[0] for r in self.execute(
             "SELECT run_id FROM runs WHERE complete UNION ALL SELECT run_id FROM replay_workers WHERE complete"
@@ -225,52 +287,95 @@ class Catalog:
             "  SELECT run_id FROM replay_workers WHERE NOT complete) r USING (run_id)"
         ).fetchall():
             seen.setdefault(run_id, set()).add(seg)
+        home = self.layout.home
         run_rows, files, owners, label_rows = [], [], [], []
         for run_dir in iter_run_dirs(self.layout.segments):
             run_id = run_dir.name
             if run_id in complete:
                 continue
-            meta = read_json(run_dir / "run.json")
+            try:
+                meta = run_meta(run_dir)
+            except DamagedFile as bad:
+                damaged.append(quarantine(home, run_dir / "run.json", run_id, bad.reason))
+                continue
             if meta is None:
                 continue  # the run is still being created
-            end = read_json(run_dir / "end.json")  # read before listing: see docstring of segments
-            new = [f for f in segment_files(run_dir) if f.name not in seen.get(run_id, ())]
-            run_rows.append(self._run_row(meta, end, done=end is not None))
-            given = meta.get("labels") or {}
-            label_rows += [(meta["run_id"], "name", given["name"])] if given.get("name") else []
-            label_rows += [(meta["run_id"], "tag", t) for t in given.get("tags") or []]
+            try:
+                end = end_meta(run_dir)  # read before listing: see docstring of segments
+            except DamagedFile as bad:
+                damaged.append(quarantine(home, run_dir / "end.json", run_id, bad.reason))
+                end = None
+            new = []
+            for f in segment_files(run_dir):
+                if f.name in seen.get(run_id, ()):
+                    continue
+                try:
+                    check_segment(f)
+                except DamagedFile as bad:
+                    damaged.append(quarantine(home, f, run_id, bad.reason))
+                    continue
+                new.append(f)
+            run_rows.append(self._run_row(meta, end, done=end is not None, run_dir=run_dir))
+            given = meta.get("labels") if isinstance(meta.get("labels"), dict) else {}
+            label_rows += [(meta["run_id"], "name", str(given["name"]))] if given.get("name") else []
+            label_rows += [(meta["run_id"], "tag", str(t)) for t in given.get("tags") or [] if t]
             for f in new:
                 files.append(str(f))
                 owners.append((str(f), run_id, meta.get("replay_of") or run_id, meta.get("replay_id"), f.name))
-        if not run_rows:
+        if not run_rows and not damaged:
             return stats
-        self.execute("BEGIN TRANSACTION")
         try:
-            self._upsert_runs(run_rows)
-            self._bump()
-            for run_id, kind, value in label_rows:  # given at record time: added once
-                self.execute(
-                    "INSERT INTO run_labels (run_id, kind, value) SELECT ?, ?, ? WHERE NOT EXISTS"
-                    " (SELECT 1 FROM run_labels WHERE run_id = ? AND kind = ? AND value = ?)",
-                    [run_id, kind, value, run_id, kind, value],
-                )
-            if files:
-                stats.rows = self._load_segments(files, owners)
-            self.execute("COMMIT")
-        except BaseException:
-            self.execute("ROLLBACK")
-            raise
-        finally:
-            self._generation = None
+            self.execute("BEGIN TRANSACTION")
+            try:
+                self._record_damaged(damaged)
+                self._upsert_runs(run_rows)
+                self._bump()
+                for run_id, kind, value in label_rows:  # given at record time: added once
+                    self.execute(
+                        "INSERT INTO run_labels (run_id, kind, value) SELECT ?, ?, ? WHERE NOT EXISTS"
+                        " (SELECT 1 FROM run_labels WHERE run_id = ? AND kind = ? AND value = ?)",
+                        [run_id, kind, value, run_id, kind, value],
+                    )
+                if files:
+                    stats.rows = self._load_segments(files, owners)
+                self.execute("COMMIT")
+            except BaseException:
+                self.execute("ROLLBACK")
+                raise
+            finally:
+                self._generation = None
+        except duckdb.Error as exc:
+            culprits = self._find_bad_segments(files, owners) if files else []
+            if culprits:
+                raise _BadSegments(culprits) from None
+            raise StoreError(f"could not ingest new records: {first_line(exc)}; run `flordb doctor`") from None
+        del damaged[:]
         stats.segments, stats.runs = len(files), len(run_rows)
         return stats
 
-    def _run_row(self, meta: dict, end: dict | None, done: bool) -> tuple:
+    def _find_bad_segments(self, files: list[str], owners: list[tuple]) -> list[tuple[str, str, str]]:
+        """Load each file alone to name the ones the batch load failed on."""
+        bad = []
+        for f, owner in zip(files, owners):
+            try:
+                self.con.execute("SELECT * FROM read_parquet(?)", [f]).fetchall()
+            except duckdb.Error as exc:
+                bad.append((f, owner[1], f"unreadable data ({first_line(exc)[:120]})"))
+        return bad
+
+    def _record_damaged(self, damaged: list[Damaged]) -> None:
+        if damaged:
+            self.executemany(
+                "INSERT INTO quarantine (run_id, file, reason, moved_to) VALUES (?, ?, ?, ?)",
+                [(d.run_id, d.file, d.reason, d.moved_to) for d in damaged],
+            )
+
+    def _run_row(self, meta: dict, end: dict | None, done: bool, run_dir: Path | None = None) -> tuple:
         threads = (end or {}).get("threads")
         if end is not None:
             status, ended, error = end.get("status", "finished"), end.get("ended"), end.get("error")
         else:
-            status, ended, error = ("running" if _alive(meta) else "interrupted"), None, None
+            status, ended, error = ("running" if _alive(meta, run_dir) else "interrupted"), None, None
         started = meta.get("started")
         duration = (ended - started) if ended and started else None
         return (
@@ -475,20 +580,50 @@ def _detach(path, con: duckdb.DuckDBPyConnection) -> None:
                 _instance.execute(f'DETACH "{entry[0]}"')
 
 
-def _alive(meta: dict) -> bool:
-    """Is the process that wrote this run still running? Unknowable on another host."""
-    pid = meta.get("pid")
-    if meta.get("host") != socket.gethostname():
-        return True
-    if not pid:
-        return False
+HEARTBEAT_FILE = "heartbeat"
+
+
+def heartbeat_limit() -> float:
+    """Seconds without a heartbeat after which a run counts as interrupted, wherever it ran."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        return float(os.environ.get("FLORDB_HEARTBEAT_LIMIT", "60"))
+    except ValueError:
+        return 60.0
+
+
+def _alive(meta: dict, run_dir: Path | None = None) -> bool:
+    """Is the process that wrote this run still running?
+
+    A run refreshes ``<run>/heartbeat`` while it is alive (flordb.record.run),
+    so a run killed on another host sharing the project directory turns
+    ``interrupted`` once its heartbeat is older than :func:`heartbeat_limit`.
+    On this host the PID says so at once.
+    """
+    pid = meta.get("pid")
+    if meta.get("host") == socket.gethostname() and pid:
+        try:
+            os.kill(pid, 0)
+            return True
+        except ProcessLookupError:
+            return False
+        except (PermissionError, OverflowError, ValueError, TypeError):
+            pass
+    if run_dir is None:
+        return meta.get("host") != socket.gethostname() and bool(pid)
+    try:
+        beat = (run_dir / HEARTBEAT_FILE).stat().st_mtime
+    except OSError:  # a run from before heartbeats: its newest file stands in
+        try:
+            beat = max(e.stat().st_mtime for e in os.scandir(run_dir))
+        except (OSError, ValueError):
+            return False
+    return time.time() - beat < heartbeat_limit()
+
+
+def quarantined_count(layout: Layout | None = None) -> int:
+    """How many files ingest has quarantined (``flordb runs`` mentions them)."""
+    with open_catalog(layout) as cat:
+        return cat.execute("SELECT count(*) FROM quarantine").fetchone()[0]
 
 
 def open_catalog(layout: Layout | None = None, **kwargs) -> Catalog:

@@ -12,11 +12,24 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
-def find_git_top(start: Path) -> Path | None:
-    """Walk up to the directory holding ``.git``, without spawning git."""
+def find_git_top(start: str | os.PathLike) -> Path | None:
+    """The project's git top level: the one function that decides it (store and snapshots).
+
+    Walks up from ``start`` (a file or a directory) to the first directory
+    whose ``.git`` is a git directory (it has ``HEAD``) or a ``gitdir:`` file
+    (worktrees, submodules), without spawning git: this runs at every start.
+    """
+    start = Path(start).absolute()
     for d in (start, *start.parents):
-        if (d / ".git").exists():
-            return d
+        dot = d / ".git"
+        try:
+            if dot.is_dir():
+                if (dot / "HEAD").exists():
+                    return d
+            elif dot.is_file() and dot.read_bytes()[:8] == b"gitdir: ":
+                return d
+        except OSError:
+            continue
     return None
 
 

@@ -36,7 +36,10 @@ SHIFT = 32
 MASK = (1 << SHIFT) - 1
 
 # Value types, stored in ``vtype``; the query side types columns from them.
-NULL, FLOAT, INT, BOOL, STR, JSON, REPR = range(7)
+# Integers are exact: INT fits BIGINT, HUGE fits HUGEINT (both keep the exact
+# digits in ``txt`` when a double cannot hold them); larger ones are STR text.
+NULL, FLOAT, INT, BOOL, STR, JSON, REPR, HUGE = range(8)
+_EXACT_DOUBLE = 2**53
 
 _warned_repr: set[str] = set()
 
@@ -48,19 +51,37 @@ IMMUTABLE = frozenset({float, int, str, bool, type(None)})
 
 
 def encode(name: str, value: Any) -> tuple[int, float | None, str | None]:
-    """Map a logged value to (vtype, num, txt) so that numbers stay numbers."""
+    """Map a logged value to (vtype, num, txt) so that numbers stay numbers.
+
+    Never raises: a value that cannot be encoded is stored as its ``repr``,
+    and when even that fails, as a placeholder naming its type.
+    """
     t = type(value)
     if t is float:
         return FLOAT, value, None
     if t is bool:
         return BOOL, float(value), None
     if t is int:
-        return (INT, float(value), None) if abs(value) < 2**63 else (STR, None, str(value))
+        return encode_int(value)
     if t is str:
         return STR, None, value
     if value is None:
         return NULL, None, None
-    return _encode_slow(name, value)
+    try:
+        return _encode_slow(name, value)
+    except Exception as exc:  # a hostile __getattr__, __len__, __iter__, ...
+        return _as_repr(name, value, exc)
+
+
+def encode_int(value: int) -> tuple[int, float | None, str | None]:
+    """Integers stay exact: the digits go to ``txt`` where a double would round them."""
+    if -_EXACT_DOUBLE <= value <= _EXACT_DOUBLE:
+        return INT, float(value), None
+    if -(2**63) <= value < 2**63:
+        return INT, float(value), str(value)
+    if -(2**127) <= value < 2**127:
+        return HUGE, float(value), str(value)
+    return STR, None, str(value)
 
 
 def _encode_slow(name: str, value: Any) -> tuple[int, float | None, str | None]:
@@ -79,7 +100,7 @@ def _encode_slow(name: str, value: Any) -> tuple[int, float | None, str | None]:
     if isinstance(value, bool):
         return BOOL, float(value), None
     if isinstance(value, int):
-        return INT, float(value), None
+        return encode_int(int(value))
     if isinstance(value, float):
         return FLOAT, float(value), None
     if isinstance(value, str):
@@ -87,19 +108,52 @@ def _encode_slow(name: str, value: Any) -> tuple[int, float | None, str | None]:
     if isinstance(value, (list, tuple, dict)):
         try:
             return JSON, None, json.dumps(value, allow_nan=True, default=_json_default)
-        except (TypeError, ValueError):
+        except Exception:  # TypeError, ValueError, RecursionError, or an item's own exception
             pass
-    if name not in _warned_repr:
-        _warned_repr.add(name)
-        print(
-            f"flordb: value of {name!r} has type {type(value).__name__}; storing its repr",
-            file=sys.stderr,
-        )
+    return _as_repr(name, value, None)
+
+
+def _as_repr(name: Any, value: Any, exc: BaseException | None) -> tuple[int, None, str]:
+    """The fallback: ``repr(value)``, else a placeholder; one warning per name."""
+    try:
+        key = name if isinstance(name, str) else repr(name)
+        if key not in _warned_repr:
+            _warned_repr.add(key)
+            why = f" ({type(exc).__name__} while encoding it)" if exc is not None else ""
+            print(f"flordb: value of {key!r} has type {type(value).__name__}{why}; storing its repr",
+                  file=sys.stderr)
+    except Exception:
+        pass
     try:
         text = repr(value)
-    except Exception as exc:  # a broken __repr__ must not lose the rest of the segment
-        text = f"<{type(value).__name__} object: repr failed: {type(exc).__name__}>"
+        if type(text) is not str:
+            raise TypeError("__repr__ returned a non-string")
+    except Exception as err:  # a broken __repr__ must not lose the rest of the segment
+        text = f"<{_type_name(value)} object: repr failed: {type(err).__name__}>"
     return REPR, None, text
+
+
+def _type_name(value: Any) -> str:
+    try:
+        return str(type(value).__name__)
+    except Exception:
+        return "unknown"
+
+
+def clean_text(text: Any) -> str | None:
+    """Text Arrow can store: lone surrogates escaped (``\\udc80``), never an exception."""
+    if text is None:
+        return None
+    if type(text) is not str:
+        try:
+            text = str(text)
+        except Exception:
+            return f"<{_type_name(text)}>"
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _json_default(value: Any) -> Any:
@@ -119,8 +173,8 @@ def decode(vtype: int, num: float | None, txt: str | None) -> Any:
     """Inverse of :func:`encode`, for values read back outside SQL."""
     if vtype == FLOAT:
         return num
-    if vtype == INT:
-        return int(num)
+    if vtype in (INT, HUGE):
+        return int(txt) if txt is not None else int(num)
     if vtype == BOOL:
         return bool(num)
     if vtype == JSON:
@@ -242,15 +296,25 @@ def _log_columns(logs: list, blocks: list) -> dict:
         vt, nums, txts = zip(*(v if type(v) is tuple else encode(nm, v) for nm, v in zip(names, values)))
         vtype = pa.array(vt, type=pa.int8())
         num = pa.array(nums, type=pa.float64())
-        txt = pa.array(txts, type=pa.string())
+        txt = _strings(txts)
     path, coord = _contexts(ctxs, blocks)
     nulls = pa.nulls(n, type=pa.float64())
     return {
-        "kind": pa.repeat(pa.scalar("log", type=pa.string()), n), "name": pa.array(names, type=pa.string()),
+        "kind": pa.repeat(pa.scalar("log", type=pa.string()), n), "name": _strings(names),
         "path": path, "coord": coord,
         "vtype": vtype, "num": num, "txt": txt, "t0": nulls, "t1": nulls, "t2": nulls,
         "n": pa.nulls(n, type=pa.int64()), "aux": pa.nulls(n, type=pa.string()),
     }
+
+
+def _strings(items) -> "pa.Array":
+    """A string column; one bad item (a lone surrogate) is escaped, never costs its neighbours."""
+    import pyarrow as pa
+
+    try:
+        return pa.array(items, type=pa.string())
+    except (pa.ArrowException, UnicodeError, TypeError):
+        return pa.array([clean_text(x) for x in items], type=pa.string())
 
 
 def _other_columns(rows: list) -> dict:
@@ -268,12 +332,12 @@ def _other_columns(rows: list) -> dict:
         txt.append(s)
     return {
         "kind": pa.array([r[0] for r in rows], type=pa.string()),
-        "name": pa.array([r[1] for r in rows], type=pa.string()),
+        "name": _strings([r[1] for r in rows]),
         "path": pa.array([list(r[3][0]) for r in rows], type=pa.list_(pa.string())),
         "coord": pa.array([list(r[3][1]) for r in rows], type=pa.list_(pa.int64())),
         "vtype": pa.array(vtype, type=pa.int8()),
         "num": pa.array(num, type=pa.float64()),
-        "txt": pa.array(txt, type=pa.string()),
+        "txt": _strings(txt),
         **{k: pa.array([r[4].get(k) for r in rows], type=pa.float64()) for k in ("t0", "t1", "t2")},
         "n": pa.array([r[4].get("n") for r in rows], type=pa.int64()),
         "aux": pa.array([r[4].get("aux") for r in rows], type=pa.string()),

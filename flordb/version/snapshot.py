@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from flordb.errors import VersionError
+from flordb.store.layout import find_git_top as layout_git_top
 from flordb.version._git import GitFailed, commit_tree, git, git_text, keep_ref, split_nul
 
 SNAPSHOT_REF = "refs/flordb/snapshots/"
@@ -56,11 +57,13 @@ class Snapshot:
 def find_git_top(path) -> Path | None:
     """The top level of the git work tree containing ``path``, else None.
 
-    A repository git refuses to use (``safe.directory``) is an error, not
-    "no repository": snapshotting it privately would hide the problem.
+    Decided by :func:`flordb.store.layout.find_git_top` (the store lives there
+    too, so the two can never disagree); ``snapshot`` then asks git for that
+    repository's directories, and a repository git refuses to use
+    (``safe.directory``) is an error, not "no repository".
     """
-    loc = _locate(Path(path))
-    return None if loc is None else Path(loc[0])
+    top = layout_git_top(Path(path).resolve())
+    return None if top is None else top.resolve()
 
 
 def _locate(path: Path) -> tuple[str, str, str, str, str] | None:
@@ -181,9 +184,63 @@ def _write_commit(gitargs, top, seed_index, tmp_index, exclude, max_bytes, own=(
         spec = b"\0".join(os.fsencode(f":(top,literal){p}") for p in exclude)
         git(*gitargs, "rm", "--cached", "-r", "-f", "-q", "--ignore-unmatch",
             "--pathspec-from-file=-", "--pathspec-file-nul", cwd=top, env=env, input=spec)  # fmt: skip
+    _take_what_is_on_disk(gitargs, top, env)
     tree = git_text(*gitargs, "write-tree", cwd=top, env=env)
     commit = commit_tree(gitargs[1], tree, SNAPSHOT_MESSAGE)
     return commit, tuple(skipped)
+
+
+def _take_what_is_on_disk(gitargs, top, env) -> None:
+    """Where the user's index hides the files on disk, the temporary index takes the files.
+
+    ``git add`` leaves entries marked skip-worktree or assume-unchanged as
+    committed, and a submodule as its commit pointer, though the script ran
+    what is on disk. Flags are cleared (in the temporary index only) for
+    files that exist, so a sparse checkout's absent files stay as committed;
+    a submodule whose working tree has changes is stored as its files.
+    """
+    listed = split_nul(git(*gitargs, "ls-files", "-v", "-z", cwd=top, env=env))
+    flagged = [line[2:] for line in listed if line[:1] == "S" or line[:1].islower()]
+    present = [p for p in flagged if os.path.lexists(os.path.join(top, p))]
+    entries = [e for e in (_file_entry(top, p) for p in present) if e is not None]
+    if entries:  # fresh index entries: the flags go, the content is what is on disk
+        _index_files(gitargs, top, env, entries, filters=True)
+    for line in split_nul(git(*gitargs, "ls-files", "-s", "-z", cwd=top, env=env)):
+        meta, _, path = line.partition("\t")
+        if meta.startswith("160000 ") and os.path.exists(os.path.join(top, path, ".git")):
+            _embed_dirty_submodule(gitargs, top, path, env)
+
+
+def _embed_dirty_submodule(gitargs, top, path: str, env) -> None:
+    """Replace the gitlink ``path`` by the files of its working tree, if they differ from its commit."""
+    sub = os.path.join(top, path)
+    status = git("-C", sub, "status", "--porcelain", "-z", "--untracked-files=normal", "--ignore-submodules=all")
+    if not status:
+        return  # clean: the commit pointer says exactly what is on disk
+    files = split_nul(git("-C", sub, "ls-files", "-z", "--cached", "--others", "--exclude-standard"))
+    entries = [e for e in (_file_entry(top, f"{path}/{rel}") for rel in dict.fromkeys(files)) if e is not None]
+    if entries:
+        _index_files(gitargs, top, env, entries, filters=False, remove=path)
+
+
+def _file_entry(top, rel: str) -> tuple[str, str] | None:
+    """(path, mode) of a regular file on disk; None when absent or not a regular file."""
+    try:
+        st = os.lstat(os.path.join(top, rel))
+    except OSError:
+        return None  # deleted on disk: absent from the snapshot, as for any deleted file
+    if not stat.S_ISREG(st.st_mode) or "\n" in rel:
+        return None
+    return rel, "100755" if st.st_mode & 0o111 else "100644"
+
+
+def _index_files(gitargs, top, env, entries, *, filters: bool, remove: str | None = None) -> None:
+    """Write the files' bytes into the object database and put them in the temporary index."""
+    args = ["hash-object", "-w", "--stdin-paths"] + ([] if filters else ["--no-filters"])
+    shas = git_text(*gitargs, *args, cwd=top, input="".join(f"{rel}\n" for rel, _ in entries).encode()).split("\n")
+    info = [f"0 {'0' * 40}\t{remove}"] if remove else []
+    info += [f"{mode} {sha}\t{rel}" for (rel, mode), sha in zip(entries, shas)]
+    git(*gitargs, "update-index", "--index-info", cwd=top, env=env, input="".join(f"{ln}\n" for ln in info).encode())
 
 
 def _user_position(git_dir: str) -> tuple[str | None, str | None]:

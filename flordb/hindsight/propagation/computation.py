@@ -35,9 +35,10 @@ def tokens(node: ast.AST, version: Version, depth: int = 2) -> Counter:
     defs = _defs(version)
     body = [node] if not hasattr(node, "body") else _children(node)
     for stmt in body:
-        if _is_flor_call(stmt, version):
-            continue  # instrumentation differs between versions by design
-        for n in _walk_local(stmt):
+        flor_call = _is_flor_call(stmt, version)  # instrumentation differs between versions by design:
+        for n in _walk_local(stmt.value if flor_call else stmt):  # only what it computes counts
+            if flor_call and n is stmt.value:
+                continue
             if isinstance(n, ast.stmt) and not hasattr(n, "body"):
                 k = abstract_key(n, version.info) or shape_key(n, version.info)
                 if k:
@@ -152,7 +153,29 @@ def best_loop(new_loop: ast.AST, candidates: list[ast.AST], new: Version, old: V
         if isinstance(c, ast.For) and isinstance(new_loop, ast.For) and iter_kind(c) != kind:
             continue
         scored.append((similarity(want, tokens(c, old)), c))
-    return _pick(scored, "loop", min_score)
+    found, why = _pick(scored, "loop", min_score)
+    if found is not None and claimed_by_another(new_loop, found, new, old):
+        return None, "the old loop that looks closest computes what another loop of the current code computes"
+    return found, why
+
+
+def claimed_by_another(new_loop: ast.AST, old_loop: ast.AST, new: Version, old: Version) -> bool:
+    """Whether another loop of the current code (not one around or inside ``new_loop``) computes
+    what ``old_loop`` computes more closely: then ``old_loop`` is that loop's counterpart.
+
+    A validation loop the old version lacks must not land in the training loop.
+    """
+    mine = similarity(tokens(new_loop, new), tokens(old_loop, old))
+    inside = {id(n) for n in ast.walk(new_loop)}
+    for other in ast.walk(new.tree):
+        if isinstance(other, LOOPS) and id(other) not in inside and not _encloses(other, new_loop):
+            if similarity(tokens(other, new), tokens(old_loop, old)) > mine:
+                return True
+    return False
+
+
+def _encloses(outer: ast.AST, inner: ast.AST) -> bool:
+    return any(n is inner for n in ast.walk(outer))
 
 
 def best_function(new_fn: ast.AST, candidates: list[ast.AST], new: Version, old: Version) -> ast.AST | None:

@@ -6,7 +6,9 @@ import ast
 
 from flordb.errors import PropagationError
 from flordb.hindsight.astmatch import COMPOUND, abstract_dump, align, core_iter, loop_name
-from flordb.hindsight.propagation.computation import IN_PLACE_SCORE, LOOPS, best_function, best_if, best_loop, tokens
+from flordb.hindsight.propagation.computation import (
+    IN_PLACE_SCORE, LOOPS, best_function, best_if, best_loop, claimed_by_another, tokens,
+)
 from flordb.hindsight.propagation.model import Frame, Match, Version, describe
 
 FUNCS = (ast.FunctionDef, ast.AsyncFunctionDef)
@@ -96,14 +98,16 @@ def guard_only_here(frame: Frame, inner: list[Frame], match: Match, new: Version
     A logging block wrapped in a new condition (``if step % log_every == 0``)
     keeps its meaning in the old version without the condition: the values
     are the same, only logged more often. The evidence is that the code
-    the condition guards sits directly in the old block.
+    the condition guards sits directly in the old block. The same holds for
+    an ``else`` branch keeping the old code when a new alternative was added
+    (``if args.model == "Transformer": ... else: <the old RNN step>``).
     """
     node = frame.node
-    if not isinstance(node, ast.If) or frame.field != "body" or match.old_frame is None or inner:
+    if not isinstance(node, ast.If) or frame.field not in ("body", "orelse") or match.old_frame is None or inner:
         return False
-    others = [s for s in node.body if not _is_log_only(s, new)]
+    others = [s for s in frame.block if not _is_log_only(s, new)]
     if not others:
-        return _is_cadence(node.test)
+        return frame.field == "body" and _is_cadence(node.test)
     want = tokens(ast.Module(body=others, type_ignores=[]), new, depth=0)
     strong = [p for p in align(others, match.old_frame.block, new.info, old.info) if p.strength != "shape"]
     return 2 * len(strong) >= len(others) and sum(want.values()) > 0
@@ -184,7 +188,9 @@ def find_counterpart(node: ast.AST, match: Match, new: Version, old: Version) ->
     paired = {p.new: direct[p.old] for p in align(match.new_block, direct, new.info, old.info)}
     i = next(k for k, s in enumerate(match.new_block) if s is node)
     if i in paired and frame_strength(node, paired[i], new, old) > 0:
-        return paired[i]
+        weak = frame_strength(node, paired[i], new, old) == 1 and isinstance(node, LOOPS)
+        if not (weak and claimed_by_another(node, paired[i], new, old)):
+            return paired[i]
     taken = set(map(id, paired.values()))
     return _unique(node, [o for o in direct if id(o) not in taken and frame_strength(node, o, new, old) == 2])
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from flordb.errors import PropagationError
 from flordb.hindsight.propagation.check import adapt_attributes, check_defined
 from flordb.hindsight.propagation.frames import match_frames
 from flordb.hindsight.propagation.model import Version, source_lines
@@ -17,8 +18,18 @@ def propagate(new_source: str, lineno: int, old_source: str) -> str:
 
     The result differs from ``old_source`` by one inserted statement, or not
     at all when the old version already has it. Raises ``PropagationError``
-    when there is no confident place.
+    when there is no confident place, including code shapes the analysis
+    does not foresee: those are refusals, never crashes.
     """
+    try:
+        return _propagate(new_source, lineno, old_source)
+    except PropagationError:
+        raise
+    except (AttributeError, TypeError, ValueError, KeyError, IndexError, StopIteration, RecursionError) as exc:
+        raise PropagationError(f"the analysis failed on this code ({type(exc).__name__}: {exc})") from exc
+
+
+def _propagate(new_source: str, lineno: int, old_source: str) -> str:
     new, old = Version.parse(new_source, "current"), Version.parse(old_source, "old")
     frames, t = target_path(new.tree, lineno, new.info.flor, source_lines(new_source))
     stmt = frames[-1].block[t]

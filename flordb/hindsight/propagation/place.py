@@ -6,7 +6,7 @@ import ast
 import copy
 
 from flordb.errors import PropagationError
-from flordb.hindsight.astmatch import read_refs
+from flordb.hindsight.astmatch import abstract_key, exact_key, read_refs
 from flordb.hindsight.propagation.computation import align_blocks
 from flordb.hindsight.locate import find_log_statements, literal_name, log_call
 from flordb.hindsight.propagation.model import Frame, Version, first_line
@@ -69,18 +69,29 @@ def choose_gap(new_block: list[ast.stmt], t: int, old_block: list[ast.stmt],
     others = new_block[:t] + new_block[t + 1:]
     to_old = {(p.new if p.new < t else p.new + 1): p.old for p in align_blocks(others, old_block, new, old)}
     last = len(new_block) - 1
+    before = [i for i in to_old if i < t]
+    after = [i for i in to_old if i > t]
+    lo = to_old[max(before)] + 1 if before else 0  # the old statements the gap may be in: lo..hi
+    hi = to_old[min(after)] if after else len(old_block)
     if t - 1 in to_old:
         return to_old[t - 1] + 1
+    nested = t > 0 and _inside_condition(new_block[t - 1], old_block[lo:hi], new, old)
+    if nested is not None and nested is not False:
+        return lo + nested + 1
+    defined = t > 0 and _after_definitions(new_block[t - 1], new_block[t], old_block[lo:hi])
+    if defined is not None and defined is not False:
+        return lo + defined + 1
     if t == 0 and edges:
         return 0
     if t + 1 in to_old:
         return to_old[t + 1]
+    nested = t < last and _inside_condition(new_block[t + 1], old_block[lo:hi], new, old)
+    if nested is not None and nested is not False:
+        return lo + nested
     if t == last and edges:
         return len(old_block)
-    before = [i for i in to_old if i < t]
-    after = [i for i in to_old if i > t]
-    low = to_old[max(before)] + 1 if before else (0 if edges else None)
-    high = to_old[min(after)] if after else (len(old_block) if edges else None)
+    low = lo if before or edges else None
+    high = hi if after or edges else None
     if low is not None and low == high:
         return low
     def show(i):
@@ -89,6 +100,40 @@ def choose_gap(new_block: list[ast.stmt], t: int, old_block: list[ast.stmt],
     raise PropagationError(
         f"the statements next to it in the current code ({around}) have no counterpart in the old "
         "version, so its position among the old statements is unclear")
+
+
+def _inside_condition(neighbour: ast.stmt, window: list[ast.stmt], new: Version, old: Version) -> int | None:
+    """Index in ``window`` of the only ``if``/``with``/``try`` whose body holds ``neighbour``'s counterpart.
+
+    The current code runs the neighbour unconditionally where the old code
+    ran it under a condition (``if scaler: scaler.step(optimizer) else:
+    optimizer.step()``): the statement stays unconditional, next to the
+    whole block. Loops do not count: after a loop is not next to its body.
+    """
+    keys = {exact_key(neighbour), abstract_key(neighbour, new.info)} - {None}
+    hits = []
+    for j, s in enumerate(window):
+        if isinstance(s, (ast.If, ast.With, ast.Try)):
+            inner = [n for n in ast.walk(s) if isinstance(n, ast.stmt) and n is not s
+                     and not isinstance(n, (ast.For, ast.AsyncFor, ast.While))]
+            if any({exact_key(n), abstract_key(n, old.info)} & keys for n in inner):
+                hits.append(j)
+    return hits[0] if len(hits) == 1 else None
+
+
+def _after_definitions(neighbour: ast.stmt, stmt: ast.stmt, window: list[ast.stmt]) -> int | None:
+    """Index in ``window`` of the last old statement binding, on every path, what ``neighbour``
+    computes for the statement (``lr = get_lr(it) if decay_lr else base`` against an
+    ``if decay_lr: lr = ... else: lr = ...`` block): the statement logs that value once it exists."""
+    from flordb.hindsight.propagation.check import definite
+
+    computed = definite(neighbour)
+    reads = {text for _, text in read_refs(stmt)}
+    wanted = (computed or set()) & reads if computed is not None else set()
+    if not wanted:
+        return None
+    hits = [j for j, s in enumerate(window) if (got := definite(s)) is not None and wanted <= got]
+    return hits[-1] if hits else None
 
 
 def inline_new_helpers(block: list[ast.stmt], t: int, new: Version, old: Version) -> list[ast.stmt] | None:
