@@ -621,9 +621,12 @@ def _alive(meta: dict, run_dir: Path | None = None) -> bool:
 
 
 def quarantined_count(layout: Layout | None = None) -> int:
-    """How many files ingest has quarantined (``flordb runs`` mentions them)."""
-    with open_catalog(layout) as cat:
-        return cat.execute("SELECT count(*) FROM quarantine").fetchone()[0]
+    """How many files ingest has quarantined (``flordb runs`` mentions them); 0 where there is no store."""
+    try:
+        with open_catalog(layout, create=False) as cat:
+            return cat.execute("SELECT count(*) FROM quarantine").fetchone()[0]
+    except NoStoreError:
+        return 0
 
 
 def open_catalog(layout: Layout | None = None, **kwargs) -> Catalog:
