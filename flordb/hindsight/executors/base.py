@@ -98,11 +98,16 @@ class Executor:
 class _Progress:
     """One bar on stderr for the whole replay, with per-task status in its postfix."""
 
-    def __init__(self, total: int, enabled: bool, name: str):
+    def __init__(self, total: int, enabled, name: str):
+        """``enabled`` may be a callable ``fn(done, total)``: how the web page follows a replay."""
         self.bar = None
         self.failed = self.retried = 0
         self.last = None
-        if enabled:
+        self.total, self.finished = total, 0
+        self.callback = enabled if callable(enabled) else None
+        if self.callback is not None:
+            self.callback(0, total)
+        elif enabled:
             from tqdm import tqdm
 
             self.bar = tqdm(total=total, desc=f"replay ({name})", unit="task", file=sys.stderr, leave=False,
@@ -123,6 +128,9 @@ class _Progress:
     def done(self, ok: bool) -> None:
         if not ok:
             self.failed += 1
+        self.finished += 1
+        if self.callback is not None:
+            self.callback(self.finished, self.total)
         if self.bar is not None:
             self.bar.update(1)
 
