@@ -197,6 +197,10 @@ class Catalog:
             ).fetchone()
         return self._generation
 
+    def changed(self) -> None:
+        """Code that wrote the catalog directly says so: cached schemas and plans must see it."""
+        self._bump()
+
     def _bump(self) -> None:
         """Inside a write transaction: the catalog changed (see :meth:`generation`)."""
         self.execute("UPDATE catalog_state SET generation = generation + 1")
