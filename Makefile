@@ -5,11 +5,11 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test bench install clean
+.PHONY: demo test bench install browser clean
 
 $(BIN)/flordb: pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
-	$(BIN)/pip install -q -c constraints.txt -e '.[torch,dev]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[torch,dev,ray,ui]'
 	touch $(BIN)/flordb
 
 install: $(BIN)/flordb
@@ -17,8 +17,15 @@ install: $(BIN)/flordb
 demo: install
 	$(BIN)/flordb demo
 
-test: install
+test: install browser
 	$(BIN)/python -m pytest
+
+# Debian's chromium for the UI's browser tests: Playwright drives it through executable_path
+# (never `playwright install`, which downloads a browser). Installed only when missing.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
+		&& apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; } \
+		|| echo "chromium is not installed (needs root and apt-get): the browser tests will be skipped"
 
 bench: install
 	$(BIN)/python benchmarks/run_all.py

@@ -1,0 +1,215 @@
+"""`flordb ui` in a real browser: headless Debian chromium driven by Playwright.
+
+What a person sees: the runs table, two curves for two selected runs, a SQL
+result, the replay plan and its Replay button filling a missing column; a
+request without the token is refused; no request ever leaves the machine.
+Set FLORDB_UI_SCREENSHOTS=DIR to save a screenshot of each page there (the
+README's come from ``FLORDB_UI_SCREENSHOTS=docs``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("starlette")
+sync_api = pytest.importorskip("playwright.sync_api")
+
+from conftest import base_env, make_project, record, write_script  # noqa: E402
+from flordb.store.layout import locate  # noqa: E402
+from flordb.ui.server import start_in_thread  # noqa: E402
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+if CHROMIUM is None:
+    if os.environ.get("CI"):
+        raise RuntimeError("CI needs Debian's chromium for the browser tests: `make test` installs it as root")
+    pytest.skip("Debian's chromium is not installed (make test installs it as root)", allow_module_level=True)
+
+SCREENSHOTS = os.environ.get("FLORDB_UI_SCREENSHOTS")
+
+SCRIPT = """
+import argparse
+import flordb as flor
+
+def train_epoch(lr, epoch, steps):
+    for step in flor.loop("step", range(steps)):
+        flor.log("loss", lr / (1 + epoch * steps + step) + 0.001 * (step % 7))
+
+parser = argparse.ArgumentParser()
+parser.add_argument("--steps", type=int, default=40)
+steps = parser.parse_args().steps
+lr = flor.arg("lr", 0.1)
+for epoch in flor.loop("epoch", range(3)):
+    train_epoch(lr, epoch, steps)
+    flor.log("acc", 0.5 + epoch * lr)
+"""
+MISSING = "    flor.log(\"acc_half\", (0.5 + epoch * lr) / 2)\n"
+REPLAY_SQL = "SELECT run_id, epoch, acc_half FROM logs ORDER BY run_id, epoch"
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    root = make_project(tmp_path_factory.mktemp("uib") / "proj")
+    record(root, SCRIPT, check=True)
+    record(root, "train.py", "--kwargs", "lr=0.01", check=True)
+    write_script(root, SCRIPT.replace("0.001 * (step % 7))", "0.002 * (step % 5))  # noisier"))  # a new version
+    record(root, "train.py", "--steps", "30", "--kwargs", "lr=0.05", check=True)
+    write_script(root, SCRIPT + MISSING)  # the current code logs a value no run recorded
+    return root
+
+
+@pytest.fixture(scope="module")
+def server(project):
+    srv, base, token = start_in_thread(locate(project))
+    yield base, token
+    srv.should_exit = True
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser, server):
+    """A page of a fresh browser context; every request it makes must stay on this machine."""
+    base, token = server
+    context = browser.new_context(viewport={"width": 1280, "height": 760})
+    pg = context.new_page()
+    requests, errors = [], []
+    pg.on("request", lambda r: requests.append(r.url))
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    pg.goto(f"{base}/runs?token={token}")
+    pg.wait_for_selector("body[data-painted='1']")
+    yield pg
+    context.close()
+    off = [u for u in requests if not (u.startswith(base + "/") or u.startswith("data:"))]
+    assert requests and not off, f"requests left the machine: {off}"
+    assert not errors, errors
+
+
+def open_page(pg, base: str, path: str) -> None:
+    pg.goto(base + path)
+    pg.wait_for_selector("body[data-painted='1']")
+
+
+def shot(pg, name: str) -> None:
+    if SCREENSHOTS:
+        Path(SCREENSHOTS).mkdir(parents=True, exist_ok=True)
+        pg.wait_for_timeout(300)
+        pg.screenshot(path=str(Path(SCREENSHOTS) / f"ui-{name}.png"))
+
+
+def test_runs_table_lists_runs_with_their_args(page):
+    rows = page.locator("#runs tbody tr")
+    assert rows.count() == 3
+    head = page.locator("#runs thead th").all_inner_texts()
+    assert "lr" in head and "status" in head
+    lr_col = head.index("lr")
+    assert sorted(float(t) for t in page.locator(f"#runs tbody td:nth-child({lr_col + 1})").all_inner_texts()) \
+        == [0.01, 0.05, 0.1]
+    assert page.locator("#runs tbody .dot.finished").count() == 3
+    page.fill("#where", "lr < 0.06")
+    page.press("#where", "Enter")
+    sync_api.expect(page.locator("#runs tbody tr")).to_have_count(2)
+    page.fill("#where", "")
+    page.press("#where", "Enter")
+    sync_api.expect(page.locator("#runs tbody tr")).to_have_count(3)
+    page.select_option("#metric", "acc")
+    page.wait_for_selector("#runs th:has-text('acc (last)')")
+    shot(page, "runs")
+
+
+def test_two_selected_runs_draw_two_curves_with_every_point(page, server):
+    base, _ = server
+    runs = page.locator("#runs tbody tr")
+    lrs = {}
+    for i in range(runs.count()):
+        lrs[runs.nth(i).get_attribute("data-run")] = runs.nth(i)
+    picked = [r for r in lrs][:2]
+    for run_id in picked:
+        page.check(f"input.pick[data-run='{run_id}']")
+    page.click("#to-curves")
+    page.wait_for_url("**/curves?**")
+    page.wait_for_selector("body[data-painted='1']")
+    assert page.locator(".error").count() == 0, page.locator(".error").all_inner_texts()
+    page.wait_for_selector(".panel[data-y='loss'] .scatterlayer .trace")
+    traces = page.locator(".panel[data-y='loss'] .scatterlayer .trace")
+    assert traces.count() == 2
+    data = page.evaluate("[...document.querySelector(\".panel[data-y='loss']\").data].map(t => [t.name, t.x.length])")
+    steps = {r["run_id"]: r for r in json.loads(page.evaluate("fetch('/runs.json').then(r => r.text())"))["runs"]}
+    expected = {r: 3 * (30 if steps[r]["args"]["lr"] == 0.05 else 40) for r in picked}
+    assert {name: n for name, n in data} == expected
+    page.select_option("#add-y", "acc")
+    page.wait_for_selector(".panel[data-y='acc'] .scatterlayer .trace")
+    page.check("#log")
+    assert page.evaluate("document.querySelector(\".panel[data-y='loss']\").layout.yaxis.type") == "log"
+    shot(page, "curves")
+    open_page(page, base, f"/compare?runs={','.join(picked)}")
+    assert page.locator("#args-differ th").all_inner_texts()[-1] == "lr"
+    assert "loss (epoch 0, step 0)" in page.inner_text("#divergence")
+    diff = page.locator("pre.diff").inner_text().splitlines()
+    changed = sorted(l[0] + l.split("+ step) + ")[1] for l in diff if "+ step) + " in l and l[0] in "+-")
+    assert changed == ["+0.001 * (step % 7))", "-0.002 * (step % 5))  # noisier"]  # newest run first
+    page.wait_for_selector("#compare-plot .scatterlayer .trace")
+    shot(page, "compare")
+
+
+def test_sql_query_shows_the_right_rows(page, server, project):
+    base, _ = server
+    sql = "SELECT epoch, round(avg(acc), 4) AS acc FROM logs GROUP BY epoch ORDER BY epoch"
+    page.goto(f"{base}/sql")
+    page.fill("#sql", sql)
+    page.click("#run")
+    page.wait_for_selector("#results")
+    cells = [r.split("\t") for r in page.locator("#results tbody tr").all_inner_texts()]
+    means = [round(sum(0.5 + e * lr for lr in (0.1, 0.01, 0.05)) / 3, 4) for e in range(3)]
+    assert [[int(a), float(b)] for a, b in cells] == [[e, m] for e, m in enumerate(means)]
+    assert "q=SELECT" in page.url  # the query is in the URL, to bookmark and share
+    page.click("#draw")
+    page.wait_for_selector("#chart .scatterlayer .trace")
+    shot(page, "sql")
+
+
+def test_missing_column_shows_the_plan_and_replay_fills_it(page, server, project):
+    base, _ = server
+    from urllib.parse import quote
+
+    open_page(page, base, f"/sql?q={quote(REPLAY_SQL)}")
+    box = page.locator("#hindsight")
+    assert "acc_half" in box.inner_text() and "flor.log(\"acc_half\"" in box.inner_text()
+    assert page.locator("#plan tr").count() == 1 + 3  # header + one row per run
+    shot(page, "hindsight")
+    page.click("#replay")
+    page.wait_for_selector("#results", timeout=120_000)
+    assert page.locator("#results th.replayed").all_inner_texts() == ["acc_half"]
+    rows = [r.split("\t") for r in page.locator("#results tbody tr").all_inner_texts()]
+    cli = subprocess.run([sys.executable, "-m", "flordb", "query", REPLAY_SQL, "-f", "json", "--no-replay"],
+                         cwd=project, env=base_env(project), capture_output=True, text=True, check=True)
+    expected = json.loads(cli.stdout)
+    assert len(rows) == len(expected) == 9
+    page.locator("#sources a").first.click()  # the patched old source of the version
+    assert 'flor.log("acc_half", (0.5 + epoch * lr) / 2)' in page.locator("pre[data-source]").inner_text()
+    assert [[r[0], int(r[1]), float(r[2])] for r in rows] == \
+        [[e["run_id"], e["epoch"], pytest.approx(e["acc_half"], rel=1e-5)] for e in expected]
+    shot(page, "replayed")
+
+
+def test_a_request_without_the_token_is_refused(browser, server):
+    base, _ = server
+    context = browser.new_context()
+    pg = context.new_page()
+    resp = pg.goto(f"{base}/runs")
+    assert resp.status == 403
+    assert "token" in pg.inner_text("body")
+    assert pg.goto(f"{base}/runs.json?token=guess").status == 403
+    context.close()
