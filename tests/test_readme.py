@@ -24,7 +24,7 @@ import pytest
 from conftest import REPO_ROOT, base_env, make_project
 
 README = REPO_ROOT / "README.md"
-_BLOCK = re.compile(r"(?:<!-- readme-test: (?P<mark>.*?) -->\n)?```(?P<lang>\w*)\n(?P<body>.*?)```", re.S)
+_BLOCK = re.compile(r"(?:<!-- readme-test: (?P<mark>.*?) -->\n[ \t]*)?```(?P<lang>\w*)\n(?P<body>.*?)```", re.S)
 RUNNABLE = {"python", "bash", "sh", "shell", ""}
 
 
