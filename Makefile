@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 
 $(BIN)/flordb: pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
-	$(BIN)/pip install -q -c constraints.txt -e '.[torch,ui,dev]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[torch,dev,ray,ui]'
 	touch $(BIN)/flordb
 
 install: $(BIN)/flordb

@@ -6,9 +6,10 @@ imported eagerly and is cheap; the query side (``query``, ``dataframe``,
 loads DuckDB.
 """
 
-from flordb.record.api import arg, checkpointing, commit, log, loop
+from flordb.record.api import arg, checkpointing, commit, iteration, log, loop
 
-__all__ = ["log", "arg", "loop", "checkpointing", "commit", "query", "dataframe", "replay", "compare"]
+__all__ = ["log", "arg", "loop", "iteration", "checkpointing", "commit", "load_checkpoint", "resume_file", "query",
+           "dataframe", "replay", "compare"]
 __version__ = "0.1.0"
 
 _LAZY = {
@@ -16,6 +17,8 @@ _LAZY = {
     "dataframe": "flordb.api",
     "replay": "flordb.hindsight.api",
     "compare": "flordb.comparison",
+    "load_checkpoint": "flordb.record.lineage",
+    "resume_file": "flordb.record.lineage",
 }
 
 

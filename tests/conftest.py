@@ -140,3 +140,14 @@ def git_state(path) -> dict:
         "index": index_hash,
         "files": files,
     }
+
+
+def readme_block(contains: str, lang: str = "python") -> str:
+    """The README code block (```lang) that contains ``contains``: README examples run as written."""
+    import re
+
+    text = (REPO_ROOT / "README.md").read_text()
+    blocks = re.findall(rf"^```{lang}\n(.*?)^```", text, re.M | re.S)
+    found = [b for b in blocks if contains in b]
+    assert len(found) == 1, f"{len(found)} README {lang} blocks contain {contains!r}"
+    return found[0]

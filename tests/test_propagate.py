@@ -447,3 +447,43 @@ def test_args_attributes_need_the_old_parser_to_define_them(old_flag, placed):
     else:
         with pytest.raises(PropagationError, match="no '--batch-size'"):
             propagate(new, line_of(new, "flor.log"), old)
+
+
+def _rewritten_epoch_loop(old_loops: int) -> tuple[str, str]:
+    new = src("""
+        import flordb as flor
+        from m import net, data, evaluate
+        start_epoch = 0
+        net.setup()
+        for epoch in range(start_epoch, 10):
+            for batch in data.batches():
+                net.fit_batch(batch)
+                net.sync()
+            net.log_grads()
+            net.step_scheduler()
+            net.checkpoint()
+            flor.log("acc", evaluate(net))
+        net.teardown()
+    """)
+    loop = src("""
+        for ep in range(10):
+            for batch in data.batches():
+                net.forward(batch)
+                net.backward()
+                net.sync()
+    """)
+    old = "import flordb as flor\nfrom m import net, data, evaluate\nnet.setup()\n" + loop * old_loops + "net.teardown()\n"
+    return new, old
+
+
+def test_the_only_loop_in_the_same_place_is_the_loop_even_when_rewritten():
+    new, old = _rewritten_epoch_loop(1)
+    from flordb.hindsight.propagation.computation import MIN_SCORE, similarity, tokens
+
+    n, o = Version.parse(new, "current"), Version.parse(old, "old")
+    assert similarity(tokens(n.tree.body[4], n), tokens(o.tree.body[3], o)) < MIN_SCORE  # content alone: no
+    assert propagate(new, line_of(new, "flor.log"), old) == old.replace(
+        "net.teardown()", '    flor.log("acc", evaluate(net))\nnet.teardown()')
+    new, old = _rewritten_epoch_loop(2)  # two candidates in that place: no guess
+    with pytest.raises(PropagationError, match="no counterpart"):
+        propagate(new, line_of(new, "flor.log"), old)

@@ -17,6 +17,7 @@ from flordb.cli.common import handle_errors
 # one line here per command, so `flordb query` never loads what `flordb compare` needs.
 LAZY_COMMANDS = {
     "compare": "flordb.cli.compare_cmd:compare",
+    "extract": "flordb.cli.extract_cmd:extract",
     "doctor": "flordb.cli.doctor_cmd:doctor",
     "ui": "flordb.ui.command:ui",
 }
@@ -47,6 +48,23 @@ FORMAT = click.option(
 )
 
 
+EXECUTOR = click.option(
+    "--executor", type=click.Choice(["local", "ray"]), default=None,
+    help="Where replay tasks run (default: FLORDB_EXECUTOR, else local).",
+)
+ADDRESS = click.option("--address", default=None, help="Ray cluster: auto or HOST:PORT (default: RAY_ADDRESS).")
+
+
+def _executor_settings(executor: str | None, address: str | None) -> None:
+    """--executor/--address are the settings FLORDB_EXECUTOR/RAY_ADDRESS for this command."""
+    import os
+
+    if executor:
+        os.environ["FLORDB_EXECUTOR"] = executor
+    if address:
+        os.environ["RAY_ADDRESS"] = address
+
+
 @cli.command(context_settings={"ignore_unknown_options": True})  # SQL may start with "--" (a comment)
 @click.argument("sql")
 @FORMAT
@@ -54,8 +72,11 @@ FORMAT = click.option(
 @click.option("--no-replay", "replay", flag_value="no", help="Never replay; fail on missing columns.")
 @click.option("--allow-files", "allow_files", multiple=True, type=click.Path(), metavar="PATH",
               help="Let the query read this local file or directory (read-only; repeatable).")
+@EXECUTOR
+@ADDRESS
 @handle_errors
-def query(sql: str, fmt: str, replay: str | None, allow_files: tuple[str, ...]) -> None:
+def query(sql: str, fmt: str, replay: str | None, allow_files: tuple[str, ...], executor: str | None,
+          address: str | None) -> None:
     """Run one SQL statement; `logs` is the wide view of every run.
 
     \b
@@ -67,6 +88,7 @@ def query(sql: str, fmt: str, replay: str | None, allow_files: tuple[str, ...]) 
     from flordb.hindsight.partial import PartialAnswerWarning
     from flordb.tabular import render
 
+    _executor_settings(executor, address)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", PartialAnswerWarning)
         df = query_rows(sql, replay=replay or "ask", allow_files=allow_files)
@@ -109,17 +131,22 @@ def shell(fmt: str) -> None:
 @cli.command()
 @click.argument("names", nargs=-1, required=True)
 @click.option("--where", "-w", default=None, help="SQL predicate over run, arg and main-loop columns.")
-@click.option("--workers", "-j", type=click.IntRange(min=1), default=None, help="Parallel workers (default: cores).")
+@click.option("--workers", "-j", type=click.IntRange(min=1), default=None,
+              help="At most this many tasks at once (default: as many as the runs' threads fit on the cores).")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--dry-run", is_flag=True, help="Print each version's patch (or refusal) and change nothing.")
+@EXECUTOR
+@ADDRESS
 @handle_errors
-def replay(names: tuple[str, ...], where: str | None, workers: int | None, yes: bool, dry_run: bool) -> None:
+def replay(names: tuple[str, ...], where: str | None, workers: int | None, yes: bool, dry_run: bool,
+           executor: str | None, address: str | None) -> None:
     """Fill in NAMES for recorded runs by replaying them with the current flor.log statements.
 
     \b
     flordb replay weight_norm
     flordb replay grad_norm --where "epoch >= 3" --workers 2 --yes
     flordb replay grad_norm --dry-run
+    flordb replay grad_norm --executor ray --address auto --yes
     """
     if dry_run:
         from flordb.hindsight.api import replay_preview
@@ -128,7 +155,7 @@ def replay(names: tuple[str, ...], where: str | None, workers: int | None, yes: 
         return
     from flordb.hindsight.api import replay as run_replay
 
-    report = run_replay(list(names), where=where, workers=workers, yes=yes)
+    report = run_replay(list(names), where=where, workers=workers, yes=yes, executor=executor, address=address)
     if report.failed or report.diverged:
         sys.exit(1)
 

@@ -18,12 +18,13 @@ class ConfirmationRequired(HindsightError):
     """Replay needs a yes and there is no terminal to ask on."""
 
     exit_code = 2
-from flordb.hindsight.executor import LocalExecutor, TaskResult
+from flordb.hindsight.executors import TaskResult, executor_name, make_executor
 from flordb.hindsight.fidelity import Fidelity, check, guard_plan
 from flordb.hindsight.partial import failure_reason
 from flordb.hindsight.plan import plan_replay
 from flordb.hindsight.tasks import ReplayPlan
 from flordb.store.catalog import Catalog, open_catalog
+from flordb.store.claims import Claims
 from flordb.store.layout import Layout, locate
 
 
@@ -33,6 +34,7 @@ class ReplayReport:
     results: list[TaskResult] = field(default_factory=list)
     fidelity: dict[str, Fidelity] = field(default_factory=dict)  # replay_id -> result
     seconds: float = 0.0
+    waited: list[str] = field(default_factory=list)  # runs another replay was producing: its values serve
     reruns: list[tuple[str, str]] = field(default_factory=list)  # (diverged replay, its re-execution)
 
     @property
@@ -71,9 +73,23 @@ def render_plan(plan: ReplayPlan) -> str:
         lines += ["  " + "  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
         notes = sorted({r.note for r in plan.runs if r.note})
         lines += [f"  note: {n}" for n in notes]
+        lines += _schedule_lines(plan)
     for run_id, version, reason in plan.refused:
         lines.append(f"  left out: run {run_id} (version {version[:7] or '?'}): {reason}")
     return "\n".join(lines)
+
+
+def _schedule_lines(plan: ReplayPlan) -> list[str]:
+    """Workers x threads and why, then the total the user waits for and where the costs come from."""
+    threads = sorted({t.threads or 1 for t in plan.tasks})
+    per = f"{threads[0]}" if len(threads) == 1 else f"{threads[0]}-{threads[-1]}"
+    workers = min(plan.workers, len(plan.tasks))
+    why = f" ({plan.schedule.reason})" if plan.schedule is not None else ""
+    out = [f"  schedule: {workers} worker{'s' if workers != 1 else ''} x {per} thread{'s' if per != '1' else ''}"
+           f"{why}; total about {plan.estimate:.1f} s"]
+    if plan.calibration is not None:
+        out.append(f"  {plan.calibration.describe()}")
+    return out
 
 
 def _varying_args(plan: ReplayPlan) -> list[str]:
@@ -110,20 +126,30 @@ def confirm(question: str, mode: str) -> bool:
 
 def replay(names, where: str | None = None, workers: int | None = None, yes: bool = False,
            layout: Layout | None = None, only_missing: bool = False, confirm_mode: str | None = None,
-           progress: bool = True, quiet_if_nothing: bool = False) -> ReplayReport:
+           progress: bool = True, quiet_if_nothing: bool = False, executor: str | None = None,
+           address: str | None = None) -> ReplayReport:
     """Fill in ``names`` for recorded runs by replaying them with the current statements.
 
     ``where`` is a SQL predicate over run, arg and main-loop columns of
-    ``logs`` that narrows the runs and iterations replayed.
+    ``logs`` that narrows the runs and iterations replayed. ``workers`` is an
+    upper bound: tasks run side by side only as far as their threads, memory
+    and GPUs fit. ``executor`` is ``local`` or ``ray`` (default:
+    ``FLORDB_EXECUTOR``, else local); ``address`` the Ray cluster (``auto``,
+    ``HOST:PORT``; default ``RAY_ADDRESS``, else a local Ray).
     """
     names = [names] if isinstance(names, str) else list(names)
     if not names:
         raise HindsightError("name at least one column to replay")
     layout = layout or locate()
+    kind = executor_name(executor)
+    runner = make_executor(kind, layout, {}, workers, progress=progress, address=address)
+    since = time.time()
     with open_catalog(layout) as cat:
         cat.ingest()
-        plan = plan_replay(cat, names, where=where, workers=workers, only_missing=only_missing)
-        git_dirs = _git_dirs(cat, plan)
+        plan = plan_replay(cat, names, where=where, workers=workers, only_missing=only_missing,
+                           capacity=runner.capacity, executor=kind,
+                           where_word=runner.where)
+        runner.git_dirs.update(_git_dirs(cat, plan))
         _record_refusals(cat, plan)
     report = ReplayReport(plan)
     if plan.runs or not quiet_if_nothing:
@@ -139,28 +165,61 @@ def replay(names, where: str | None = None, workers: int | None = None, yes: boo
     if not confirm(question, confirm_mode or ("yes" if yes else "ask")):
         say("Replay cancelled.")
         return report
-    t0 = time.perf_counter()
-    report.results = LocalExecutor(layout, git_dirs, plan.workers, progress=progress).run(plan.tasks)
-    report.seconds = time.perf_counter() - t0
-    with open_catalog(layout) as cat:
-        cat.ingest()
-        _finish(cat, report)
-    _summarize(report)
-    _guard(report, layout, git_dirs, progress)
+    claims = Claims(layout)
+    try:
+        _claim(claims, plan, report, since)
+        runner.workers = plan.workers
+        t0 = time.perf_counter()
+        if plan.runs:
+            report.results = runner.run(plan.tasks)
+        report.seconds = time.perf_counter() - t0
+        if plan.runs:
+            with open_catalog(layout) as cat:
+                cat.ingest()
+                _finish(cat, report, kind)
+            _summarize(report)
+            _guard(report, runner, kind)
+            for r in plan.runs:
+                if any(x.ok for x in report.results if x.task.run_id == r.run_id):
+                    claims.finish(r.run_id, plan.names, r.replay_id)
+        claims.release()
+        for run_id in report.waited:
+            claims.wait(run_id, plan.names)
+    finally:
+        claims.release()
+        runner.close()
+    if report.waited:
+        say(f"  {len(report.waited)} run(s) were being replayed by another process: using its values.")
     return report
 
 
-def _guard(report: ReplayReport, layout: Layout, git_dirs: dict[str, str], progress: bool) -> None:
+def _claim(claims: Claims, plan: ReplayPlan, report: ReplayReport, since: float) -> None:
+    """Claim (run, name) for every run of the plan; runs another replay holds or just did are left to it."""
+    keep = []
+    for r in plan.runs:
+        state, holder = claims.acquire(r.run_id, plan.names, since, r.replay_id)
+        if state == "ok":
+            keep.append(r)
+            continue
+        report.waited.append(r.run_id)
+        if state == "busy":
+            say(f"  run {r.run_id}: another replay (pid {holder.get('pid', '?')} on {holder.get('host', '?')})"
+                f" is producing {', '.join(plan.names)}; waiting for it")
+    plan.runs = keep
+
+
+def _guard(report: ReplayReport, runner, executor: str) -> None:
     """The runtime guard: runs that diverged after skipping nested loops run again, re-executing them."""
     again = guard_plan(report.plan, report.fidelity)
     if again is None:
         return
     say(f"Re-running {len(again.runs)} run(s) with every nested loop executed (the skipping replay diverged).")
     sub = ReplayReport(again)
-    sub.results = LocalExecutor(layout, git_dirs, again.workers, progress=progress).run(again.tasks)
-    with open_catalog(layout) as cat:
+    runner.workers = again.workers
+    sub.results = runner.run(again.tasks)
+    with open_catalog(runner.layout) as cat:
         cat.ingest()
-        _finish(cat, sub)
+        _finish(cat, sub, executor)
     _summarize(sub)
     first = {r.run_id: r.replay_id for r in report.plan.runs}
     for r in again.runs:  # the answer now comes from the second attempt; both stay in `replays`
@@ -204,7 +263,7 @@ def _statement_json(plan: ReplayPlan) -> str:
     return json.dumps({s.name: f"{s.script}:{s.lineno}: {s.text.strip()}" for s in plan.statements})
 
 
-def _finish(cat: Catalog, report: ReplayReport) -> None:
+def _finish(cat: Catalog, report: ReplayReport, executor: str = "local") -> None:
     plan = report.plan
     by_replay: dict[str, list[TaskResult]] = {}
     for res in report.results:
@@ -220,6 +279,9 @@ def _finish(cat: Catalog, report: ReplayReport) -> None:
             replay_id=r.replay_id, run_id=r.run_id, names=plan.names, version=r.patched, statement=statement,
             strategy=r.strategy, iterations=_ranges(r.iterations), seconds=max((x.seconds for x in results), default=0.0),
             estimate=r.estimate, status=status, fidelity=failure_reason(failed) if failed else fid.summary,
+            work=sum(x.seconds for x in results if x.ok), model=sum(x.task.model for x in results if x.ok),
+            executor=executor, workers=plan.workers, threads=r.facts.threads if r.facts else None,
+            attempts=sum(x.attempts for x in results),
         )
 
 

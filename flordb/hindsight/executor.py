@@ -1,41 +1,15 @@
-"""Executors run replay tasks (DESIGN decision 7).
+"""Where replay tasks run: see :mod:`flordb.hindsight.executors` (scheduler, local, Ray).
 
-A task is (run, patched version, iteration range, names); an executor turns a
-list of them into results. ``LocalExecutor`` runs each task as a subprocess of
-the user's script on a materialized copy of the patched version, N at a time,
-with a progress bar. A failing task leaves its log file and does not stop the
-others. A cluster executor (Ray) would implement the same ``run``.
+This module keeps :func:`source_dir` (the private tree a task runs in) and the
+old import path of the executor classes.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
-from flordb.hindsight.tasks import Task
+from flordb.hindsight.executors import Executor, LocalExecutor, TaskResult  # noqa: F401  (old import path)
 from flordb.store.layout import Layout
-
-
-@dataclass
-class TaskResult:
-    task: Task
-    returncode: int
-    seconds: float
-    log: Path
-
-    @property
-    def ok(self) -> bool:
-        return self.returncode == 0
-
-
-class Executor(Protocol):
-    def run(self, tasks: list[Task]) -> list[TaskResult]: ...
 
 
 def source_dir(layout: Layout, git_dir: str, version: str) -> Path:
@@ -48,6 +22,8 @@ def source_dir(layout: Layout, git_dir: str, version: str) -> Path:
     from flordb.version.sandbox import replay_tree
 
     return replay_tree(git_dir, version, layout.work_tree, layout.replays, skip=[layout.home])
+<<<<<<< HEAD
+=======
 
 
 class LocalExecutor:
@@ -138,3 +114,4 @@ def _bar(total: int, enabled):
     from tqdm import tqdm
 
     return tqdm(total=total, desc="replay", unit="task", file=sys.stderr, leave=False, disable=None)
+>>>>>>> issue-13

@@ -27,17 +27,25 @@ def fill_missing(cat: Catalog, missing: list[str], where: Where, mode: str) -> b
     True when the replay ran and its values can be read.
     """
     from flordb.hindsight.api import replay
+    from flordb.hindsight.extract import offer
     from flordb.hindsight.plan import locate_statements
 
+    # "replay.<name>" is missing because <name> is: it comes with it.
+    missing = [n for n in missing if not (n.startswith("replay.") and n[len("replay."):] in missing)]
+    extracted = offer(cat, missing, mode)  # printed but never logged: read it from the console lines
     found = locate_statements(cat.layout.work_tree, missing)
-    if set(found) != set(missing):
+    if set(found) | extracted != set(missing):
         return False
+    if not found:
+        return True
     cat.close()  # never hold the catalog while workers run
     try:
-        report = replay(missing, workers=None, layout=cat.layout, only_missing=True, confirm_mode=mode,
-                        where=where)
+        report = replay(list(found), workers=None, layout=cat.layout, only_missing=True, confirm_mode=mode,
+                        where=where, quiet_if_nothing=bool(extracted))
     finally:
         cat.open()
+    if extracted:
+        return True  # answer with what was extracted, whatever the replay of the rest did
     names = ", ".join(missing)
     if not report.plan.runs and report.plan.refused:
         reasons = "; ".join(sorted({r for _, _, r in report.plan.refused}))
@@ -69,7 +77,7 @@ def replayed_statements(cat: Catalog, names: list[str], where: Where = None) -> 
     serving = _serving_replays(cat, names, where)
     out: dict[str, list[str]] = {}
     for replay_id, names_, statement in cat.execute(
-        "SELECT replay_id, names, statement FROM replays ORDER BY started"
+        "SELECT replay_id, names, statement FROM replays WHERE strategy IS DISTINCT FROM 'extract' ORDER BY started"
     ).fetchall():
         try:
             texts = json.loads(statement or "{}")
@@ -217,7 +225,7 @@ def _refresh_and_fill(cat: Catalog, names: list[str], replayed: list[str], where
         return changed
     finally:
         cat.open()
-    return changed or bool(report.results)
+    return changed or bool(report.results) or bool(report.waited)
 
 
 def _refresh_stale(cat: Catalog, names: list[str], where: Where, mode: str) -> bool:

@@ -127,6 +127,19 @@ def _flor_loop(node: ast.AST, flor) -> str | None:
     return first.value if isinstance(first, ast.Constant) and isinstance(first.value, str) else None
 
 
+def _flor_iteration(node: ast.AST, flor) -> str | None:
+    """``"iter"`` for ``with flor.iteration("iter", i):``, one iteration of a user-driven loop."""
+    if not isinstance(node, (ast.With, ast.AsyncWith)):
+        return None
+    for item in node.items:
+        call = item.context_expr
+        if isinstance(call, ast.Call) and flor.call_target(call) == "iteration" and call.args:
+            first = call.args[0]
+            if isinstance(first, ast.Constant) and isinstance(first.value, str):
+                return first.value
+    return None
+
+
 def _local_names(func: ast.AST) -> tuple[set, set]:
     """Names a function binds (its locals) and those it declares global/nonlocal."""
     loc: set = set()
@@ -427,6 +440,10 @@ class Walk:
         if name is not None:
             self.flor_for(st, name, frame)
             return
+        name = _flor_iteration(st, self.flor)
+        if name is not None and self.phase == PREFIX_PH and (self.want_main is None or name == self.want_main):
+            self.flor_iteration(st, name, frame)
+            return
         if isinstance(st, (ast.If, ast.While)):
             self.expr(st.test, frame)
             self.mark(st)
@@ -506,6 +523,23 @@ class Walk:
         self.block(st.orelse, frame)
         if pushed:
             self.inner.pop()
+
+    def flor_iteration(self, st: ast.With, name: str, frame: Frame) -> None:
+        """The body of ``with flor.iteration(name, i):`` is one main-loop iteration.
+
+        Statements after the block (the counter's increment, the loop's exit
+        test) run after each iteration, like a suffix; a nested
+        ``flor.iteration`` is an ordinary ``with``: its body is never skipped.
+        """
+        for item in st.items:
+            self.expr(item.context_expr, frame)
+        self.mark(st)
+        self.main, self.main_name, self.phase = st, name, BEFORE_PH
+        self.main_depth = len(self.stack)
+        self.outer_fids |= {f.fid for f in self.stack}
+        self.iter_start = len(self.events)
+        self.block(st.body, frame)
+        self.phase = SUFFIX_PH
 
     @staticmethod
     def _iterable(call: ast.Call) -> ast.AST | None:

@@ -25,7 +25,8 @@ from flordb.hindsight.analyze import NESTED, PREFIX, SUFFIX, carried_state, nest
 from flordb.hindsight.locate import find_log_statements
 from flordb.hindsight.propagation import propagate
 from flordb.hindsight.tasks import (  # noqa: F401  (the plan types stay importable from here)
-    ReplayPlan, RunFacts, RunPlan, Statement, Task, _useful_chunks, _worth_splitting, make_tasks,
+    Calibration, ReplayPlan, RunFacts, RunPlan, Statement, Task, _useful_chunks, _worth_splitting, calibrate,
+    make_tasks,
 )
 from flordb.sql.engine import prepare, run_plan
 from flordb.sql.logs import ident
@@ -72,11 +73,11 @@ def locate_statements(work_tree: Path, names: list[str], scripts: set[str] | Non
 def run_facts(cat: Catalog, run_id: str, main_loop: str, store: ObjectStore) -> RunFacts:
     ex = cat.execute
     row = ex(
-        "SELECT r.version, v.git_dir, r.script, r.cwd, r.argv, r.clock0, r.startup, r.duration, r.threads"
-        " FROM runs r LEFT JOIN versions v USING (version) WHERE r.run_id = ?",
+        "SELECT r.version, v.git_dir, r.script, r.cwd, r.argv, r.clock0, r.startup, r.duration, r.threads,"
+        " r.peak_rss, r.gpus FROM runs r LEFT JOIN versions v USING (version) WHERE r.run_id = ?",
         [run_id],
     ).fetchone()
-    version, git_dir, script, cwd, argv, clock0, startup, duration, threads = row
+    version, git_dir, script, cwd, argv, clock0, startup, duration, threads, peak_rss, gpus = row
     args = {n: decode(vt, num, txt) for n, vt, num, txt in
             ex("SELECT name, vtype, num, txt FROM args WHERE run_id = ?", [run_id]).fetchall()}
     iters = ex(
@@ -100,7 +101,7 @@ def run_facts(cat: Catalog, run_id: str, main_loop: str, store: ObjectStore) -> 
     recorded = {r[0] for r in ex("SELECT DISTINCT name FROM log_names WHERE run_id = ? AND NOT replayed",
                                  [run_id]).fetchall()}
     return RunFacts(run_id, version, git_dir, script, cwd or ".", list(argv or []), args, iters, usable,
-                    sizes, recorded, clock0, startup, duration, threads)
+                    sizes, recorded, clock0, startup, duration, threads, peak_rss, gpus or 0)
 
 
 # -- choosing runs and iterations from WHERE ------------------------------------------------
@@ -163,14 +164,21 @@ def patch_source(old: str, current: str, statements: list[Statement]) -> str:
 
 
 def plan_replay(cat: Catalog, names: list[str], where: str | None = None, workers: int | None = None,
-                only_missing: bool = False, work_tree: Path | None = None) -> ReplayPlan:
+                only_missing: bool = False, work_tree: Path | None = None, capacity=None,
+                executor: str = "local", where_word: str = "cores") -> ReplayPlan:
     """Everything a replay needs, before anything runs.
 
     Runs are grouped by the script they ran; each run gets its own script's
     statements (``train.py`` and ``finetune.py`` may both log ``lr_now``).
+    ``workers`` is an upper bound; how many tasks run at once is what fits
+    ``capacity`` (default: this machine; a callable is asked only when there
+    is something to replay) given each run's threads, memory and GPUs.
     """
+    from flordb.hindsight.executors.scheduler import machine, plan_workers
+
     auto_split = workers is None  # default workers: split a run only where it pays off
-    workers = workers or os.cpu_count() or 1
+    max_workers = workers
+    workers = workers or 1
     layout = cat.layout
     work_tree = work_tree or layout.work_tree
     schema = load_schema(cat)
@@ -187,13 +195,30 @@ def plan_replay(cat: Catalog, names: list[str], where: str | None = None, worker
                       only_missing=only_missing)
     for script, statements in groups.items():
         _plan_script(cat, plan, script, statements, [r for r in runs if r[2] == script], schema, work_tree)
-    # Tasks once the number of runs is known: spare workers split runs into ranges.
-    per_run = max(1, math.ceil(workers / max(1, len(plan.runs))))
+    # How many tasks fit at once (threads, memory, GPUs of the runs); then tasks: spare workers split
+    # runs into ranges; estimates calibrated by the past replays of each script.
+    capacity = (capacity() if callable(capacity) else capacity) if plan.runs else None
+    capacity = capacity or machine()
+    probe = []
     for rp in plan.runs:
-        chunks = _worth_splitting(rp, per_run) if auto_split else min(per_run, _useful_chunks(rp, per_run))
         sts = rp.statements or plan.statements
+        probe += make_tasks(rp, rp.facts, rp.placement, sts, [st.name for st in sts], rp.patched, 1)[:1]
+    fit = plan_workers(probe * max(int(capacity.cpus), max_workers or 0, 1), capacity, max_workers, where_word)
+    plan.schedule, plan.workers = fit, fit.workers
+    cals: dict[str, Calibration] = {}
+    per_run = max(1, math.ceil(plan.workers / max(1, len(plan.runs))))
+    for rp in plan.runs:
+        sts = rp.statements or plan.statements
+        if sts[0].script not in cals:
+            cals[sts[0].script] = calibrate(cat, sts[0].script, executor, fit.workers)
+        cal = cals[sts[0].script]
+        rp.facts.worker_start = cal.start
+        chunks = _worth_splitting(rp, per_run) if auto_split else min(per_run, _useful_chunks(rp, per_run))
         rp.tasks = make_tasks(rp, rp.facts, rp.placement, sts, [st.name for st in sts], rp.patched, chunks)
+        for t in rp.tasks:
+            t.estimate = t.model * cal.factor
         rp.estimate = sum(t.estimate for t in rp.tasks)
+    plan.calibration = next(iter(cals.values()), None)
     return plan
 
 

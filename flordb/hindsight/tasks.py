@@ -4,7 +4,9 @@ A task is one worker's job: a run, the patched version to execute, the
 main-loop iterations to produce values for (and those to execute silently
 before them), and the checkpoints it may restore. Costs come from the run's
 recorded timings: prefix, per iteration (with or without the nested loop),
-suffix, and checkpoint loads.
+suffix, and checkpoint loads; worker start-up from the replay workers that
+ran before, and a factor learned from what past replays took against what
+this model said (:func:`calibrate`, from the ``replays`` table).
 """
 
 from __future__ import annotations
@@ -52,6 +54,9 @@ class Task:
     estimate: float
     warm_skip: bool = True  # may iterations before `start` skip the nested loop (restoring its exit state)?
     threads: int | None = None  # torch threads of the recorded run: the worker uses as many
+    memory: int | None = None  # bytes: the recorded run's peak RSS
+    gpus: int = 0  # GPUs the recorded run used
+    model: float = 0.0  # the cost model's estimate before calibration (estimate = model * factor)
 
     def payload(self) -> dict:
         d = dict(self.__dict__)
@@ -88,6 +93,8 @@ class ReplayPlan:
     workers: int
     where: str | None = None
     only_missing: bool = False  # a query's hindsight (fill gaps) rather than an explicit replay
+    schedule: object = None  # executors.scheduler.Schedule: workers, capacity, and why
+    calibration: "Calibration | None" = None
 
     @property
     def tasks(self) -> list[Task]:
@@ -95,7 +102,11 @@ class ReplayPlan:
 
     @property
     def estimate(self) -> float:
-        """Wall-clock estimate: longest-task-first packing onto the workers."""
+        """Wall-clock estimate: the scheduler's own admission rule, simulated (longest task first)."""
+        if self.schedule is not None:
+            from flordb.hindsight.executors.scheduler import simulate
+
+            return simulate(self.tasks, self.schedule.capacity, self.workers)
         loads = [0.0] * max(1, self.workers)
         for t in sorted(self.tasks, key=lambda t: -t.estimate):
             loads[loads.index(min(loads))] += t.estimate
@@ -120,6 +131,53 @@ class RunFacts:
     startup: float | None
     duration: float | None
     threads: int | None = None
+    peak_rss: int | None = None  # bytes
+    gpus: int = 0
+    worker_start: float | None = None  # calibrated: what replay workers of this script took to start
+
+
+@dataclass
+class Calibration:
+    """What past replays teach the cost model (see :func:`calibrate`)."""
+
+    factor: float = 1.0  # actual task seconds / modelled task seconds
+    start: float | None = None  # median worker start-up, seconds
+    replays: int = 0  # how many past replays the factor comes from
+
+    def describe(self) -> str:
+        if not self.replays:
+            return "cost model: recorded timings (no past replays to calibrate with yet)"
+        start = f", worker start {self.start:.1f} s" if self.start is not None else ""
+        return f"cost model: recorded timings x {self.factor:.2f}{start}, calibrated on {self.replays} past replay(s)"
+
+
+def calibrate(cat, script: str, executor: str = "local", workers: int | None = None) -> Calibration:
+    """Learn from the last replays of ``script`` (else of any script) on ``executor``."""
+    cal = Calibration()
+    try:
+        start = cat.execute(
+            "SELECT median(startup) FROM (SELECT w.startup FROM replay_workers w JOIN runs r ON w.replay_of = r.run_id"
+            " WHERE w.mode = 'replay' AND r.script = ? AND w.startup IS NOT NULL AND w.status = 'finished'"
+            " ORDER BY w.started DESC LIMIT 20)", [script]).fetchone()[0]
+        cal.start = float(start) if start is not None else None
+        # The closest past replays first: same script and as many workers side by side (they share
+        # memory bandwidth and caches), then the same script, then any.
+        for extra, params in ((" AND r.script = ? AND p.workers = ?", [script, workers]),
+                              (" AND r.script = ?", [script]), ("", [])):
+            if "workers" in extra and workers is None:
+                continue
+            row = cat.execute(
+                "SELECT sum(work), sum(model), count(*) FROM (SELECT p.work, p.model FROM replays p"
+                " JOIN runs r USING (run_id) WHERE p.work > 0 AND p.model > 0 AND p.status IN ('ok', 'diverged')"
+                " AND p.executor = ?" + extra + " ORDER BY p.started DESC LIMIT 10)",
+                [executor, *params]).fetchone()
+            if row and row[2]:
+                cal.factor = min(4.0, max(0.25, row[0] / row[1]))
+                cal.replays = int(row[2])
+                break
+    except Exception:  # a catalog from before migration 015: the plain model
+        pass
+    return cal
 
 
 # -- cost and tasks -----------------------------------------------------------------------------
@@ -139,7 +197,8 @@ def iteration_cost(facts: RunFacts, i: int, skip: bool) -> float:
 def prefix_cost(facts: RunFacts) -> float:
     first = facts.iterations[0][1] if facts.iterations else None
     pre = (first - facts.clock0) if first is not None and facts.clock0 is not None else 0.0
-    return (facts.startup if facts.startup is not None else WORKER_START) + max(0.0, pre)
+    start = facts.worker_start if facts.worker_start is not None else facts.startup
+    return (start if start is not None else WORKER_START) + max(0.0, pre)
 
 
 def suffix_cost(facts: RunFacts) -> float:
@@ -177,7 +236,8 @@ def make_tasks(run: RunPlan, facts: RunFacts, st_place, statements: list[Stateme
     base = dict(
         replay_id=run.replay_id, run_id=facts.run_id, version=patched_version, script=statements[0].script,
         cwd=facts.cwd, argv=facts.argv, main_loop=st_place.main_loop or "", nested=nested,
-        names=names, fidelity=fidelity, args=facts.args, threads=facts.threads,
+        names=names, fidelity=fidelity, args=facts.args, threads=facts.threads, memory=facts.peak_rss,
+        gpus=facts.gpus or 0,
     )
     skip = strategy == "skip"
     if strategy == "prefix":
@@ -202,7 +262,7 @@ def make_tasks(run: RunPlan, facts: RunFacts, st_place, statements: list[Stateme
         tasks.append(Task(
             task_id=f"{run.replay_id}-{k}", start=a, stop=b, warm=warm, restore_before=restore_before,
             strategy=strategy, suffix=strategy == "suffix", prefix_live=(k == 0 and strategy == "prefix"),
-            checkpoints=needed, estimate=cost, warm_skip=run.warm_skip, **base,
+            checkpoints=needed, estimate=cost, model=cost, warm_skip=run.warm_skip, **base,
         ))
     return tasks
 

@@ -142,6 +142,22 @@ def checkpointing(overhead: float | None = None, **objects: Any) -> Iterator[Non
         run.unregister(objects)
 
 
+@contextmanager
+def iteration(name: str, i: int) -> Iterator[int]:
+    """Mark iteration ``i`` of a user-driven loop ``name`` (a ``while`` loop with a counter).
+
+    The same coordinates, checkpoints and flushes as an iteration of
+    ``flor.loop(name, ...)``; the body always runs (replay cannot skip it, so
+    iterations a replay does not need run without logging).
+    """
+    run = current_run()
+    if run is None:
+        yield i
+        return
+    with run.iteration(name, i):
+        yield i
+
+
 def commit() -> None:
     """Flush and end the current run; the next FlorDB call starts a new one."""
     global _run

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -107,6 +108,39 @@ class ReplayRun(Run):
         if not t.get("suffix"):
             self.finish()
             sys.exit(0)
+
+    @contextmanager
+    def outer_iteration(self, path: tuple, base: int, i: int) -> Iterator[None]:
+        """A main-loop iteration marked with ``flor.iteration``: its body cannot be skipped.
+
+        Iterations before ``start`` run without logging (their nested loop is
+        skipped by restoring its exit state where that is allowed, as in warm-up),
+        and the worker ends at ``stop`` unless the task needs the suffix.
+        """
+        t = self.task
+        if self.main_done or path[0] != t["main_loop"]:
+            with super().outer_iteration(path, base, i):
+                yield
+            return
+        start, stop = t["start"], t["stop"]
+        if i >= stop and not t.get("suffix"):
+            self.finish()
+            sys.exit(0)
+        self.outer_path = path
+        self.live[0] = start <= i < stop
+        self.skip_nested = i in self.checkpoints and bool(t.get("nested")) and (
+            t["strategy"] == "skip" or (i < start and t.get("warm_skip", True)))
+        self.cur[0] = base + i
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.cur[0] = TOP
+            self.skip_nested = False
+            self.live[0] = bool(t.get("suffix")) and i >= stop - 1
+        self.events.append({"kind": "iter", "path": path, "coord": (i,), "t0": t0, "t1": time.perf_counter(),
+                            "t2": None})
+        self.flush()
 
     def inner_loop(self, path: tuple, parent: int, coord: tuple, iterable: Iterable) -> Iterator:
         if len(path) == 2 and self.skip_nested:

@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 import traceback
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -93,6 +94,7 @@ class Run:
         self.objects: dict[str, Any] = {}
         self.outer_path: tuple = ()
         self.outer_paths: set[tuple] = set()
+        self.user_loops: dict[tuple, tuple[int, int]] = {}  # flor.iteration path -> (parent ctx, block ctx)
         self.nested_exit: float | None = None
         self.outer_total: int | None = None
         self.checkpointed: int | None = None  # iteration checkpointed in the current iteration
@@ -102,6 +104,7 @@ class Run:
         self.finished = False
         self.lock = threading.Lock()
         self.writer = SegmentWriter(self.dir)
+        self.capture = None  # console capture (record/capture.py), installed at start
         self.min_flush = flush_interval()
         self.last_flush = 0.0
         self.start()
@@ -133,6 +136,14 @@ class Run:
         _warm_up_writer()
         atexit.register(self.finish)
         _chain_excepthook(self)
+        if self.mode == "record":
+            from flordb.record.capture import start as start_capture
+
+            self.capture = start_capture(self.cur, self.blocks)
+            from flordb.record import lineage
+
+            self.events.extend(lineage.PENDING)  # flor.load_checkpoint called before the run started
+            lineage.PENDING.clear()
 
     def version_info(self) -> dict:
         """Snapshot the code on a private git ref; never touches the user's git state."""
@@ -163,6 +174,8 @@ class Run:
         if getattr(self, "heartbeat", None) is not None:
             self.heartbeat.set()
         self.close_checkpoints()
+        if self.capture is not None:
+            self.capture.close()
         self.flush(force=True)  # every segment is on disk before end.json says the run ended
         unused = {k for k in self.overrides if not k.startswith(LABEL_PREFIX)} - self.used_overrides
         if unused:
@@ -170,7 +183,8 @@ class Run:
         try:
             write_json_atomic(
                 self.dir / "end.json",
-                {"status": status, "ended": time.time(), "error": error, "threads": _torch_threads()},
+                {"status": status, "ended": time.time(), "error": error, "threads": _torch_threads(),
+                 **_resource_use()},
             )
         except Exception as exc:
             report(f"could not close the run: {exc}")
@@ -200,6 +214,8 @@ class Run:
         logs = self.buffer[:]
         del self.buffer[: len(logs)]
         args, self.pending_args = self.pending_args, []
+        if self.capture is not None:
+            self.events.extend(self.capture.drain(final=self.finished))
         events = self.events[:]
         del self.events[: len(events)]
         try:
@@ -344,6 +360,64 @@ class Run:
                 self.nested_exit = t1
                 self.on_nested_exit(coord[0])
 
+    # -- user-driven loops (flor.iteration) ------------------------------------------
+
+    @contextmanager
+    def iteration(self, name: str, i: int) -> Iterator[None]:
+        """Iteration ``i`` of loop ``name``: the coordinates of ``flor.loop``'s iteration ``i``.
+
+        Consecutive calls under the same enclosing iteration share one loop
+        execution (block); a top-level one is a main-loop iteration: timed,
+        checkpointed and flushed at its end like one of ``outer_loop``.
+        """
+        parent = self.cur[0]
+        parent_path, parent_coord = self.blocks.decode(parent)
+        path = (*parent_path, str(name))
+        try:
+            i = int(i)
+            if not 0 <= i < (1 << 32):
+                raise ValueError
+        except (TypeError, ValueError):
+            report(f"flor.iteration({name!r}, {i!r}): the iteration must be an int >= 0; not recorded")
+            yield
+            return
+        last = self.user_loops.get(path)
+        if last is None or last[0] != parent:
+            if len(path) == 1:
+                if path in self.outer_paths:
+                    self.events.append({"kind": "reloop", "path": path})
+                self.outer_paths.add(path)
+            last = self.user_loops[path] = (parent, self.blocks.open(path, parent_coord))
+        if len(path) == 1:
+            with self.outer_iteration(path, last[1], i):
+                yield
+            return
+        self.cur[0] = last[1] + i
+        try:
+            yield
+        finally:
+            self.cur[0] = parent
+
+    @contextmanager
+    def outer_iteration(self, path: tuple, base: int, i: int) -> Iterator[None]:
+        cur, perf = self.cur, time.perf_counter
+        self.outer_path = path
+        self.outer_total = None
+        cur[0] = base + i
+        self.nested_exit = None
+        self.checkpointed = None
+        self.ckpt_seconds = None
+        t0 = perf()
+        try:
+            yield
+        except BaseException:
+            cur[0] = TOP
+            raise
+        t1 = perf()
+        cur[0] = TOP
+        self.events.append({"kind": "iter", "path": path, "coord": (i,), "t0": t0, "t1": t1, "t2": self.nested_exit})
+        self.end_iteration(i, t0, t1)
+
     def on_nested_exit(self, iteration: int) -> None:
         """The first nested loop of a main-loop iteration ended: its exit state is worth saving."""
         if self.objects:
@@ -422,6 +496,30 @@ def _torch_threads() -> int | None:
         return None
 
 
+def _resource_use() -> dict:
+    """Peak resident memory (bytes) and GPUs used: what a replay task of this run will need."""
+    out: dict = {}
+    try:
+        import resource
+
+        unit = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
+        out["peak_rss"] = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+                           + resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) * unit
+    except Exception:
+        pass
+    torch = sys.modules.get("torch")
+    try:
+        if torch is not None and torch.cuda.is_initialized():
+            used = [d for d in range(torch.cuda.device_count()) if torch.cuda.max_memory_allocated(d) > 0]
+            out["gpus"] = len(used) or 1
+            out["gpu_memory"] = max(torch.cuda.max_memory_allocated(d) for d in used) if used else 0
+        else:
+            out["gpus"] = 0
+    except Exception:
+        pass
+    return out
+
+
 def _process_age() -> float | None:
     """Seconds since this process started (Linux), for replay cost estimates."""
     try:
@@ -446,7 +544,9 @@ def _progress(name: str, iterable: Iterable):
         from tqdm import tqdm
     except ImportError:
         return None
-    return tqdm(total=_length(iterable), desc=name, file=sys.stderr, disable=None, leave=False, dynamic_ncols=True)
+    from flordb.record.capture import raw
+
+    return tqdm(total=_length(iterable), desc=name, file=raw(sys.stderr), disable=None, leave=False, dynamic_ncols=True)
 
 
 def _chain_excepthook(run: Run) -> None:

@@ -17,7 +17,9 @@ from flordb.store.segments import decode
 from flordb.tabular import Rows
 
 _HEAD = re.compile(r"^HEAD(?:~(\d+))?$", re.I)
-COLUMNS = ["run_id", "name", "tags", "version", "script", "status", "started", "seconds", "args", "note", "error"]
+COLUMNS = ["run_id", "name", "tags", "version", "script", "status", "started", "seconds", "args", "parent", "note",
+           "error"]
+OPTIONAL = ("name", "tags", "parent", "note", "error")  # shown when some run has one
 
 
 def list_runs(include_replays: bool = False, layout: Layout | None = None) -> Rows:
@@ -27,7 +29,7 @@ def list_runs(include_replays: bool = False, layout: Layout | None = None) -> Ro
             cat.ingest()
             return _listing(cat, include_replays)
     except NoStoreError:
-        return Rows([c for c in COLUMNS if c not in ("name", "tags", "note", "error")], [])
+        return Rows([c for c in COLUMNS if c not in OPTIONAL], [])
 
 
 def _listing(cat: Catalog, include_replays: bool) -> Rows:
@@ -36,7 +38,7 @@ def _listing(cat: Catalog, include_replays: bool) -> Rows:
     for table in tables:
         rows += cat.execute(
             f"""SELECT run_id, left(version, 7), script, status, strftime(started, '%Y-%m-%d %H:%M:%S'),
-                       round(duration, 1), error
+                       round(duration, 1), error, parent_run || '@' || parent_iteration
                 FROM {table} ORDER BY started, run_id"""
         ).fetchall()
     args: dict[str, dict] = {}
@@ -48,14 +50,13 @@ def _listing(cat: Catalog, include_replays: bool) -> Rows:
     for run_id, kind, value in cat.execute("SELECT run_id, kind, value FROM run_labels ORDER BY added").fetchall():
         labels.setdefault((run_id, kind), []).append(value)
     out = []
-    for run_id, version, script, status, started, seconds, error in rows:
+    for run_id, version, script, status, started, seconds, error, parent in rows:
         name = labels.get((run_id, "name"), [None])[-1]
         tags = ",".join(labels.get((run_id, "tag"), [])) or None
         note = labels.get((run_id, "note"), [None])[-1]
         out.append([run_id, name, tags, version, script, status, started, seconds, Args(args.get(run_id, {})),
-                    note, error or ("" if any(r[6] for r in rows) else None)])
-    keep = [i for i, c in enumerate(COLUMNS)
-            if c not in ("name", "tags", "note", "error") or any(r[i] is not None for r in out)]
+                    parent, note, error or ("" if any(r[6] for r in rows) else None)])
+    keep = [i for i, c in enumerate(COLUMNS) if c not in OPTIONAL or any(r[i] is not None for r in out)]
     return Rows([COLUMNS[i] for i in keep], [[r[i] for i in keep] for r in out])
 
 

@@ -343,6 +343,7 @@ class Catalog:
                     )
                 if files:
                     stats.rows = self._load_segments(files, owners)
+                self._load_lineage()
                 self.execute("COMMIT")
             except BaseException:
                 self.execute("ROLLBACK")
@@ -389,6 +390,7 @@ class Catalog:
             meta.get("user_head"), meta.get("user_branch"), meta.get("skipped") or [],
             meta.get("mode", "record"), meta.get("replay_of"), meta.get("replay_id"), done,
             meta.get("perf_start"), meta.get("startup"), meta.get("cwd"), threads,
+            (end or {}).get("peak_rss"), (end or {}).get("gpus"),
             meta.get("git_dir"), meta.get("work_tree"),
         )
 
@@ -404,8 +406,8 @@ class Catalog:
         self.executemany(
             f"""INSERT OR REPLACE INTO {table} (run_id, version, script, argv, status, error, started, ended,
                    duration, pid, host, user_head, user_branch, skipped, mode, replay_of, replay_id, complete,
-                   clock0, startup, cwd, threads)
-               VALUES (?, ?, ?, ?, ?, ?, to_timestamp(?), to_timestamp(?), ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                   clock0, startup, cwd, threads, peak_rss, gpus)
+               VALUES (?, ?, ?, ?, ?, ?, to_timestamp(?), to_timestamp(?), ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
             [r[:-2] for r in rows],
         )
 
@@ -445,6 +447,7 @@ class Catalog:
     def record_replay(self, **row: Any) -> None:
         cols = ["replay_id", "run_id", "names", "version", "statement", "strategy", "iterations",
                 "seconds", "estimate", "status", "fidelity"]
+        cols += [c for c in ("work", "model", "executor", "workers", "threads", "attempts") if c in row]
         self.execute(
             f"INSERT OR REPLACE INTO replays ({', '.join(cols)}, started)"
             f" VALUES ({', '.join('?' for _ in cols)}, current_timestamp)",
@@ -479,6 +482,24 @@ class Catalog:
             " AND r.path = s.path AND r.coord = s.coord"
         )
         self.execute("DROP TABLE seg_recorded")
+
+    def _load_console(self) -> None:
+        """Captured console lines (record/capture.py); a replay's own output is not kept."""
+        self.execute(_load_console_sql())
+
+    def _load_lineage(self) -> None:
+        """``runs.parent_run``: the first checkpoint a run loaded (flor.load_checkpoint).
+
+        Runs rows are replaced on every ingest while a run is in progress, so
+        the parent is set again from ``lineage`` each time (new segments' rows
+        are added by :meth:`_load_segments`, in the same transaction).
+        """
+        self.execute(
+            "UPDATE runs SET parent_run = l.parent_run, parent_iteration = l.parent_iteration FROM"
+            " (SELECT run_id, arg_min(parent_run, seq) AS parent_run, arg_min(parent_iteration, seq)"
+            "  AS parent_iteration FROM lineage WHERE kind = 'checkpoint' GROUP BY run_id) l"
+            " WHERE runs.run_id = l.run_id AND runs.parent_run IS NULL"
+        )
 
     def _load_segments(self, files: list[str], owners: list[tuple]) -> int:
         self.execute("CREATE OR REPLACE TEMP TABLE seg_owner (filename VARCHAR, run_id VARCHAR,"
@@ -519,6 +540,11 @@ class Catalog:
             "INSERT INTO checkpoints SELECT target, coord[1], name, txt, aux, n, t0 FROM seg_new"
             " WHERE kind = 'ckpt' AND replay_id IS NULL"
         )
+        self._load_console()
+        self.execute(
+            "INSERT INTO lineage SELECT target, seq, aux, CASE aux WHEN 'checkpoint' THEN txt END, coord[1], name,"
+            " CASE aux WHEN 'file' THEN txt END, n FROM seg_new WHERE kind = 'lineage' AND replay_id IS NULL"
+        )
         self.execute(
             "INSERT INTO segments (run_id, segment, nrows) SELECT o.run_id, o.segment, count(s.filename)"
             " FROM seg_owner o LEFT JOIN seg_new s USING (filename) GROUP BY ALL"
@@ -527,6 +553,16 @@ class Catalog:
         self.execute("DROP TABLE seg_new")
         self.execute("DROP TABLE seg_owner")
         return rows
+
+
+def _load_console_sql() -> str:
+    levels = " ".join(f"WHEN {n} THEN '{name}'" for n, name in
+                      ((10, "DEBUG"), (20, "INFO"), (30, "WARNING"), (40, "ERROR"), (50, "CRITICAL")))
+    return (
+        f"INSERT INTO console SELECT target, seq, path, coord, name, aux,"
+        f" CASE n {levels} ELSE CAST(n AS VARCHAR) END, txt FROM seg_new"
+        f" WHERE kind = 'console' AND replay_id IS NULL"
+    )
 
 
 # -- the connection kept between queries ------------------------------------------------------

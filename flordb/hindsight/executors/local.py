@@ -1,0 +1,116 @@
+"""Replay tasks as subprocesses of this machine (DESIGN decision 7).
+
+Each task runs the user's (patched) script on a materialized copy of its
+version (:func:`flordb.hindsight.executor.source_dir`), with the recorded
+run's thread count, writing segments into the store like any run. A failing
+task leaves its log file and does not stop the others.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from flordb.hindsight.executors.base import Executor
+from flordb.hindsight.executors.scheduler import Resources, machine
+from flordb.store.layout import Layout
+
+
+def thread_env(threads: int) -> dict[str, str]:
+    """A worker keeps the recorded run's thread count: reductions add up in the same order."""
+    n = str(max(1, threads))
+    return {"OMP_NUM_THREADS": n, "MKL_NUM_THREADS": n, "OPENBLAS_NUM_THREADS": n}
+
+
+class LocalExecutor(Executor):
+    """Tasks as local subprocesses, packed onto this machine's cores, at most ``workers`` at a time."""
+
+    name = "local"
+
+    def __init__(self, layout: Layout, git_dirs: dict[str, str], workers: int | None = None,
+                 progress: bool = True, capacity: Resources | None = None):
+        super().__init__(workers, progress)
+        self.layout = layout
+        self.git_dirs = git_dirs  # patched version -> git dir holding it
+        self._capacity = capacity
+        self.gpus_free: list[int] = []
+
+    def capacity(self) -> Resources:
+        if self._capacity is None:
+            self._capacity = machine()
+        self.gpus_free = list(range(int(self._capacity.gpus)))
+        return self._capacity
+
+    def command(self, task) -> tuple[list[str], Path, dict[str, str], Path]:
+        from flordb.hindsight.executor import source_dir
+
+        src = source_dir(self.layout, self.git_dirs[task.version], task.version)
+        task_dir = self.layout.replays / task.replay_id
+        task_dir.mkdir(parents=True, exist_ok=True)
+        task_file = task_dir / f"{task.task_id}.json"
+        task_file.write_text(json.dumps(task.payload(), default=str))
+        env = {
+            **os.environ,
+            "FLORDB_REPLAY_TASK": str(task_file),
+            "FLORDB_HOME": str(self.layout.home),
+            "FLORDB_PROGRESS": "0",
+            "PYTHONUNBUFFERED": "1",
+            **thread_env(task.threads or 1),
+        }
+        cwd = (src / task.cwd).resolve() if task.cwd not in ("", ".") else src
+        return [sys.executable, str(src / task.script), *task.argv], cwd, env, task_dir / f"{task.task_id}.log"
+
+    def start(self, task, attempt: int):
+        cmd, cwd, env, log = self.command(task)
+        gpu = None
+        if getattr(task, "gpus", 0) and self.gpus_free:
+            gpu = self.gpus_free.pop(0)
+            env["CUDA_VISIBLE_DEVICES"] = str(gpu)
+        fh = open(log, "w" if attempt == 1 else "a")
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=fh, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL)
+        return _Handle(proc, fh, log, time.perf_counter(), gpu)
+
+    def wait(self, handles: list, timeout: float) -> list:
+        deadline = time.perf_counter() + timeout
+        while True:
+            done = [h for h in handles if h.proc.poll() is not None]
+            if done or time.perf_counter() >= deadline:
+                break
+            time.sleep(0.01)
+        out = []
+        for h in done:
+            h.fh.close()
+            if h.gpu is not None:
+                self.gpus_free.append(h.gpu)
+            out.append((h, h.proc.returncode, time.perf_counter() - h.t0, h.log))
+        return out
+
+    def discard(self, task) -> None:
+        """Move the failed attempt's run directory out of the store (kept beside the task's log)."""
+        from flordb.store.segments import iter_run_dirs, read_json
+
+        for run_dir in iter_run_dirs(self.layout.segments):
+            meta = read_json(run_dir / "run.json") or {}
+            if meta.get("task") == task.task_id and meta.get("replay_id") == task.replay_id:
+                dest = self.layout.replays / task.replay_id / f"discarded-{run_dir.name}"
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(run_dir, dest)
+
+    def cancel(self, handles: list) -> None:
+        for h in handles:
+            h.proc.kill()
+        for h in handles:
+            h.proc.wait()
+            h.fh.close()
+
+
+class _Handle:
+    __slots__ = ("proc", "fh", "log", "t0", "gpu")
+
+    def __init__(self, proc, fh, log, t0, gpu):
+        self.proc, self.fh, self.log, self.t0, self.gpu = proc, fh, log, t0, gpu

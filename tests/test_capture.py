@@ -1,0 +1,232 @@
+"""Console capture (record/capture.py), the `console` table, and extraction of printed metrics."""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+import subprocess
+import sys
+
+import pytest
+
+from conftest import base_env, q, readme_block, record
+
+from flordb.record.capture import Capture, _Tee, raw
+from flordb.record.context import Blocks
+
+PRINTS = """
+import logging, sys
+import flordb as flor
+
+logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+log = logging.getLogger("train")
+lr = flor.arg("lr", 0.5)
+loss = 10.0
+for epoch in flor.loop("epoch", range(3)):
+    for step in flor.loop("step", range(4)):
+        loss = loss * lr + 0.25
+        print(f"| epoch {epoch} | step {step} | lr {lr:.2f} | loss {loss:.4f} | ppl {2.0 ** loss:.3f}")
+    log.info("epoch %d done, acc=%.3f", epoch, 1.0 / (1.0 + loss))
+    print("eval:", {"val_loss": round(loss * 1.1, 4)}, file=sys.stderr)
+print("training finished")
+"""
+
+
+def truth(lr=0.5):
+    """The values PRINTS printed, per (epoch, step)."""
+    loss, out = 10.0, {}
+    for epoch in range(3):
+        for step in range(4):
+            loss = loss * lr + 0.25
+            out[(epoch, step)] = loss
+    return out
+
+
+def test_console_table_has_lines_with_coordinates(project):
+    proc = record(project, PRINTS, check=True)
+    # The terminal still shows everything.
+    assert proc.stdout.count("| epoch") == 12 and "training finished" in proc.stdout
+    assert "epoch 2 done" in proc.stderr and "val_loss" in proc.stderr
+    df = q(project, "SELECT path, coord, channel, logger, level, text FROM console ORDER BY seq")
+    steps = df[df.text.str.startswith("| epoch")]
+    assert len(steps) == 12
+    assert [list(c) for c in steps.coord[:5]] == [[0, 0], [0, 1], [0, 2], [0, 3], [1, 0]]
+    assert set(steps.channel) == {"stdout"} and list(steps.path.iloc[0]) == ["epoch", "step"]
+    logged = df[df.logger == "train"]
+    assert len(logged) == 3 and set(logged.level) == {"INFO"}
+    assert [list(c) for c in logged.coord] == [[0], [1], [2]]
+    assert logged.text.iloc[0].startswith("epoch 0 done")
+    # The record's stream copy (its handler predates the capture) is not a second row.
+    assert df.text.str.contains("epoch 0 done").sum() == 1
+    evals = df[df.text.str.startswith("eval:")]
+    assert set(evals.channel) == {"stderr"} and [list(c) for c in evals.coord] == [[0], [1], [2]]
+    last = df[df.text == "training finished"]
+    assert list(last.coord.iloc[0]) == [] and last.channel.iloc[0] == "stdout"
+    assert not df.text.str.startswith("flordb:").any()
+
+
+def test_capture_off(project):
+    record(project, PRINTS, env={"FLORDB_CAPTURE": "0"}, check=True)
+    assert len(q(project, "SELECT * FROM console")) == 0
+    assert len(q(project, "SELECT * FROM runs")) == 1
+
+
+def test_ceiling_keeps_a_print_per_step_loop_bounded(project):
+    script = """
+import flordb as flor
+for epoch in flor.loop("epoch", range(2)):
+    for step in flor.loop("step", range(50_000)):
+        print(f"step {step} loss {1.0 / (step + 1):.6f}")
+    print(f"epoch {epoch} summary")
+"""
+    record(project, script, env={"FLORDB_CAPTURE_MAX_LINES": "2000", "FLORDB_CAPTURE_LINE_CHARS": "20"},
+           check=True, timeout=300)
+    df = q(project, "SELECT coord, channel, text FROM console ORDER BY seq")
+    assert len(df) <= 2000 + 1
+    steps = df[df.text.str.startswith("step ")]
+    # Kept at a halving rate: the whole run stays covered, not only its start.
+    assert {c[0] for c in steps.coord} == {0, 1}
+    assert max(c[1] for c in steps.coord if c[0] == 1) > 40_000
+    # Lines of other loop paths keep their own share.
+    assert list(df[df.text.str.startswith("epoch")].text) == ["epoch 0 summary", "epoch 1 summary"]
+    note = df[df.channel == "capture"]
+    assert len(note) == 1 and note.text.iloc[0].split()[0].isdigit()
+    assert int(note.text.iloc[0].split()[0]) + len(df) - 1 == 100_002
+    assert df[df.channel == "stdout"].text.str.len().max() <= 21  # cut at 20 characters, plus the ellipsis
+
+
+def test_tee_writes_through_and_cuts_lines():
+    blocks, cur = Blocks(), [0]
+    cap = Capture(cur, blocks, max_lines=10_000, line_chars=30)
+    out = io.StringIO()
+    tee = _Tee(out, "stdout", cap)
+    tee.write("partial ")
+    tee.write("line\nsecond\r\n")
+    tee.write("progress 10%\rprogress 100%\n")
+    tee.write("flordb: our own message\n")
+    tee.write("x" * 100 + "\n")
+    tee.write("no newline at the end")
+    tee.finish()
+    assert out.getvalue().startswith("partial line\nsecond\r\nprogress 10%\rprogress 100%\n")
+    texts = [t for *_, t in cap.lines]
+    assert texts[:3] == ["partial line", "second", "progress 100%"]
+    assert texts[3] == "x" * 30 + "…" and texts[4] == "no newline at the end"
+    assert raw(tee) is out and tee.getvalue() == out.getvalue()  # attributes reach the stream
+
+
+def test_logging_record_written_through_the_tee_is_one_row():
+    cap = Capture([0], Blocks(), max_lines=100, line_chars=200)
+    out = io.StringIO()
+    tee = _Tee(out, "stderr", cap)
+    logger = logging.getLogger("flordb-test-capture")
+    handler = logging.StreamHandler(tee)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    logger.addHandler(handler)
+    logger.addHandler(_handler := __import__("flordb.record.capture", fromlist=["_Handler"])._Handler(cap))
+    logger.propagate = False
+    try:
+        logger.warning("acc=%.2f", 0.93)
+    finally:
+        logger.removeHandler(handler)
+        logger.removeHandler(_handler)
+    assert out.getvalue() == "WARNING acc=0.93\n"
+    assert cap.lines == [(0, "stderr", "flordb-test-capture", logging.WARNING, "WARNING acc=0.93")]
+
+
+# -- extraction ----------------------------------------------------------------------------------
+
+@pytest.fixture
+def printed(project):
+    record(project, PRINTS, check=True)
+    record(project, PRINTS, "--kwargs", "lr=0.25", check=True)
+    return project
+
+
+def test_query_extracts_a_printed_metric(printed):
+    from flordb.api import query
+    from flordb.store.layout import locate
+
+    df = query("SELECT run_id, lr, epoch, step, ppl, loss FROM logs ORDER BY lr, epoch, step", replay="yes",
+               layout=locate(printed))
+    assert len(df) == 24
+    for lr in (0.25, 0.5):
+        want = truth(lr)
+        part = df[df.lr == lr]
+        for (epoch, step), loss in want.items():
+            row = part[(part.epoch == epoch) & (part.step == step)].iloc[0]
+            assert row.loss == float(f"{loss:.4f}")
+            assert row.ppl == float(f"{2.0 ** loss:.3f}")
+    prov = q(printed, 'SELECT DISTINCT "replay.loss" AS p FROM logs')
+    assert len(prov) == 2 and all(p.startswith("extract-") for p in prov.p)
+    # Recorded in the catalog like a replay, with its own strategy.
+    reps = q(printed, "SELECT strategy, status FROM replays WHERE list_contains(names, 'loss')")
+    assert set(reps.strategy) == {"extract"} and set(reps.status) == {"extracted"}
+
+
+def test_extract_cli_preview_pattern_and_comparison(printed):
+    flordb = [sys.executable, "-m", "flordb"]
+    env = base_env(printed)
+
+    def run(*args):
+        return subprocess.run([*flordb, *args], cwd=printed, env=env, capture_output=True, text=True, timeout=120)
+
+    pre = run("extract", "acc", "--preview", "-f", "csv")
+    assert pre.returncode == 0, pre.stderr
+    lines = pre.stdout.strip().splitlines()
+    assert lines[0].startswith("run_id,path,coord,acc") and len(lines) == 7
+    assert len(q(printed, "SELECT * FROM records WHERE name = 'acc'")) == 0  # preview writes nothing
+    bad = run("extract", "loss", "--pattern", "loss [0-9.]+")
+    assert bad.returncode == 2 and bad.stderr.startswith("Error:") and "group" in bad.stderr
+    nothing = run("extract", "grad_norm")
+    assert nothing.returncode == 2 and "no captured console line" in nothing.stderr
+    done = run("extract", "val_loss", "--pattern", r"'val_loss': ([0-9.]+)")
+    assert done.returncode == 0, done.stderr
+    vals = q(printed, "SELECT run_id, coord, num FROM records WHERE name = 'val_loss' ORDER BY run_id, coord")
+    assert len(vals) == 6 and {tuple(c) for c in vals.coord} == {(0,), (1,), (2,)}
+    # The current code logs acc: the replayed value is the reference the printed one is checked against.
+    script = printed / "train.py"
+    script.write_text(script.read_text().replace(
+        '    log.info("epoch %d done', '    flor.log("acc", 1.0 / (1.0 + loss))\n    log.info("epoch %d done'))
+    from flordb.hindsight.api import replay
+    from flordb.store.layout import locate
+
+    replay(["acc"], yes=True, layout=locate(printed), progress=False)
+    same = run("extract", "acc")
+    assert same.returncode == 0, same.stderr
+    assert "6 printed values agree" in same.stderr
+    # A pattern that reads another number disagrees, and says so with exit code 1.
+    wrong = run("extract", "acc", "--preview", "--pattern", r"epoch (\d+) done")
+    assert wrong.returncode == 1 and "disagree" in wrong.stderr
+
+
+def test_tolerance_follows_printed_digits():
+    from flordb.hindsight.extract import default_pattern, tolerance
+    import re
+
+    assert math.isclose(tolerance("183.5"), 0.05) and math.isclose(tolerance("1e-3"), 0.0005)
+    assert math.isclose(tolerance("2.50E+01"), 0.05)
+    pat = re.compile(default_pattern("loss"))
+    assert pat.search("| loss 5.21 | ppl 183.5").group(1) == "5.21"
+    assert pat.search("{'loss': 0.001}").group(1) == "0.001"
+    assert pat.search("Loss=3e-4,").group(1) == "3e-4"
+    assert pat.search("val_loss 3.0 loss_scale 2") is None
+
+
+def test_readme_console_and_extract_examples_run_as_written(project):
+    record(project, readme_block("logging.basicConfig(level=logging.INFO, format="), check=True)
+    df = q(project, "SELECT coord, channel, level, text FROM console ORDER BY seq")
+    shown = [([int(x) for x in c], ch, lv if isinstance(lv, str) else None, t)
+             for c, ch, lv, t in df.itertuples(index=False)][:3]
+    assert shown == [([0], "stdout", None, "| epoch 0 | lr 0.50 | loss 0.5000 | ppl 1.65"),
+                     ([0], "logging", "INFO", "epoch 0 done"),
+                     ([1], "stdout", None, "| epoch 1 | lr 0.50 | loss 0.2500 | ppl 1.28")]
+    env = base_env(project)
+    for line in readme_block("flordb extract ppl --preview", "bash").splitlines():
+        cmd = line.split("#")[0].strip()
+        proc = subprocess.run(["bash", "-c", cmd.replace("flordb ", f"{sys.executable} -m flordb ", 1)],
+                              cwd=project, env=env, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, (cmd, proc.stderr)
+    df = q(project, 'SELECT epoch, ppl, perplexity, "replay.ppl" AS p FROM logs ORDER BY epoch')
+    assert df.ppl.tolist() == [1.65, 1.28, 1.18] and df.perplexity.tolist() == df.ppl.tolist()
+    assert all(p.startswith("extract-") for p in df.p)
