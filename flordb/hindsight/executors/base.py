@@ -98,11 +98,16 @@ class Executor:
 class _Progress:
     """One bar on stderr for the whole replay, with per-task status in its postfix."""
 
-    def __init__(self, total: int, enabled: bool, name: str):
+    def __init__(self, total: int, enabled, name: str):
         self.bar = None
         self.failed = self.retried = 0
         self.last = None
-        if enabled:
+        # enabled may be a callable fn(done, total) instead of a bar: how the web page follows a replay
+        self.callback = enabled if callable(enabled) else None
+        self.total, self.count = total, 0
+        if self.callback is not None:
+            self.callback(0, total)
+        elif enabled:
             from tqdm import tqdm
 
             self.bar = tqdm(total=total, desc=f"replay ({name})", unit="task", file=sys.stderr, leave=False,
@@ -123,6 +128,9 @@ class _Progress:
     def done(self, ok: bool) -> None:
         if not ok:
             self.failed += 1
+        self.count += 1
+        if self.callback is not None:
+            self.callback(self.count, self.total)
         if self.bar is not None:
             self.bar.update(1)
 
