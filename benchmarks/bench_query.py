@@ -6,7 +6,7 @@
 Every FlorDB figure is printed next to DuckDB answering the same question over
 the same rows (the catalog's ``records`` table, read directly), with the ratio:
 
-1. warm ``flor.query``: the per-(run, epoch) average, the same joined with a
+1. warm ``flor.query`` (a pandas DataFrame; DuckDB's ``.df()`` likewise): the per-(run, epoch) average, the same joined with a
    per-epoch column, one run, one epoch of one run (targets 50 ms / 300 ms at 10M);
 2. the first query in a fresh process, after ``import flordb`` (target 300 ms),
    next to ``import duckdb`` + connect + the same query;
@@ -106,12 +106,12 @@ def warm_figures(home: Path, ids: list[str], reps: int) -> list[tuple[str, float
         ours, theirs = ours.format(run=run), theirs.format(run=run)
         a = flor.query(ours, replay="no", layout=layout)
         con = duckdb.connect(str(layout.catalog), read_only=True)
-        b = con.execute(theirs).df()
+        b = con.sql(theirs).df()
         if len(a) != len(b):
             raise SystemExit(f"{name}: flordb gave {len(a)} rows, DuckDB {len(b)}")
-        theirs_ms = median_ms(lambda: con.execute(theirs).to_arrow_table(), reps)
+        theirs_ms = median_ms(lambda: con.sql(theirs).df(), reps)  # pandas on both sides
         con.close()
-        ours_ms = median_ms(lambda: flor.query(ours, replay="no", layout=layout, into="arrow"), reps)
+        ours_ms = median_ms(lambda: flor.query(ours, replay="no", layout=layout), reps)
         out.append((name, ours_ms, theirs_ms))
     return out
 

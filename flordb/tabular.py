@@ -146,9 +146,31 @@ def render(df, fmt: str = "table", width: int | None = None, limit: int | None =
     text = table(df, limit)
     if width is None and sys.stdout.isatty():
         width = shutil.get_terminal_size((120, 24)).columns
-    if width and len(columns_of(df)) > 1 and max(len(line) for line in text.splitlines()) > width:
+    if width and len(columns_of(df)) > 1 and _widest(text) > width:
+        fitted = _shorten_widest_column(df, limit, _widest(text) - width)
+        if fitted is not None and _widest(fitted) <= width:
+            return fitted
         return vertical(df, limit)
     return text
+
+
+def _widest(text: str) -> int:
+    return max((len(line) for line in text.splitlines()), default=0)
+
+
+def _shorten_widest_column(df, limit: int | None, excess: int) -> str | None:
+    """The table with its widest text column cut (``…``) by ``excess`` characters, if it stays readable."""
+    names = columns_of(df)
+    rows = rows_of(df, limit)
+    widths = [max([len(n)] + [len(r[i].strip()) for r in rows if isinstance(r[i], str)]) for i, n in enumerate(names)]
+    i = max(range(len(names)), key=widths.__getitem__)
+    keep = widths[i] - excess
+    if keep < 16 or not any(isinstance(r[i], str) for r in rows):
+        return None
+    for r in rows:
+        if isinstance(r[i], str) and len(r[i].strip()) > keep:
+            r[i] = r[i].strip()[: keep - 1] + "…"
+    return table(Rows(names, rows), footer=False) + "\n" + _footer(count_of(df), len(rows))
 
 
 def _csv(result) -> str:
@@ -163,7 +185,7 @@ def _csv(result) -> str:
     return buf.getvalue().rstrip("\n")
 
 
-def table(df, limit: int | None = None, tablefmt: str = "psql") -> str:
+def table(df, limit: int | None = None, tablefmt: str = "psql", footer: bool = True) -> str:
     from tabulate import tabulate
 
     if len(columns_of(df)) == 0:
@@ -175,7 +197,7 @@ def table(df, limit: int | None = None, tablefmt: str = "psql") -> str:
         rows, headers=columns_of(df), tablefmt=tablefmt, missingval="NULL",
         floatfmt="g", disable_numparse=text or False,
     )
-    return f"{body}\n{_footer(count_of(df), len(rows))}"
+    return f"{body}\n{_footer(count_of(df), len(rows))}" if footer else body
 
 
 def vertical(df, limit: int | None = None) -> str:

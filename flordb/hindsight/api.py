@@ -69,8 +69,9 @@ def render_plan(plan: ReplayPlan) -> str:
                 _ranges(r.iterations) if r.strategy in ("skip", "reexec") else "-",
                 f"{r.checkpoints[0]}/{r.checkpoints[1]}", str(len(r.tasks)), f"{r.estimate:.1f} s",
             ])
-        widths = [max(len(row[k]) for row in rows) for k in range(len(head))]
-        lines += ["  " + "  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
+        from flordb.tabular import Rows, table  # the one renderer, as for query results
+
+        lines += ["  " + line.rstrip() for line in table(Rows(head, rows[1:]), tablefmt="plain", footer=False).splitlines()]
         notes = sorted({r.note for r in plan.runs if r.note})
         lines += [f"  note: {n}" for n in notes]
         lines += _schedule_lines(plan)

@@ -221,8 +221,7 @@ def extract(cat: Catalog, name: str, pattern: str | None = None, ex: Extraction 
         ex_("ROLLBACK")
         raise
     finally:
-        if hasattr(cat, "changed"):
-            cat.changed()  # cached schemas and plans must see the new column
+        cat.changed()  # cached schemas and plans must see the new column
     return ex
 
 

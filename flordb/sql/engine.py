@@ -27,7 +27,7 @@ def catalog_tables(catalog: Catalog) -> dict[str, dict[str, str]]:
 def _catalog_tables(catalog: Catalog) -> dict[str, dict[str, str]]:
     rows = catalog.execute(
         "SELECT table_name, column_name, data_type FROM information_schema.columns"
-        " WHERE table_schema = 'main' ORDER BY table_name, ordinal_position"
+        " WHERE table_catalog = current_database() AND table_schema = 'main' ORDER BY table_name, ordinal_position"
     ).fetchall()
     tables: dict[str, dict[str, str]] = {}
     for table, column, typ in rows:

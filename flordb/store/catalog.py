@@ -8,7 +8,6 @@ run and two query processes take turns instead of failing.
 
 from __future__ import annotations
 
-import atexit
 import functools
 import os
 import random
@@ -99,14 +98,11 @@ class Catalog:
                 f"no FlorDB store at {self.layout.home}: run a script that calls flor.log there first,"
                 " or cd into a project (FLORDB_HOME points elsewhere)"
             )
-        self.con = _take_pooled(self.path)
-        if self.con is not None:
-            return
         deadline = time.monotonic() + self.timeout
         delay = 0.01
         while True:
             try:
-                self.con = duckdb.connect(str(self.path))
+                self.con = _attach(self.path)
                 break
             except duckdb.Error as exc:
                 if not is_lock_error(exc):
@@ -122,11 +118,11 @@ class Catalog:
         self.migrate()
 
     def close(self) -> None:
-        """Done with the catalog; the connection is kept for HOLD seconds for this process's next query."""
+        """Done with the catalog: the file is detached (its lock released) once no Catalog of this process uses it."""
         self._reopen = False
         if self._con is not None:
-            _release(self.path, self._con)
-            self._con = None
+            con, self._con = self._con, None
+            _detach(self.path, con)
         self._generation = None
 
     @property
@@ -146,16 +142,13 @@ class Catalog:
         """A read-only connection for user SQL (see :mod:`flordb.store.readonly`).
 
         DuckDB allows one configuration per file and process, so the writing
-        connection (and a pooled one) is really closed first; it is opened
-        again only if this catalog is used for writing afterwards.
+        connection is detached first; it is attached again only if this
+        catalog is used for writing afterwards.
         """
         reopen = self._reopen or self._con is not None
         if self._con is not None:
-            self._con.close()
-            self._con = None
-        pooled = _take_pooled(self.path)
-        if pooled is not None:
-            pooled.close()
+            con, self._con = self._con, None
+            _detach(self.path, con)  # the file is free for the read-only configuration
         self._reopen = reopen
         con = connect_reader(self.path, allow_files=self.allow_files, timeout=self.timeout)
         try:
@@ -197,15 +190,21 @@ class Catalog:
     # -- what stays the same between queries ------------------------------------------
 
     def generation(self) -> tuple:
-        """Changes whenever rows are ingested or replays recorded (by this or another process)."""
+        """(schema version, write counter): changes whenever this or another process writes the catalog."""
         if self._generation is None:
             self._generation = self.execute(
-                "SELECT (SELECT max(version) FROM schema_version), (SELECT count(*) FROM segments),"
-                " (SELECT sum(nrows) FROM segments), (SELECT count(*) FROM replays),"
-                " (SELECT max(started) FROM replays), (SELECT count(*) FROM versions),"
-                " (SELECT count(*) FROM runs WHERE complete), (SELECT count(*) FROM run_labels)"
+                "SELECT (SELECT max(version) FROM schema_version), generation FROM catalog_state"
             ).fetchone()
         return self._generation
+
+    def changed(self) -> None:
+        """Code that wrote the catalog directly says so: cached schemas and plans must see it."""
+        self._bump()
+
+    def _bump(self) -> None:
+        """Inside a write transaction: the catalog changed (see :meth:`generation`)."""
+        self.execute("UPDATE catalog_state SET generation = generation + 1")
+        self._generation = None
 
     def cached(self, key: str, compute: Callable[[], Any]) -> Any:
         """``compute()``, reused while the catalog's generation stays the same. Callers must not mutate it."""
@@ -217,10 +216,6 @@ class Catalog:
         value = compute()
         _CACHE[slot] = (gen, value)
         return value
-
-    def changed(self) -> None:
-        """Forget the generation: this connection wrote something."""
-        self._generation = None
 
     def migrate(self) -> None:
         """Apply the migrations not applied yet; a damaged catalog is a one-line StoreError."""
@@ -237,10 +232,11 @@ class Catalog:
         """Apply the migrations not applied yet; an up-to-date catalog is only read (no write, no lock wait)."""
         latest = max((n for n, _, _ in _migrations()), default=0)
         try:
-            if self.execute("SELECT max(version) FROM schema_version").fetchone()[0] == latest:
+            if self.generation()[0] == latest:  # one small read serves the check and the cache key
                 return
         except duckdb.CatalogException:
             pass
+        self._generation = None
         self.execute(
             "CREATE TABLE IF NOT EXISTS schema_version"
             " (version INTEGER PRIMARY KEY, name VARCHAR, applied TIMESTAMPTZ DEFAULT current_timestamp)"
@@ -253,6 +249,8 @@ class Catalog:
             try:
                 self.execute(sql)
                 self.execute("INSERT INTO schema_version (version, name) VALUES (?, ?)", [number, name])
+                if number >= 5:  # catalog_state exists from migration 005 on
+                    self._bump()
                 self.execute("COMMIT")
             except duckdb.Error:
                 self.execute("ROLLBACK")
@@ -335,6 +333,7 @@ class Catalog:
             try:
                 self._record_damaged(damaged)
                 self._upsert_runs(run_rows)
+                self._bump()
                 for run_id, kind, value in label_rows:  # given at record time: added once
                     self.execute(
                         "INSERT INTO run_labels (run_id, kind, value) SELECT ?, ?, ? WHERE NOT EXISTS"
@@ -426,7 +425,7 @@ class Catalog:
             " VALUES (?, ?, ?, ?, 'patched')",
             [version, git_dir, str(self.layout.work_tree), parent],
         )
-        self.changed()
+        self._bump()
 
     def add_label(self, run_id: str, kind: str, value: str) -> None:
         """A name, tag or note for a run (a run has one name and one note: a new one replaces it)."""
@@ -438,11 +437,11 @@ class Catalog:
                 self.execute("DELETE FROM run_labels WHERE run_id = ? AND kind = ? AND value = ?",
                              [run_id, kind, value])
             self.execute("INSERT INTO run_labels (run_id, kind, value) VALUES (?, ?, ?)", [run_id, kind, value])
+            self._bump()
             self.execute("COMMIT")
         except BaseException:
             self.execute("ROLLBACK")
             raise
-        self.changed()
 
     def record_replay(self, **row: Any) -> None:
         cols = ["replay_id", "run_id", "names", "version", "statement", "strategy", "iterations",
@@ -453,7 +452,7 @@ class Catalog:
             f" VALUES ({', '.join('?' for _ in cols)}, current_timestamp)",
             [row[c] for c in cols],
         )
-        self.changed()
+        self._bump()
 
     def _load_replayed(self) -> None:
         """Route replay workers' records before the bulk insert.
@@ -565,65 +564,60 @@ def _load_console_sql() -> str:
     )
 
 
-# -- the connection kept between queries ------------------------------------------------------
+# -- connections ---------------------------------------------------------------------------
 #
-# Opening the catalog can cost more than answering a small query. With
-# FLORDB_CONNECTION_HOLD=s (default 0: off), a closed catalog's connection is kept
-# for s seconds and handed to this process's next Catalog, then really closed: other
-# processes wait at most that long for their turn, but meanwhile no other DuckDB
-# client (not even a read-only one in this process) can open the file.
+# Starting a DuckDB database costs about 20 ms of CPU, attaching a file to a running one a
+# few. So each process keeps one in-memory DuckDB instance, attaches a catalog file while a
+# Catalog is open (one attachment per file, shared by the Catalogs of this process) and
+# detaches it when the last closes, which releases the file's lock for other processes.
+# Each Catalog has its own connection (a cursor: its own transactions, temp tables and
+# default database, set with USE to the catalog file).
 
-HOLD = float(os.environ.get("FLORDB_CONNECTION_HOLD", "0") or 0)
-_pool: dict[str, duckdb.DuckDBPyConnection] = {}
-_timers: list[threading.Timer] = []
-_pool_lock = threading.Lock()
-
-
-def _take_pooled(path) -> duckdb.DuckDBPyConnection | None:
-    with _pool_lock:
-        return _pool.pop(str(path), None)
+_instance: duckdb.DuckDBPyConnection | None = None
+_attached: dict[str, list] = {}  # path -> [alias, number of open Catalogs]
+_attach_lock = threading.Lock()
 
 
-def _release(path, con: duckdb.DuckDBPyConnection) -> None:
-    if HOLD <= 0:
-        con.close()
-        return
+def _quote(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _attach(path) -> duckdb.DuckDBPyConnection:
+    global _instance
     key = str(path)
-    with _pool_lock:
-        older = _pool.pop(key, None)
-        _pool[key] = con
-    if older is not None:
-        older.close()
-    timer = threading.Timer(HOLD, _expire, args=(key, con))
-    timer.daemon = True
-    with _pool_lock:
-        _timers[:] = [t for t in _timers if t.is_alive()]
-        _timers.append(timer)
-    timer.start()
+    with _attach_lock:
+        if _instance is None:
+            _instance = duckdb.connect()
+        entry = _attached.get(key)
+        if entry is None:
+            alias = f"flor_catalog_{len(_attached)}_{os.getpid()}"
+            while any(e[0] == alias for e in _attached.values()):
+                alias += "_"
+            _instance.execute(f'ATTACH {_quote(key)} AS "{alias}"')
+            entry = _attached[key] = [alias, 0]
+        entry[1] += 1
+        con = _instance.cursor()
+    try:
+        con.execute(f'USE "{entry[0]}"')
+    except BaseException:
+        _detach(path, con)
+        raise
+    return con
 
 
-def _expire(key: str, con: duckdb.DuckDBPyConnection) -> None:
-    with _pool_lock:
-        if _pool.get(key) is not con:
-            return  # taken again (or replaced) since: its new owner releases it
-        del _pool[key]
-    con.close()
-
-
-def release_all() -> None:
-    """Close every kept connection now (at exit, and before anything that needs the file free)."""
-    with _pool_lock:
-        cons = list(_pool.values())
-        _pool.clear()
-        timers, _timers[:] = list(_timers), []
-    for timer in timers:  # no timer thread may be left inside DuckDB when the interpreter ends
-        timer.cancel()
-        timer.join()
-    for con in cons:
+def _detach(path, con: duckdb.DuckDBPyConnection) -> None:
+    key = str(path)
+    try:
         con.close()
-
-
-atexit.register(release_all)
+    finally:
+        with _attach_lock:
+            entry = _attached.get(key)
+            if entry is None:
+                return
+            entry[1] -= 1
+            if entry[1] <= 0:
+                del _attached[key]
+                _instance.execute(f'DETACH "{entry[0]}"')
 
 
 HEARTBEAT_FILE = "heartbeat"
@@ -667,11 +661,11 @@ def _alive(meta: dict, run_dir: Path | None = None) -> bool:
 
 
 def quarantined_count(layout: Layout | None = None) -> int:
-    """How many files ingest has quarantined (``flordb runs`` mentions them)."""
+    """How many files ingest has quarantined (``flordb runs`` mentions them); 0 where there is no store."""
     try:
         with open_catalog(layout, create=False) as cat:
             return cat.execute("SELECT count(*) FROM quarantine").fetchone()[0]
-    except NoStoreError:  # reading makes no store where there is none
+    except NoStoreError:
         return 0
 
 

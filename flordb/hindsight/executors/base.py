@@ -99,12 +99,12 @@ class _Progress:
     """One bar on stderr for the whole replay, with per-task status in its postfix."""
 
     def __init__(self, total: int, enabled, name: str):
+        """``enabled`` may be a callable ``fn(done, total)``: how the web page follows a replay."""
         self.bar = None
         self.failed = self.retried = 0
         self.last = None
-        # enabled may be a callable fn(done, total) instead of a bar: how the web page follows a replay
+        self.total, self.finished = total, 0
         self.callback = enabled if callable(enabled) else None
-        self.total, self.count = total, 0
         if self.callback is not None:
             self.callback(0, total)
         elif enabled:
@@ -128,9 +128,9 @@ class _Progress:
     def done(self, ok: bool) -> None:
         if not ok:
             self.failed += 1
-        self.count += 1
+        self.finished += 1
         if self.callback is not None:
-            self.callback(self.count, self.total)
+            self.callback(self.finished, self.total)
         if self.bar is not None:
             self.bar.update(1)
 
