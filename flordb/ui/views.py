@@ -126,7 +126,9 @@ def last_values(layout, metric: str) -> dict[str, Any]:
 def runs(layout, where: str | None = None, metric: str | None = None, status: str | None = None) -> dict:
     """The JSON twin of the Runs page."""
     listing = flor.list_runs(layout)
-    versions, args, arg_names = run_details(layout)
+    with flor.catalog(layout) as cat:  # one open for the details and the columns
+        versions, args, arg_names = _details(cat)
+        cols = _columns(flor.schema(cat))
     keep = None
     if where and where.strip():
         cond = check_predicate(where)
@@ -148,7 +150,7 @@ def runs(layout, where: str | None = None, metric: str | None = None, status: st
             "args": jsonable(args.get(run_id, {})), **({"metric": last.get(run_id)} if metric else {}),
         })
     return {"runs": out, "args": arg_names, "metric": metric, "where": where or "", "total": len(listing),
-            "columns": columns(layout)}
+            "columns": cols}
 
 
 # -- SQL -----------------------------------------------------------------------------------
