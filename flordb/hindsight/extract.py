@@ -216,7 +216,7 @@ def extract(cat: Catalog, name: str, pattern: str | None = None, ex: Extraction 
         )
         ex.written = dict(ex_("SELECT DISTINCT run_id, replay_id FROM extracted").fetchall())
         ex_("DROP TABLE extracted")
-        cat._bump()  # the catalog's generation: cached schemas and plans must see the new column
+        cat.changed()  # the catalog's generation: cached schemas and plans must see the new column
         ex_("COMMIT")
     except BaseException:
         ex_("ROLLBACK")
