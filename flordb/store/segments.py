@@ -386,7 +386,7 @@ def compact(run_dir: Path, con) -> Path | None:
     con.execute(  # same directory, zero-padded numbers: file names sort in write order
         "COPY (SELECT * EXCLUDE (filename, file_row_number) FROM read_parquet(?, filename = true,"
         " file_row_number = true, union_by_name = true) ORDER BY filename, file_row_number)"
-        f" TO '{target}' (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 1000000)",
+        f" TO '{target}' (FORMAT parquet, COMPRESSION zstd, PARQUET_VERSION V2, ROW_GROUP_SIZE 1000000)",
         [[str(f) for f in files]],
     )
     os.replace(tmp, final)
