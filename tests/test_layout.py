@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 
 import duckdb
+import pyarrow.parquet as pq
 
 from conftest import q
 from flordb.record.context import Blocks
@@ -130,8 +131,11 @@ def test_folding_stopped_halfway_reads_each_record_once(project, tmp_path):
     layout = locate(project)
     d = _run(layout, "r1")
     originals = {f.name: f.read_bytes() for f in segment_files(d)}
+    written = [x for f in segment_files(d) for x in pq.read_table(f, columns=["seq", "kind"]).to_pylist()]
     with open_catalog(layout) as cat:
         cat.ingest()  # folds r1
+    (folded,) = segment_files(d)
+    assert pq.read_table(folded, columns=["seq", "kind"]).to_pylist() == written  # in write order
     for name, data in originals.items():  # as if the process died before removing the originals
         (d / name).write_bytes(data)
     assert [f.name for f in segment_files(d)] == ["seg-000001-000003.parquet"]

@@ -506,32 +506,31 @@ class Catalog:
         New names, loop paths and runs get their ids first; the rows go in sorted by
         (name, run, path, coordinates), so each row group covers a narrow range of
         them and selective queries skip the others. ``source`` is read several
-        times: make it a (temporary) table, not something that changes.
+        times (``params`` each time): make it read a table, not something that changes.
         """
-        self.execute(
-            f"CREATE OR REPLACE TEMP TABLE rec_new AS SELECT * FROM ({source})"
-            " AS t(run_id, seq, name, path, coord, vtype, num, txt, replay_id)", params)
+        rows = f"(SELECT * FROM ({source}) AS t(run_id, seq, name, path, coord, vtype, num, txt, replay_id))"
         for table, column in (("run_keys", "run_id"), ("names", "name"), ("paths", "path")):
-            self._new_ids(table, column, "rec_new")
+            self._new_ids(table, column, rows, params=params)
         self.execute(
             "INSERT INTO record_rows SELECT n.name_id, k.run_key, p.path_id, r.coord[1], r.coord[2], r.coord[3],"
             " r.coord[4], CASE WHEN len(r.coord) > 4 THEN r.coord[5:] END, r.seq, r.vtype, r.num, r.txt,"
-            " r.replay_id FROM rec_new r"
+            f" r.replay_id FROM {rows} r"
             " JOIN run_keys k ON k.run_id IS NOT DISTINCT FROM r.run_id"
             " JOIN names n ON n.name IS NOT DISTINCT FROM r.name"
             " JOIN paths p ON p.path IS NOT DISTINCT FROM r.path"
-            " ORDER BY n.name_id, k.run_key, p.path_id, r.coord[1], r.coord[2], r.coord[3], r.coord[4], r.seq"
+            " ORDER BY n.name_id, k.run_key, p.path_id, r.coord[1], r.coord[2], r.coord[3], r.coord[4], r.seq",
+            params,
         )
-        self.execute("DROP TABLE rec_new")
         self._generation = None
 
-    def _new_ids(self, table: str, column: str, source: str, expr: str | None = None) -> None:
+    def _new_ids(self, table: str, column: str, source: str, expr: str | None = None, params: Any = None) -> None:
         """Ids for the values of ``expr`` (default: ``column``) in ``source`` that ``table`` lacks."""
         key = {"run_keys": "run_key", "names": "name_id", "paths": "path_id"}[table]
         self.execute(
             f"INSERT INTO {table} SELECT (SELECT coalesce(max({key}), 0) FROM {table}) + row_number() OVER (),"
             f" v FROM (SELECT DISTINCT {expr or column} AS v FROM {source}) t WHERE NOT EXISTS"
-            f" (SELECT 1 FROM {table} u WHERE u.{column} IS NOT DISTINCT FROM t.v)"
+            f" (SELECT 1 FROM {table} u WHERE u.{column} IS NOT DISTINCT FROM t.v)",
+            params,
         )
 
     def delete_records(self, condition: str, params: Any = None, using: str | None = None) -> None:
@@ -577,10 +576,11 @@ class Catalog:
         )
         self.execute(
             """INSERT INTO log_names (run_id, name, path, vtype, n, replayed, dups)
-               SELECT s.target, s.name, s.path, s.vtype, count(*), s.replay_id IS NOT NULL, any_value(d.dups)
-               FROM seg_new s JOIN (SELECT target, name, path, count(*) - count(DISTINCT coord) AS dups
-                                    FROM seg_new WHERE kind = 'log' GROUP BY ALL) d USING (target, name, path)
-               WHERE s.kind = 'log' GROUP BY s.target, s.name, s.path, s.vtype, s.replay_id IS NOT NULL"""
+               SELECT a.target, a.name, a.path, a.vtype, a.n, a.replayed, d.dups
+               FROM (SELECT target, name, path, vtype, replay_id IS NOT NULL AS replayed, count(*) AS n
+                     FROM seg_new WHERE kind = 'log' GROUP BY ALL) a
+               JOIN (SELECT target, name, path, count(*) - count(DISTINCT hash(coord)) AS dups
+                     FROM seg_new WHERE kind = 'log' GROUP BY ALL) d USING (target, name, path)"""
         )
         # A top-level loop entered again reuses its coordinates: every name of the run may repeat.
         self.execute(

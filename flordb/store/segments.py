@@ -383,9 +383,8 @@ def compact(run_dir: Path, con) -> Path | None:
     final = run_dir / f"seg-{numbers[0]:06d}-{numbers[-1]:06d}.parquet"
     tmp = run_dir / f".{final.name}.{os.getpid()}.tmp"
     target = str(tmp).replace("'", "''")
-    con.execute(  # same directory, zero-padded numbers: file names sort in write order
-        "COPY (SELECT * EXCLUDE (filename, file_row_number) FROM read_parquet(?, filename = true,"
-        " file_row_number = true, union_by_name = true) ORDER BY filename, file_row_number)"
+    con.execute(  # files and rows keep their order (DuckDB preserves insertion order by default)
+        "COPY (SELECT * FROM read_parquet(?, union_by_name = true))"
         f" TO '{target}' (FORMAT parquet, COMPRESSION zstd, PARQUET_VERSION V2, ROW_GROUP_SIZE 1000000)",
         [[str(f) for f in files]],
     )
