@@ -3,7 +3,11 @@
 A run directory holds ``run.json`` (written at start), ``seg-NNNNNN.parquet``
 files (one per flush) and ``end.json`` (written when the run ends). Every file
 appears atomically (written under a temporary name, then renamed), so a reader
-never sees half a segment and a crash loses at most the unflushed tail.
+never sees half a segment and a crash loses at most the unflushed tail. Once a
+finished run is in the catalog, its segments are folded into one compressed
+``seg-FIRST-LAST.parquet`` (:func:`compact`), still the truth the catalog is
+rebuilt from. Segments are read by column name (``union_by_name``), so a writer
+may add a column (a provenance field, say) without breaking older readers.
 
 One segment is one Parquet table whose rows are tagged by ``kind``:
 
@@ -383,12 +387,16 @@ def compact(run_dir: Path, con) -> Path | None:
     final = run_dir / f"seg-{numbers[0]:06d}-{numbers[-1]:06d}.parquet"
     tmp = run_dir / f".{final.name}.{os.getpid()}.tmp"
     target = str(tmp).replace("'", "''")
-    con.execute(  # files and rows keep their order (DuckDB preserves insertion order by default)
-        "COPY (SELECT * FROM read_parquet(?, union_by_name = true))"
-        f" TO '{target}' (FORMAT parquet, COMPRESSION zstd, PARQUET_VERSION V2, ROW_GROUP_SIZE 1000000)",
-        [[str(f) for f in files]],
-    )
-    os.replace(tmp, final)
+    try:
+        con.execute(  # files and rows keep their order (DuckDB preserves insertion order by default)
+            "COPY (SELECT * FROM read_parquet(?, union_by_name = true))"
+            f" TO '{target}' (FORMAT parquet, COMPRESSION zstd, PARQUET_VERSION V2, ROW_GROUP_SIZE 1000000)",
+            [[str(f) for f in files]],
+        )
+        os.replace(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     for f in files:
         f.unlink(missing_ok=True)
     return final
