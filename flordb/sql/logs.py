@@ -6,7 +6,9 @@ under ``epoch/step``) are joined on their shared coordinates, so an
 epoch-level ``acc`` repeats on every step of its epoch; paths on different
 branches (``epoch/step`` and ``epoch/eval_step``) are stacked, not crossed.
 Everything is built as a sqlglot tree: names only ever become quoted
-identifiers or string literals.
+identifiers or string literals. Records are read from ``record_rows`` by name
+and path ids, with one integer column per loop level, and groups join on the
+integer run key (schema/022_record_layout.sql); the run's id joins last.
 """
 
 from __future__ import annotations
@@ -136,7 +138,7 @@ def join_groups(groups: dict[Path, exp.Select], taken_of: dict | None = None) ->
     (ANTI JOIN), so an epoch with ``acc`` but no steps still shows once, and
     sibling branches (``epoch/step``, ``epoch/eval_step``) are stacked, never
     crossed, with no extra ancestor-only row for an epoch that one branch lacks.
-    Groups are CTEs, so a group read twice is computed once; ``taken_of(path, keys)``
+    Groups are CTEs, so a group read twice is computed once; ``taken_of[path](keys)``
     gives the coordinates a group has more cheaply than the group itself (a DISTINCT
     of a few integer columns, not the pivot), where it can.
     """
