@@ -142,3 +142,17 @@ def test_folding_stopped_halfway_reads_each_record_once(project, tmp_path):
     assert compact(d, duckdb.connect()) is None  # folded already
     rebuild(layout)
     assert q(project, "SELECT count(*) AS n FROM logs WHERE loss IS NOT NULL").n.tolist() == [12]
+
+
+def test_a_damaged_folded_segment_is_quarantined_like_any_segment(project):
+    layout = locate(project)
+    _run(layout, "r1")
+    _run(layout, "r2")
+    assert len(q(project, "SELECT loss FROM logs")) == 24  # ingested, so both runs are folded
+    (folded,) = segment_files(layout.run_dir("r1"))
+    folded.write_bytes(folded.read_bytes()[:80])
+    rebuild(layout)
+    assert q(project, "SELECT DISTINCT run_id FROM logs WHERE loss IS NOT NULL").run_id.tolist() == ["r2"]
+    with open_catalog(layout) as cat:
+        (file,), = cat.execute("SELECT file FROM quarantine").fetchall()
+    assert file.endswith("seg-000001-000003.parquet") and (layout.home / "quarantine" / "r1").is_dir()
