@@ -220,8 +220,9 @@ def write_commit(repo, tree: str, message: str, parents: tuple[str, ...] = ()) -
     fixed identity and date, so ids match snapshots taken by earlier FlorDB
     versions.
     """
-    from gitdb import IStream
     from git import Actor, Commit
+    from gitdb import IStream
+    from gitdb.db.loose import LooseObjectDB
     from git.objects.tree import Tree
     from gitdb.util import hex_to_bin
 
@@ -243,7 +244,8 @@ def write_commit(repo, tree: str, message: str, parents: tuple[str, ...] = ()) -
     stream = io.BytesIO()
     commit._serialize(stream)
     data = stream.getvalue()
-    return repo.odb.store(IStream("commit", len(data), io.BytesIO(data))).hexsha.decode("ascii")
+    # gitdb's loose-object writer, in process (the command database would start `git hash-object`)
+    return LooseObjectDB.store(repo.odb, IStream("commit", len(data), io.BytesIO(data))).hexsha.decode("ascii")
 
 
 def keep_ref(repo, ref: str, commit: str) -> None:

@@ -179,14 +179,14 @@ def _take_what_is_on_disk(g, top) -> None:
     """
     from flordb.version.repo import split_nul
 
-    listed = split_nul(g.ls_files("-v", "-z", stdout_as_string=False))
-    flagged = [line[2:] for line in listed if line[:1] == "S" or line[:1].islower()]
+    # One listing: "<tag> <mode> <id> <stage>\t<path>"; tag S = skip-worktree, lower case = assume-unchanged.
+    listed = [(ln[:1], *ln[2:].split("\t", 1)) for ln in split_nul(g.ls_files("-s", "-v", "-z", stdout_as_string=False))]
+    flagged = [path for tag, _, path in listed if tag == "S" or tag.islower()]
     present = [p for p in flagged if os.path.lexists(os.path.join(top, p))]
     entries = [e for e in (_file_entry(top, p) for p in present) if e is not None]
     if entries:  # fresh index entries: the flags go, the content is what is on disk
         _index_files(g, entries, filters=True)
-    for line in split_nul(g.ls_files("-s", "-z", stdout_as_string=False)):
-        meta, _, path = line.partition("\t")
+    for _, meta, path in listed:
         if meta.startswith("160000 ") and os.path.exists(os.path.join(top, path, ".git")):
             _embed_dirty_submodule(g, top, path)
 
