@@ -93,6 +93,18 @@ class CheckpointWriter:
             if copy is not None:
                 self._write(iteration, copy)
             return time.perf_counter() - t0
+        if self._thread is None or self._pid != os.getpid():
+            # The first checkpoint is written here, on the training thread, before the writer
+            # thread exists: whatever serialization imports lazily (torch.save imports
+            # torch.utils.serialization) is imported here, never on a background thread while
+            # the script imports too (a half-initialized module, issue 11). The policy is told
+            # the capture time only, as for the checkpoints written in the background.
+            copy = self._capture(iteration, objects, None)
+            spent = time.perf_counter() - t0
+            if copy is not None:
+                self._write(iteration, copy)
+            self._ensure_thread()
+            return spent
         self._ensure_thread()
         self._slot.acquire()  # blocks while max_pending copies are alive
         try:

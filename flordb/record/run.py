@@ -432,25 +432,15 @@ def _relative(path: str, root: Path) -> str:
 
 
 def _warm_up_writer() -> None:
-    """Import what the first flush needs on a daemon thread, while the script sets up.
+    """Import, on this (the training) thread, what a run's last flush needs.
 
-    pyarrow imports pandas on its first conversion (a few hundred ms); doing it
-    here keeps that off the first main-loop iteration. concurrent.futures.thread
-    is imported on this thread because it cannot be imported once the
-    interpreter shuts down, which is when a run without loops first flushes.
+    concurrent.futures.thread cannot be imported once the interpreter shuts
+    down, which is when a run without loops first flushes. Nothing is imported
+    on a background thread: a thread importing pyarrow (hence numpy) while the
+    script imports numpy made the script see a "partially initialized module
+    'numpy'" (issue 11); pyarrow is imported by the first flush instead.
     """
     import concurrent.futures.thread  # noqa: F401
-
-    def work() -> None:
-        try:
-            import pyarrow
-            import pyarrow.parquet  # noqa: F401
-
-            pyarrow.array([0.0])
-        except BaseException:  # the flush will report a real problem; this is only a head start
-            pass
-
-    threading.Thread(target=work, name="flordb-warm-up", daemon=True).start()
 
 
 def heartbeat_interval() -> float:
