@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import os
-import random
 import socket
 import threading
 import time
@@ -22,9 +21,9 @@ from typing import Any, Callable, Iterator
 
 import duckdb
 
-from flordb.errors import CatalogBusyError, NoStoreError, StoreError
+from flordb.errors import NoStoreError, StoreError
 from flordb.store.layout import Layout
-from flordb.store.readonly import connect_reader, first_line, is_lock_error
+from flordb.store.readonly import connect_reader, connect_retrying, first_line
 from flordb.store.segments import iter_run_dirs, segment_files
 from flordb.store.validate import Damaged, DamagedFile, check_segment, end_meta, quarantine, run_meta
 
@@ -98,23 +97,8 @@ class Catalog:
                 f"no FlorDB store at {self.layout.home}: run a script that calls flor.log there first,"
                 " or cd into a project (FLORDB_HOME points elsewhere)"
             )
-        deadline = time.monotonic() + self.timeout
-        delay = 0.01
-        while True:
-            try:
-                self.con = _attach(self.path)
-                break
-            except duckdb.Error as exc:
-                if not is_lock_error(exc):
-                    raise StoreError(f"cannot open the catalog {self.path}: {first_line(exc)};"
-                                     " run `flordb doctor --rebuild` to rebuild it from the segments") from None
-                if time.monotonic() > deadline:
-                    raise CatalogBusyError(
-                        f"the catalog {self.path} stayed locked by another process for {self.timeout:.0f} s;"
-                        " retry, or raise FLORDB_LOCK_TIMEOUT"
-                    ) from None
-                time.sleep(delay * (1 + random.random()))
-                delay = min(delay * 2, 0.5)
+        self.con = connect_retrying(lambda: _attach(self.path), self.path, self.timeout,
+                                    damaged="run `flordb doctor --rebuild` to rebuild it from the segments")
         self.migrate()
 
     def close(self) -> None:

@@ -31,7 +31,7 @@ import io
 import os
 import tempfile
 import time
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 from typing import Iterator
 
 from flordb.errors import VersionError
