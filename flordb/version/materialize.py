@@ -27,24 +27,24 @@ def materialize(snap_git_dir, commit, dest) -> Path:
     from flordb.version.repo import open_repo, plumbing, resolve_commit
 
     dest = Path(dest).absolute()
-    repo = open_repo(snap_git_dir)
-    commit = resolve_commit(repo, commit)
-    existed = dest.exists()
-    if existed and (not dest.is_dir() or any(dest.iterdir())):
-        raise VersionError(f"cannot materialize into {dest}: it exists and is not an empty directory")
-    dest.mkdir(parents=True, exist_ok=True)
-    try:
-        with tempfile.TemporaryDirectory(prefix="flordb-index-") as tmp:
-            with plumbing(repo, index=os.path.join(tmp, "index"), work_tree=dest) as g:
-                g.read_tree(commit)
-                g.checkout_index("-a", "-f")
-    except BaseException:
-        if existed:
-            for child in dest.iterdir():
-                shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
-        else:
-            shutil.rmtree(dest, ignore_errors=True)
-        raise
+    with open_repo(snap_git_dir) as repo:
+        commit = resolve_commit(repo, commit)
+        existed = dest.exists()
+        if existed and (not dest.is_dir() or any(dest.iterdir())):
+            raise VersionError(f"cannot materialize into {dest}: it exists and is not an empty directory")
+        dest.mkdir(parents=True, exist_ok=True)
+        try:
+            with tempfile.TemporaryDirectory(prefix="flordb-index-") as tmp:
+                with plumbing(repo, index=os.path.join(tmp, "index"), work_tree=dest) as g:
+                    g.read_tree(commit)
+                    g.checkout_index("-a", "-f")
+        except BaseException:
+            if existed:
+                for child in dest.iterdir():
+                    shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+            else:
+                shutil.rmtree(dest, ignore_errors=True)
+            raise
     return dest
 
 
@@ -53,15 +53,15 @@ def read_file(snap_git_dir, commit, path) -> str:
     from flordb.version.repo import open_repo, repo_path, resolve_commit
 
     rel = repo_path(path)
-    repo = open_repo(snap_git_dir)
-    commit = resolve_commit(repo, commit)
-    try:
-        blob = repo.commit(commit).tree / rel
-    except KeyError:
-        blob = None
-    if blob is None or blob.type != "blob":
-        raise VersionError(f"{rel!r} is not a file in version {commit[:12]}")
-    data = blob.data_stream.read()
+    with open_repo(snap_git_dir) as repo:
+        commit = resolve_commit(repo, commit)
+        try:
+            blob = repo.commit(commit).tree / rel
+        except KeyError:
+            blob = None
+        if blob is None or blob.type != "blob":
+            raise VersionError(f"{rel!r} is not a file in version {commit[:12]}")
+        data = blob.data_stream.read()
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
@@ -72,7 +72,6 @@ def list_files(snap_git_dir, commit) -> list[str]:
     """Repository-relative paths of every file in ``commit``, in git's order."""
     from flordb.version.repo import failures, open_repo, resolve_commit, split_nul
 
-    repo = open_repo(snap_git_dir)
-    commit = resolve_commit(repo, commit)
-    with failures():
+    with open_repo(snap_git_dir) as repo, failures():
+        commit = resolve_commit(repo, commit)
         return split_nul(repo.git.ls_tree("-r", "-z", "--name-only", "--full-tree", commit, stdout_as_string=False))

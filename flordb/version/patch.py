@@ -28,20 +28,21 @@ def commit_patched(snap_git_dir, parent, files: Mapping[str, str], message) -> s
     from flordb.version.repo import keep_ref, open_repo, plumbing, repo_path, resolve_commit, stdin, write_blob
     from flordb.version.repo import write_commit
 
-    repo = open_repo(snap_git_dir)
-    parent = resolve_commit(repo, parent)
-    texts = {repo_path(p): t for p, t in files.items()}
-    with tempfile.TemporaryDirectory(prefix="flordb-patch-") as tmp:
-        with plumbing(repo, index=os.path.join(tmp, ".index"), work_tree=tmp) as g:
-            g.read_tree(parent)
-            if texts:
-                modes = _modes(g, parent, list(texts))
-                ids = {p: write_blob(repo, t.encode("utf-8")) for p, t in texts.items()}
-                info = b"".join(os.fsencode(f"{modes.get(p, '100644')} {oid}\t{p}") + b"\0" for p, oid in ids.items())
-                g.update_index("--add", "-z", "--index-info", istream=stdin(info))
-            tree = g.write_tree()
-    commit = write_commit(repo, tree, str(message), parents=(parent,))
-    keep_ref(repo, PATCHED_REF + commit, commit)
+    with open_repo(snap_git_dir) as repo:
+        parent = resolve_commit(repo, parent)
+        texts = {repo_path(p): t for p, t in files.items()}
+        with tempfile.TemporaryDirectory(prefix="flordb-patch-") as tmp:
+            with plumbing(repo, index=os.path.join(tmp, ".index"), work_tree=tmp) as g:
+                g.read_tree(parent)
+                if texts:
+                    modes = _modes(g, parent, list(texts))
+                    ids = {p: write_blob(repo, t.encode("utf-8")) for p, t in texts.items()}
+                    info = b"".join(os.fsencode(f"{modes.get(p, '100644')} {oid}\t{p}") + b"\0"
+                                    for p, oid in ids.items())
+                    g.update_index("--add", "-z", "--index-info", istream=stdin(info))
+                tree = g.write_tree()
+        commit = write_commit(repo, tree, str(message), parents=(parent,))
+        keep_ref(repo, PATCHED_REF + commit, commit)
     return commit
 
 

@@ -9,7 +9,8 @@ object database; the plumbing that needs git's own rules (``add`` honouring
 
 - the location variables git would read from the caller (``GIT_DIR``,
   ``GIT_INDEX_FILE``, ``GIT_OBJECT_DIRECTORY``, ...) are always given
-  explicitly, never inherited;
+  explicitly to commands, never inherited, and hidden while GitPython locates
+  a repository (its ``Repo()`` reads some of them);
 - ``GIT_OPTIONAL_LOCKS=0``, so no command refreshes the user's index behind
   our back;
 - ``core.hooksPath`` points nowhere, so no hook (``post-index-change``
@@ -30,6 +31,7 @@ import contextlib
 import io
 import os
 import tempfile
+import threading
 import time
 from pathlib import PurePosixPath
 from typing import Iterator
@@ -57,15 +59,40 @@ def _import_git():
     try:
         import git
     except ImportError as e:  # GitPython raises ImportError when it cannot run git
-        raise VersionError(f"cannot use git (FlorDB needs the git command and GitPython to version code): {e}".split("\n")[0]) from None
+        said = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise VersionError(f"cannot use git (FlorDB needs the git command and GitPython to version code): {said}") from None
     return git
+
+
+# Variables GitPython's Repo() reads from the process when it locates a repository; inherited from a
+# git hook or wrapper around the user's script, they would name another repository than ours.
+_LOCATION_VARS = ("GIT_DIR", "GIT_WORK_TREE", "GIT_COMMON_DIR", "GIT_OBJECT_DIRECTORY", "GIT_INDEX_FILE")
+_environ_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def _location_cleared() -> Iterator[None]:
+    """Hide inherited git location variables while GitPython locates a repository (a millisecond).
+
+    Only when one is set (a script started by a git hook, say); commands never
+    need this, as :func:`_environment` names every location explicitly.
+    """
+    with _environ_lock:
+        present = {k: os.environ[k] for k in _LOCATION_VARS if k in os.environ}
+        for k in present:
+            del os.environ[k]
+        try:
+            yield
+        finally:
+            os.environ.update(present)
 
 
 def open_repo(git_dir):
     """The :class:`git.Repo` of the git directory ``git_dir`` (a ``.git``, a worktree's, or a bare one)."""
     git = _import_git()
     try:
-        repo = git.Repo(os.fspath(git_dir))
+        with _location_cleared():
+            repo = git.Repo(os.fspath(git_dir))
     except (git.InvalidGitRepositoryError, git.NoSuchPathError):
         raise VersionError(f"{os.fspath(git_dir)} is not a git repository") from None
     repo.git.set_persistent_git_options(c=CONFIG)
@@ -81,7 +108,8 @@ def open_work_tree(top):
     """
     git = _import_git()
     try:
-        repo = git.Repo(os.fspath(top))
+        with _location_cleared():
+            repo = git.Repo(os.fspath(top))
     except (git.InvalidGitRepositoryError, git.NoSuchPathError):
         return None
     if repo.bare or repo.working_tree_dir is None:
@@ -97,7 +125,7 @@ def init_bare(path) -> None:
     path = os.path.abspath(os.fspath(path))
     cmd = git.Git(path)
     cmd.update_environment(GIT_DIR=path, GIT_COMMON_DIR=path, GIT_OBJECT_DIRECTORY=os.path.join(path, "objects"))
-    with failures():
+    with failures(), _location_cleared():  # `git init --bare` refuses an inherited GIT_WORK_TREE
         cmd.init("-q", "--bare", "--template=")
 
 
@@ -209,8 +237,9 @@ def resolve_commit(repo, rev: str) -> str:
 def write_blob(repo, data: bytes) -> str:
     """Store ``data`` as a blob in the object database, as is (no filters); return its id."""
     from gitdb import IStream
+    from gitdb.db.loose import LooseObjectDB
 
-    return repo.odb.store(IStream("blob", len(data), io.BytesIO(data))).hexsha.decode("ascii")
+    return LooseObjectDB.store(repo.odb, IStream("blob", len(data), io.BytesIO(data))).hexsha.decode("ascii")
 
 
 def write_commit(repo, tree: str, message: str, parents: tuple[str, ...] = ()) -> str:

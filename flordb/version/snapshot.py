@@ -93,15 +93,16 @@ def snapshot(
     if repo is None:  # not a repository, a bare one, or inside a .git directory
         return _snapshot_private(work_tree, Path(private_git_dir).resolve(), max_untracked_bytes, exclude)
 
-    top = os.path.abspath(repo.working_tree_dir)
-    git_dir, common_dir = os.path.abspath(repo.git_dir), os.path.abspath(repo.common_dir)
-    ensure_excluded(Path(common_dir) / "info" / "exclude", [f"{name}/" for name in exclude])
-    head, branch = _user_position(repo)
-    with tempfile.TemporaryDirectory(prefix="flordb-index-") as tmp:
-        tmp_index = os.path.join(tmp, "index")
-        commit, skipped = _write_commit(repo, top, os.path.join(git_dir, "index"), tmp_index, exclude,
-                                        max_untracked_bytes)  # fmt: skip
-    keep_ref(repo, SNAPSHOT_REF + commit, commit)
+    with repo:
+        top = os.path.abspath(repo.working_tree_dir)
+        git_dir, common_dir = os.path.abspath(repo.git_dir), os.path.abspath(repo.common_dir)
+        ensure_excluded(Path(common_dir) / "info" / "exclude", [f"{name}/" for name in exclude])
+        head, branch = _user_position(repo)
+        with tempfile.TemporaryDirectory(prefix="flordb-index-") as tmp:
+            tmp_index = os.path.join(tmp, "index")
+            commit, skipped = _write_commit(repo, top, os.path.join(git_dir, "index"), tmp_index, exclude,
+                                            max_untracked_bytes)  # fmt: skip
+        keep_ref(repo, SNAPSHOT_REF + commit, commit)
     return Snapshot(commit, common_dir, top, head, branch, skipped, False)
 
 
@@ -109,7 +110,6 @@ def _snapshot_private(work_tree: Path, gdir: Path, max_bytes, exclude) -> Snapsh
     from flordb.version.repo import keep_ref, open_repo
 
     _init_private(gdir)
-    repo = open_repo(gdir)
     ensure_excluded(gdir / "info" / "exclude", [f"{name}/" for name in exclude] + list(_PRIVATE_EXCLUDES))
     # A private git dir placed inside the work tree, but not under an excluded
     # directory, must not snapshot itself.
@@ -118,13 +118,14 @@ def _snapshot_private(work_tree: Path, gdir: Path, max_bytes, exclude) -> Snapsh
         rel = gdir.relative_to(work_tree).as_posix()
         if rel != "." and rel.split("/", 1)[0] not in exclude:
             own = (rel,)
-    # The temporary index lives in the private dir, so that it can replace the
-    # persistent one atomically and keep git's stat cache warm for next time.
-    with tempfile.TemporaryDirectory(prefix="tmp-index-", dir=gdir) as tmp:
-        tmp_index = os.path.join(tmp, "index")
-        commit, skipped = _write_commit(repo, work_tree, gdir / "index", tmp_index, exclude, max_bytes, own)
-        os.replace(tmp_index, gdir / "index")
-    keep_ref(repo, SNAPSHOT_REF + commit, commit)
+    with open_repo(gdir) as repo:
+        # The temporary index lives in the private dir, so that it can replace the
+        # persistent one atomically and keep git's stat cache warm for next time.
+        with tempfile.TemporaryDirectory(prefix="tmp-index-", dir=gdir) as tmp:
+            tmp_index = os.path.join(tmp, "index")
+            commit, skipped = _write_commit(repo, work_tree, gdir / "index", tmp_index, exclude, max_bytes, own)
+            os.replace(tmp_index, gdir / "index")
+        keep_ref(repo, SNAPSHOT_REF + commit, commit)
     return Snapshot(commit, str(gdir), str(work_tree), None, None, skipped, True)
 
 
@@ -180,7 +181,8 @@ def _take_what_is_on_disk(g, top) -> None:
     from flordb.version.repo import split_nul
 
     # One listing: "<tag> <mode> <id> <stage>\t<path>"; tag S = skip-worktree, lower case = assume-unchanged.
-    listed = [(ln[:1], *ln[2:].split("\t", 1)) for ln in split_nul(g.ls_files("-s", "-v", "-z", stdout_as_string=False))]
+    out = g.ls_files("-s", "-v", "-z", stdout_as_string=False)
+    listed = [(ln[:1], *ln[2:].split("\t", 1)) for ln in split_nul(out)]
     flagged = [path for tag, _, path in listed if tag == "S" or tag.islower()]
     present = [p for p in flagged if os.path.lexists(os.path.join(top, p))]
     entries = [e for e in (_file_entry(top, p) for p in present) if e is not None]
@@ -199,7 +201,7 @@ def _embed_dirty_submodule(g, top, path: str) -> None:
     if sub is None:
         return
     own_index = os.path.join(os.path.abspath(sub.git_dir), "index")  # read only: GIT_OPTIONAL_LOCKS=0
-    with sub.git.custom_environment(GIT_INDEX_FILE=own_index), failures():
+    with sub, sub.git.custom_environment(GIT_INDEX_FILE=own_index), failures():
         status = sub.git.status("--porcelain", "-z", "--untracked-files=normal", "--ignore-submodules=all",
                                 stdout_as_string=False)
         if not status:
