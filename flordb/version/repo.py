@@ -1,7 +1,7 @@
 """GitPython, set up once for FlorDB: the rules that keep the user's repository untouched.
 
 Every git access of ``flordb.version`` goes through a :class:`git.Repo` from
-:func:`open_repo`. Objects (blobs, commits) are read and written through its
+:func:`open_repo` or :func:`open_work_tree`. Objects (blobs, commits) are read and written through its
 object database; the plumbing that needs git's own rules (``add`` honouring
 .gitignore and filters, ``write-tree``, ``checkout-index``) runs as
 ``repo.git.<command>`` inside :func:`plumbing`, GitPython's
@@ -60,7 +60,8 @@ def _import_git():
         import git
     except ImportError as e:  # GitPython raises ImportError when it cannot run git
         said = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise VersionError(f"cannot use git (FlorDB needs the git command and GitPython to version code): {said}") from None
+        raise VersionError("cannot use git (FlorDB needs the git command and GitPython to version code):"
+                           f" {said}") from None
     return git
 
 
