@@ -214,12 +214,14 @@ class Run:
         logs = self.buffer[:]
         del self.buffer[: len(logs)]
         args, self.pending_args = self.pending_args, []
+        console = None
         if self.capture is not None:
-            self.events.extend(self.capture.drain(final=self.finished))
+            console, notes = self.capture.drain(final=self.finished)
+            self.events.extend(notes)
         events = self.events[:]
         del self.events[: len(events)]
         try:
-            self.writer.write(logs, args, events, self.blocks.table)
+            self.writer.write(logs, args, events, self.blocks.table, console=console)
         except Exception as exc:
             report(f"could not write records ({len(logs)} lost): {exc}")
 
