@@ -194,6 +194,7 @@ class Walk:
         self.outer_fids: set = {GLOBAL}  # owners that outlive an iteration
         self.fresh_fids: set = set()  # frames created inside the nested loop
         self.main_depth = 0
+        self.main_fid = GLOBAL  # the frame that runs the main loop
         self.visited = 0
         self.incomplete = ""
         self._ids = itertools.count(1)
@@ -489,7 +490,7 @@ class Walk:
             self.expr(st.iter, frame)
             self.mark(st)
             self.main, self.main_name, self.phase = st, name, BEFORE_PH
-            self.main_depth = len(self.stack)
+            self.main_depth, self.main_fid = len(self.stack), frame.fid
             self.outer_fids |= {f.fid for f in self.stack}
             self.target(st.target, frame, st.lineno, record=False)
             self.iter_start = len(self.events)
@@ -535,7 +536,7 @@ class Walk:
             self.expr(item.context_expr, frame)
         self.mark(st)
         self.main, self.main_name, self.phase = st, name, BEFORE_PH
-        self.main_depth = len(self.stack)
+        self.main_depth, self.main_fid = len(self.stack), frame.fid
         self.outer_fids |= {f.fid for f in self.stack}
         self.iter_start = len(self.events)
         self.block(st.body, frame)
@@ -799,25 +800,66 @@ class Walk:
                                    " to the next: skipping it in earlier iterations would change it")
         return True, ""
 
-    def carried(self, suffix: bool = False) -> str:
-        if self.main is None:
-            return ""
-        if self.incomplete:
-            return self.incomplete
+    def carried_pairs(self, suffix: bool = False) -> list[tuple[Event, Event]]:
+        """(write, read) pairs of state carried from one main-loop iteration to the next, uncheckpointed.
+
+        With ``suffix``, reads after the main loop count too.
+        """
         killed = self._killed()
         written: dict = {}
         for ev in self.events[self.iter_start:]:
             if ev.phase in (BEFORE_PH, AFTER_PH) and ev.op in ("w", "b") and self._outlives(ev.key[0]) \
                     and ev.key not in killed and not self._ignored(ev.key):
                 written.setdefault(ev.key, ev)
+        pairs, seen = [], set()
         for ev in self.events[self.iter_start:]:
             if ev.op != "r" or (ev.phase == SUFFIX_PH and not suffix) or (ev.sink and ev.phase != INSIDE_PH):
                 continue
             for key, w in written.items():
-                if self._overlap(ev.key, key):
-                    return (f"{w.text} (line {w.line}) carries state from one iteration of loop {self.main_name!r}"
-                            " to the next and is not checkpointed")
+                if key not in seen and self._overlap(ev.key, key):
+                    seen.add(key)
+                    pairs.append((w, ev))
+        return pairs
+
+    def carried(self, suffix: bool = False) -> str:
+        if self.main is None:
+            return ""
+        if self.incomplete:
+            return self.incomplete
+        for w, _ in self.carried_pairs(suffix):
+            return (f"{w.text} (line {w.line}) carries state from one iteration of loop {self.main_name!r}"
+                    " to the next and is not checkpointed")
         return ""
+
+    def restorable(self, suffix: bool = False) -> tuple[dict, str]:
+        """The carried variables a replay can restore from a checkpoint's saved variables, or why not.
+
+        Returns (``{"globals": [...], "locals": [...]}``, "") when every carried
+        key is a plain name of the main loop's frame or of the module, restored
+        where the checkpoint was taken (the nested loop's exit; the end of the
+        iteration for flat loops): so no code before the nested loop may read it.
+        Else ({}, the first reason, naming the variable and the line).
+        """
+        if self.main is None or self.incomplete:
+            return {}, self.incomplete
+        names: dict[str, list[str]] = {}
+        for w, _ in self.carried_pairs(suffix):
+            owner, path = w.key
+            scope = "globals" if owner == GLOBAL else "locals" if owner == self.main_fid else None
+            if scope is None or len(path) != 1:
+                return {}, (f"{w.text} (line {w.line}) carries state from one iteration of loop"
+                            f" {self.main_name!r} to the next and is not checkpointed (not a variable of the"
+                            " main loop's frame, so not saved with the checkpoints)")
+            if self.nested is not None:
+                early = next((ev for ev in self.events[self.iter_start:] if ev.op == "r" and not ev.sink
+                              and ev.phase == BEFORE_PH and self._overlap(ev.key, w.key)), None)
+                if early is not None:
+                    return {}, (f"{w.text} (line {w.line}) carries state from one iteration of loop"
+                                f" {self.main_name!r} to the next, and code before loop {self.nested_name!r}"
+                                f" reads it (line {early.line}), before the point where it is restored")
+            if path[0] not in names.setdefault(scope, []):
+                names[scope].append(path[0])
+        return names, ""
 
 
 class _Budget(Exception):

@@ -21,7 +21,9 @@ import sqlglot
 from sqlglot import exp
 
 from flordb.errors import HindsightError, PropagationError, QueryError, UnknownColumnError
-from flordb.hindsight.analyze import NESTED, PREFIX, SUFFIX, carried_state, nested_skip_safety, placement
+from flordb.hindsight.analyze import (
+    NESTED, PREFIX, SUFFIX, carried_restorable, carried_state, nested_skip_safety, placement,
+)
 from flordb.hindsight.locate import find_log_statements
 from flordb.hindsight.propagation import propagate
 from flordb.hindsight.tasks import (  # noqa: F401  (the plan types stay importable from here)
@@ -320,6 +322,15 @@ def _plan_script(cat: Catalog, plan: ReplayPlan, script: str, statements: list[S
         strategy, note = _strategy(positions, place, facts)
         warm_skip, warm_reason = nested_skip_safety(patched_text, main_loop, nested_loop)
         carried = carried_state(patched_text, main_loop, nested_loop, strategy == "suffix") if strategy != "prefix" else ""
+        carry, carry_ok = {}, set()
+        if carried and facts.checkpoints:
+            carry, why = carried_restorable(patched_text, main_loop, nested_loop, strategy == "suffix")
+            carry_ok = _checkpoints_saving(store, facts, carry) if carry else set()
+            if carry and not carry_ok:
+                why = (f"{carried}; its checkpoints saved no variables"
+                       " (recorded before FlorDB saved them, or not plain values)")
+            carried = carried if carry_ok else why or carried
+        restored = ", ".join(n for ns in carry.values() for n in ns) if carry_ok else ""
         iterations = [r[0] for r in facts.iterations]
         if its is not None:
             iterations = [i for i in iterations if i in set(its.get(run_id, []))]
@@ -332,10 +343,14 @@ def _plan_script(cat: Catalog, plan: ReplayPlan, script: str, statements: list[S
                 continue
         if strategy in ("skip", "reexec") and not iterations:
             continue
-        if strategy == "suffix" and carried and facts.checkpoints:
+        if strategy == "suffix" and carried and carry_ok:
+            note += f"; carried variables {restored} restored from checkpoints"
+        elif strategy == "suffix" and carried and facts.checkpoints:
             note += f"; every iteration runs again (nested loops skipped where safe): {carried}"
         if iterations and iterations[0] > 0 and strategy in ("skip", "reexec") and facts.checkpoints:
-            if carried:
+            if carried and carry_ok:
+                note += f"; carried variables {restored} restored from checkpoints"
+            elif carried:
                 note += f"; replay starts at iteration 0: {carried}"
             elif not warm_skip and any(r[3] is not None for r in facts.iterations):
                 note += f"; earlier iterations re-run their nested loop: {warm_reason}"
@@ -344,8 +359,28 @@ def _plan_script(cat: Catalog, plan: ReplayPlan, script: str, statements: list[S
             checkpoints=(len(facts.checkpoints), len(facts.iterations)), estimate=0.0,
             replay_id=f"{stamp}-{secrets.token_hex(2)}", patched=commit, note=note,
             facts=facts, placement=place, warm_skip=warm_skip, carried=carried, statements=statements,
+            carry=carry if carry_ok else {}, carry_ok=carry_ok,
         )
         plan.runs.append(rp)
+
+
+def _checkpoints_saving(store: ObjectStore, facts: RunFacts, carry: dict) -> set[int]:
+    """Checkpoint iterations whose saved variables hold every name of ``carry`` (runs recorded
+    before FlorDB saved variables have none: their replays start at iteration 0, as before)."""
+    from flordb.record.carry import VARS_NAME, decode
+
+    out = set()
+    for i, saved in facts.checkpoints.items():
+        entry = saved.get(VARS_NAME)
+        if entry is None:
+            continue
+        try:
+            got = decode(store.get(entry[1]))
+        except Exception:  # unreadable: that checkpoint is not a starting point
+            continue
+        if all(n in got.get(scope, {}) for scope, names in carry.items() for n in names):
+            out.add(i)
+    return out
 
 
 def _line_of(source: str, name: str) -> int | None:
