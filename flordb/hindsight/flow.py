@@ -85,6 +85,7 @@ class Event:
     line: int
     text: str  # how the script spells it at that point
     sink: bool = False  # a read that only goes to print/logging
+    cond: bool = False  # under an if, a loop or an except: it may not happen in an iteration
 
 
 def path_of(node: ast.AST) -> tuple | None:
@@ -195,6 +196,8 @@ class Walk:
         self.fresh_fids: set = set()  # frames created inside the nested loop
         self.main_depth = 0
         self.main_fid = GLOBAL  # the frame that runs the main loop
+        self.cond = 0  # depth of conditional blocks (if, loop bodies, except) being walked
+        self.cond_base = 0  # ... at the main loop's body
         self.visited = 0
         self.incomplete = ""
         self._ids = itertools.count(1)
@@ -419,6 +422,13 @@ class Walk:
         for st in stmts:
             self.stmt(st, frame)
 
+    def cond_block(self, stmts: list, frame: Frame) -> None:
+        self.cond += 1
+        try:
+            self.block(stmts, frame)
+        finally:
+            self.cond -= 1
+
     def mark(self, st: ast.AST) -> None:
         self.phases.setdefault(id(st), set()).add(self.phase)
         if self.inner and self.phase in (BEFORE_PH, AFTER_PH):
@@ -448,8 +458,8 @@ class Walk:
         if isinstance(st, (ast.If, ast.While)):
             self.expr(st.test, frame)
             self.mark(st)
-            self.block(st.body, frame)
-            self.block(st.orelse, frame)
+            self.cond_block(st.body, frame)
+            self.cond_block(st.orelse, frame)
         elif isinstance(st, (ast.For, ast.AsyncFor)):
             before = self.phase
             self.expr(st.iter, frame)
@@ -458,8 +468,10 @@ class Walk:
             if inside:
                 self.phase = INSIDE_PH
             self.mark(st)
+            self.cond += 1
             self.target(st.target, frame, st.lineno)
             self.block(st.body, frame)
+            self.cond -= 1
             self.block(st.orelse, frame)
             if inside:
                 self.phase = AFTER_PH
@@ -474,14 +486,14 @@ class Walk:
             self.mark(st)
             self.block(st.body, frame)
             for h in st.handlers:
-                self.block(h.body, frame)
+                self.cond_block(h.body, frame)
             self.block(st.orelse, frame)
             self.block(st.finalbody, frame)
         elif isinstance(st, ast.Match):
             self.expr(st.subject, frame)
             self.mark(st)
             for case in st.cases:
-                self.block(case.body, frame)
+                self.cond_block(case.body, frame)
         else:
             self.simple(st, frame)
 
@@ -490,7 +502,7 @@ class Walk:
             self.expr(st.iter, frame)
             self.mark(st)
             self.main, self.main_name, self.phase = st, name, BEFORE_PH
-            self.main_depth, self.main_fid = len(self.stack), frame.fid
+            self.main_depth, self.main_fid, self.cond_base = len(self.stack), frame.fid, self.cond
             self.outer_fids |= {f.fid for f in self.stack}
             self.target(st.target, frame, st.lineno, record=False)
             self.iter_start = len(self.events)
@@ -510,7 +522,7 @@ class Walk:
             if p and p[-1] in self.loader_rngs:  # DataLoader(..., generator=g): iterating draws from g
                 self.write(self.loader_rngs[p[-1]], frame, st.lineno, "w")
             self.target(st.target, frame, st.lineno)
-            self.block(st.body, frame)
+            self.cond_block(st.body, frame)
             self.block(st.orelse, frame)
             self.phase = AFTER_PH
             return
@@ -520,7 +532,7 @@ class Walk:
         pushed = self.phase in (BEFORE_PH, AFTER_PH)
         if pushed:
             self.inner.append(name)
-        self.block(st.body, frame)
+        self.cond_block(st.body, frame)
         self.block(st.orelse, frame)
         if pushed:
             self.inner.pop()
@@ -536,7 +548,7 @@ class Walk:
             self.expr(item.context_expr, frame)
         self.mark(st)
         self.main, self.main_name, self.phase = st, name, BEFORE_PH
-        self.main_depth, self.main_fid = len(self.stack), frame.fid
+        self.main_depth, self.main_fid, self.cond_base = len(self.stack), frame.fid, self.cond
         self.outer_fids |= {f.fid for f in self.stack}
         self.iter_start = len(self.events)
         self.block(st.body, frame)
@@ -734,7 +746,7 @@ class Walk:
         self.events.append(Event("r", self.key(path, frame), self.phase, line, ".".join(path), sink))
 
     def write(self, path: tuple, frame: Frame, line: int, op: str) -> None:
-        self.events.append(Event(op, self.key(path, frame), self.phase, line, ".".join(path)))
+        self.events.append(Event(op, self.key(path, frame), self.phase, line, ".".join(path), cond=self.cond > self.cond_base))
 
     # -- answers ---------------------------------------------------------------------
 
@@ -758,12 +770,12 @@ class Walk:
         return a[0] == b[0] and a[1][:n] == b[1][:n]
 
     def _killed(self) -> set:
-        """Keys whose first access in an iteration rebinds them: nothing carries over."""
+        """Keys whose first access in an iteration rebinds them, whatever branch runs: nothing carries over."""
         first: dict = {}
         for ev in self.events[self.iter_start:]:
             if ev.phase == SUFFIX_PH:
                 break
-            first.setdefault(ev.key, ev.op)
+            first.setdefault(ev.key, "c" if ev.cond and ev.op == "b" else ev.op)
         return {k for k, op in first.items() if op == "b"}
 
     def _changed_inside(self) -> dict:
