@@ -85,7 +85,7 @@ class Event:
     line: int
     text: str  # how the script spells it at that point
     sink: bool = False  # a read that only goes to print/logging
-    cond: bool = False  # under an if, a loop or an except: it may not happen in an iteration
+    scope: tuple = ()  # the conditional blocks (if, loop bodies, except) it is in, outermost first
 
 
 def path_of(node: ast.AST) -> tuple | None:
@@ -196,11 +196,12 @@ class Walk:
         self.fresh_fids: set = set()  # frames created inside the nested loop
         self.main_depth = 0
         self.main_fid = GLOBAL  # the frame that runs the main loop
-        self.cond = 0  # depth of conditional blocks (if, loop bodies, except) being walked
-        self.cond_base = 0  # ... at the main loop's body
+        self.scope: list[int] = []  # conditional blocks (if, loop bodies, except) being walked
+        self._blocks = itertools.count(1)
         self.visited = 0
         self.incomplete = ""
         self._ids = itertools.count(1)
+        self._assign_cache: dict[int, list] = {}
         self._index(tree)
 
     # -- the script's definitions --------------------------------------------------
@@ -283,10 +284,8 @@ class Walk:
 
     def _var_class(self, name: str, frame: Frame) -> str | None:
         """The script class of variable ``name`` when it is bound to ``C(...)`` in the frame's function."""
-        scope = frame.func if frame.func is not None else self.tree
-        body = scope.body if isinstance(scope.body, list) else []
-        for n in ast.walk(ast.Module(body=body, type_ignores=[])):
-            if (isinstance(n, ast.Assign) and isinstance(n.value, ast.Call) and isinstance(n.value.func, ast.Name)
+        for n in self._assigns(frame):
+            if (isinstance(n.value, ast.Call) and isinstance(n.value.func, ast.Name)
                     and n.value.func.id in self.classes
                     and any(isinstance(t, ast.Name) and t.id == name for t in n.targets)):
                 return n.value.func.id
@@ -374,14 +373,24 @@ class Walk:
                     return m, self.key(p, frame), []
         return None
 
+    def _assigns(self, frame: Frame) -> list:
+        """The assignments in the body of the frame's function (or module), in walk order; computed once."""
+        scope = frame.func if frame.func is not None else self.tree
+        got = self._assign_cache.get(id(scope))
+        if got is None:
+            body = scope.body if isinstance(scope.body, list) else []
+            got = [n for n in ast.walk(ast.Module(body=body, type_ignores=[])) if isinstance(n, ast.Assign)]
+            self._assign_cache[id(scope)] = got
+        return got
+
     def _bound_in(self, name: str, frame: Frame, depth: int):
         scope = frame.func if frame.func is not None else self.tree
         body = scope.body if isinstance(scope.body, list) else []
         for n in body:
             if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name == name and frame.func is not None:
                 return n, None, []
-        for n in ast.walk(ast.Module(body=body, type_ignores=[])):
-            if isinstance(n, ast.Assign) and any(isinstance(t, ast.Name) and t.id == name for t in n.targets):
+        for n in self._assigns(frame):
+            if any(isinstance(t, ast.Name) and t.id == name for t in n.targets):
                 v = n.value
                 if isinstance(v, ast.Lambda):
                     return v, None, []
@@ -423,11 +432,11 @@ class Walk:
             self.stmt(st, frame)
 
     def cond_block(self, stmts: list, frame: Frame) -> None:
-        self.cond += 1
+        self.scope.append(next(self._blocks))
         try:
             self.block(stmts, frame)
         finally:
-            self.cond -= 1
+            self.scope.pop()
 
     def mark(self, st: ast.AST) -> None:
         self.phases.setdefault(id(st), set()).add(self.phase)
@@ -468,10 +477,10 @@ class Walk:
             if inside:
                 self.phase = INSIDE_PH
             self.mark(st)
-            self.cond += 1
+            self.scope.append(next(self._blocks))
             self.target(st.target, frame, st.lineno)
             self.block(st.body, frame)
-            self.cond -= 1
+            self.scope.pop()
             self.block(st.orelse, frame)
             if inside:
                 self.phase = AFTER_PH
@@ -502,7 +511,7 @@ class Walk:
             self.expr(st.iter, frame)
             self.mark(st)
             self.main, self.main_name, self.phase = st, name, BEFORE_PH
-            self.main_depth, self.main_fid, self.cond_base = len(self.stack), frame.fid, self.cond
+            self.main_depth, self.main_fid = len(self.stack), frame.fid
             self.outer_fids |= {f.fid for f in self.stack}
             self.target(st.target, frame, st.lineno, record=False)
             self.iter_start = len(self.events)
@@ -521,18 +530,22 @@ class Walk:
                 self.write(p, frame, st.lineno, "w")  # a shared iterator: the loop consumes it
             if p and p[-1] in self.loader_rngs:  # DataLoader(..., generator=g): iterating draws from g
                 self.write(self.loader_rngs[p[-1]], frame, st.lineno, "w")
+            self.scope.append(next(self._blocks))
             self.target(st.target, frame, st.lineno)
-            self.cond_block(st.body, frame)
+            self.block(st.body, frame)
+            self.scope.pop()
             self.block(st.orelse, frame)
             self.phase = AFTER_PH
             return
         self.expr(st.iter, frame)
         self.mark(st)
+        self.scope.append(next(self._blocks))
         self.target(st.target, frame, st.lineno)
         pushed = self.phase in (BEFORE_PH, AFTER_PH)
         if pushed:
             self.inner.append(name)
-        self.cond_block(st.body, frame)
+        self.block(st.body, frame)
+        self.scope.pop()
         self.block(st.orelse, frame)
         if pushed:
             self.inner.pop()
@@ -548,7 +561,7 @@ class Walk:
             self.expr(item.context_expr, frame)
         self.mark(st)
         self.main, self.main_name, self.phase = st, name, BEFORE_PH
-        self.main_depth, self.main_fid, self.cond_base = len(self.stack), frame.fid, self.cond
+        self.main_depth, self.main_fid = len(self.stack), frame.fid
         self.outer_fids |= {f.fid for f in self.stack}
         self.iter_start = len(self.events)
         self.block(st.body, frame)
@@ -743,10 +756,11 @@ class Walk:
         return None
 
     def read(self, path: tuple, frame: Frame, line: int, sink: bool = False) -> None:
-        self.events.append(Event("r", self.key(path, frame), self.phase, line, ".".join(path), sink))
+        self.events.append(Event("r", self.key(path, frame), self.phase, line, ".".join(path), sink,
+                                 tuple(self.scope)))
 
     def write(self, path: tuple, frame: Frame, line: int, op: str) -> None:
-        self.events.append(Event(op, self.key(path, frame), self.phase, line, ".".join(path), cond=self.cond > self.cond_base))
+        self.events.append(Event(op, self.key(path, frame), self.phase, line, ".".join(path), scope=tuple(self.scope)))
 
     # -- answers ---------------------------------------------------------------------
 
@@ -770,13 +784,22 @@ class Walk:
         return a[0] == b[0] and a[1][:n] == b[1][:n]
 
     def _killed(self) -> set:
-        """Keys whose first access in an iteration rebinds them, whatever branch runs: nothing carries over."""
-        first: dict = {}
+        """Keys rebound in an iteration before every other access to them: nothing carries over.
+
+        A rebind covers the accesses after it in its own block and the blocks
+        inside it; one under an ``if`` (or in a loop body) does not cover
+        what follows the block: that branch may not run.
+        """
+        rebinds: dict = {}
+        live: set = set()
         for ev in self.events[self.iter_start:]:
             if ev.phase == SUFFIX_PH:
                 break
-            first.setdefault(ev.key, "c" if ev.cond and ev.op == "b" else ev.op)
-        return {k for k, op in first.items() if op == "b"}
+            if ev.op == "b":
+                rebinds.setdefault(ev.key, []).append(ev.scope)
+            elif not any(ev.scope[:len(s)] == s for s in rebinds.get(ev.key, ())):
+                live.add(ev.key)
+        return set(rebinds) - live
 
     def _changed_inside(self) -> dict:
         out: dict = {}
