@@ -24,6 +24,7 @@ from flordb.errors import HindsightError, PropagationError, QueryError, UnknownC
 from flordb.hindsight.analyze import (
     NESTED, PREFIX, SUFFIX, carried_restorable, carried_state, nested_skip_safety, placement,
 )
+from flordb.hindsight.helpers import attach_helpers, helper_placement, with_flor_import
 from flordb.hindsight.locate import find_log_statements
 from flordb.hindsight.propagation import propagate
 from flordb.hindsight.tasks import (  # noqa: F401  (the plan types stay importable from here)
@@ -192,7 +193,8 @@ def plan_replay(cat: Catalog, names: list[str], where: str | None = None, worker
     missing = [n for n in names if n not in found]
     if missing:
         raise UnknownColumnError(missing, schema.names)
-    groups = script_statements(work_tree, names, scripts) or {found[names[0]].script: [found[n] for n in names]}
+    groups = attach_helpers(script_statements(work_tree, names, scripts), found, names, scripts, work_tree)
+    groups = groups or {found[names[0]].script: [found[n] for n in names]}
     plan = ReplayPlan(names=names, statements=[], runs=[], refused=[], workers=workers, where=where,
                       only_missing=only_missing)
     for script, statements in groups.items():
@@ -211,9 +213,10 @@ def plan_replay(cat: Catalog, names: list[str], where: str | None = None, worker
     per_run = max(1, math.ceil(plan.workers / max(1, len(plan.runs))))
     for rp in plan.runs:
         sts = rp.statements or plan.statements
-        if sts[0].script not in cals:
-            cals[sts[0].script] = calibrate(cat, sts[0].script, executor, fit.workers)
-        cal = cals[sts[0].script]
+        script = rp.facts.script or sts[0].script
+        if script not in cals:
+            cals[script] = calibrate(cat, script, executor, fit.workers)
+        cal = cals[script]
         rp.facts.worker_start = cal.start
         chunks = _worth_splitting(rp, per_run) if auto_split else min(per_run, _useful_chunks(rp, per_run))
         rp.tasks = make_tasks(rp, rp.facts, rp.placement, sts, [st.name for st in sts], rp.patched, chunks)
@@ -271,9 +274,12 @@ def _plan_script(cat: Catalog, plan: ReplayPlan, script: str, statements: list[S
     names = [st.name for st in statements]
     current = (work_tree / script).read_text()
     main_loop, nested_loop = recorded_loops(cat, [r[0] for r in candidates])
-    places = {st.name: placement(current, st.lineno, main_loop, nested_loop) for st in statements}
-    statements = [Statement(st.name, st.script, st.lineno, st.text, places[st.name].describe())
-                  for st in statements]
+    helper = {st.name for st in statements if st.script != script}  # in a module the script imports
+    places = {st.name: helper_placement(st, script, main_loop, nested_loop) if st.name in helper
+              else placement(current, st.lineno, main_loop, nested_loop) for st in statements}
+    statements = [Statement(st.name, st.script, st.lineno, st.text,
+                            f"in {st.script}, which {script} imports" if st.name in helper
+                            else places[st.name].describe()) for st in statements]
     plan.statements += statements
     main_loop = main_loop or next((p.main_loop for p in places.values() if p.main_loop), None)
 
@@ -301,10 +307,15 @@ def _plan_script(cat: Catalog, plan: ReplayPlan, script: str, statements: list[S
             continue  # the run executed the statement itself: where it logged nothing, there is nothing
         if version not in patched_cache:
             try:
-                old = read_file(facts.git_dir, version, script)
-                patched = patch_source(old, current, statements)
-                commit = commit_patched(facts.git_dir, version, {script: patched},
-                                        f"flordb hindsight: {', '.join(names)}")
+                files = {}
+                for f in dict.fromkeys([script, *(st.script for st in statements)]):
+                    mine = [st for st in statements if st.script == f]
+                    if mine:
+                        text = current if f == script else (work_tree / f).read_text()
+                        before = read_file(facts.git_dir, version, f)
+                        files[f] = patch_source(before if f == script else with_flor_import(before, text), text,
+                                                mine)
+                commit = commit_patched(facts.git_dir, version, files, f"flordb hindsight: {', '.join(names)}")
                 patched_cache[version] = (commit, None)
             except PropagationError as exc:
                 patched_cache[version] = (None, exc.reason)
@@ -315,11 +326,14 @@ def _plan_script(cat: Catalog, plan: ReplayPlan, script: str, statements: list[S
             plan.refused.append((run_id, version, reason or "no confident place"))
             continue
         patched_text = read_file(facts.git_dir, commit, script)
-        lineno = _line_of(patched_text, names[0])
+        own = [n for n in names if n not in helper]
+        lineno = _line_of(patched_text, own[0]) if own else None
         place = placement(patched_text, lineno, main_loop, nested_loop) if lineno else places[names[0]]
         positions = {placement(patched_text, _line_of(patched_text, n) or 1, main_loop, nested_loop).position
-                     for n in names}
+                     for n in own} | {NESTED for n in names if n in helper}
         strategy, note = _strategy(positions, place, facts)
+        if helper:
+            note += f"; {places[sorted(helper)[0]].reason}"
         warm_skip, warm_reason = nested_skip_safety(patched_text, main_loop, nested_loop)
         carried = carried_state(patched_text, main_loop, nested_loop, strategy == "suffix") if strategy != "prefix" else ""
         carry, carry_ok = {}, set()

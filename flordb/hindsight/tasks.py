@@ -240,7 +240,7 @@ def make_tasks(run: RunPlan, facts: RunFacts, st_place, statements: list[Stateme
     strategy = run.strategy
     fidelity = sorted(facts.recorded - set(names))
     base = dict(
-        replay_id=run.replay_id, run_id=facts.run_id, version=patched_version, script=statements[0].script,
+        replay_id=run.replay_id, run_id=facts.run_id, version=patched_version, script=facts.script or statements[0].script,
         cwd=facts.cwd, argv=facts.argv, main_loop=st_place.main_loop or "", nested=nested,
         names=names, fidelity=fidelity, args=facts.args, threads=facts.threads, memory=facts.peak_rss,
         gpus=facts.gpus or 0,
