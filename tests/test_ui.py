@@ -84,6 +84,23 @@ def test_state_changes_need_post_with_the_token_header(client):
     assert bad.status_code == 400 and "names" in bad.json()["error"]
 
 
+def test_tags_are_edited_by_post_with_the_token(client):
+    run_id = runs_of(client)[0]["run_id"]
+    assert client.post("/-/tag", json={"run": run_id, "tag": "x"}).status_code == 403  # cookie alone: refused
+    assert client.get("/-/tag").status_code == 405
+    hdr = {"X-Flordb-Token": TOKEN}
+    added = client.post("/-/tag", json={"run": run_id, "tag": " sweep-a "}, headers=hdr)
+    assert added.status_code == 200 and added.json() == {"run_id": run_id, "name": "", "tags": "sweep-a"}
+    assert next(r for r in runs_of(client) if r["run_id"] == run_id)["tags"] == "sweep-a"
+    removed = client.post("/-/tag", json={"run": run_id, "tag": "sweep-a", "remove": True}, headers=hdr)
+    assert removed.status_code == 200 and removed.json()["tags"] == ""
+    again = client.post("/-/tag", json={"run": run_id, "tag": "sweep-a", "remove": True}, headers=hdr)
+    assert again.status_code == 400 and "has no tag 'sweep-a'" in again.json()["error"]
+    assert client.post("/-/tag", json={"run": run_id, "tag": "  "}, headers=hdr).json()["error"] == "the tag is empty"
+    assert client.post("/-/tag", json={"run": "nosuch", "tag": "x"}, headers=hdr).status_code == 400
+    assert client.post("/-/tag", content="{}", headers=hdr).status_code == 400
+
+
 def test_cross_origin_and_foreign_hosts_are_refused(client):
     r = client.get("/runs.json", headers={"Origin": "http://evil.example"})
     assert r.status_code == 403 and "cross-origin" in r.json()["error"]

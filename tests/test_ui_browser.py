@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -102,6 +103,14 @@ def open_page(pg, base: str, path: str) -> None:
     pg.wait_for_selector("body[data-painted='1']")
 
 
+def until(pg, expression: str, timeout: float = 20.0) -> None:
+    """Wait for a JavaScript expression to hold (the page's CSP forbids wait_for_function's eval)."""
+    deadline = time.monotonic() + timeout
+    while not pg.evaluate(expression):
+        assert time.monotonic() < deadline, f"never true: {expression}"
+        pg.wait_for_timeout(50)
+
+
 def shot(pg, name: str) -> None:
     if SCREENSHOTS:
         Path(SCREENSHOTS).mkdir(parents=True, exist_ok=True)
@@ -142,17 +151,35 @@ def test_two_selected_runs_draw_two_curves_with_every_point(page, server):
     page.wait_for_url("**/curves?**")
     page.wait_for_selector("body[data-painted='1']")
     assert page.locator(".error").count() == 0, page.locator(".error").all_inner_texts()
-    page.wait_for_selector(".panel[data-y='loss'] .scatterlayer .trace")
-    traces = page.locator(".panel[data-y='loss'] .scatterlayer .trace")
-    assert traces.count() == 2
-    data = page.evaluate("[...document.querySelector(\".panel[data-y='loss']\").data].map(t => [t.name, t.x.length])")
+    page.wait_for_selector(".panel[data-y='loss'][data-lines='2'] canvas")
+    assert page.locator(".panel[data-y='loss'] .chart-legend .trace").count() == 2
+    data = page.evaluate("document.querySelector(\".panel[data-y='loss']\").chart.lines.map(l => [l.name, l.x.length])")
     steps = {r["run_id"]: r for r in json.loads(page.evaluate("fetch('/runs.json').then(r => r.text())"))["runs"]}
     expected = {r: 3 * (30 if steps[r]["args"]["lr"] == 0.05 else 40) for r in picked}
     assert {name: n for name, n in data} == expected
+    # hover: the point under the mouse, with its run and values
+    point = page.evaluate("""(() => { const c = document.querySelector(".panel[data-y='loss']").chart, l = c.lines[0];
+        const r = c.canvas.getBoundingClientRect(); return [r.left + l.px[10], r.top + l.py[10], l.name, l.y[10]]; })()""")
+    page.mouse.move(point[0], point[1])
+    tip = page.locator(".panel[data-y='loss'] .chart-tip")
+    sync_api.expect(tip).to_be_visible()
+    assert point[2] in tip.inner_text() and "global=10" in tip.inner_text()
+    # zoom: drag across the plot; the range comes back from the server at full detail
+    box = page.locator(".panel[data-y='loss'] canvas").bounding_box()
+    y_mid = box["y"] + box["height"] / 2
+    page.mouse.move(box["x"] + 70, y_mid)
+    page.mouse.down()
+    page.mouse.move(box["x"] + 70 + (box["width"] - 82) / 2, y_mid, steps=4)
+    page.mouse.up()
+    until(page, "document.querySelector(\".panel[data-y='loss']\").chart.spec.range !== null")
+    zoomed = page.evaluate("document.querySelector(\".panel[data-y='loss']\").chart.lines.map(l => Math.max(...l.x))")
+    assert all(55 <= m <= 65 for m in zoomed), zoomed  # about half of 0..119
+    page.dblclick(".panel[data-y='loss'] canvas")
+    until(page, "document.querySelector(\".panel[data-y='loss']\").chart.spec.range === null")
     page.select_option("#add-y", "acc")
-    page.wait_for_selector(".panel[data-y='acc'] .scatterlayer .trace")
+    page.wait_for_selector(".panel[data-y='acc'][data-lines='2'] canvas")
     page.check("#log")
-    assert page.evaluate("document.querySelector(\".panel[data-y='loss']\").layout.yaxis.type") == "log"
+    assert page.evaluate("document.querySelector(\".panel[data-y='loss']\").chart.logY") is True
     shot(page, "curves")
     open_page(page, base, f"/compare?runs={','.join(picked)}")
     assert page.locator("#args-differ th").all_inner_texts()[-1] == "lr"
@@ -162,7 +189,7 @@ def test_two_selected_runs_draw_two_curves_with_every_point(page, server):
     # the two versions' differing line, one side each (which is A depends on the runs' order)
     assert sorted(changed) == ["0.001 * (step % 7))", "0.002 * (step % 5))  # noisier"]
     assert sorted(changed.values()) == ["+", "-"]
-    page.wait_for_selector("#compare-plot .scatterlayer .trace")
+    page.wait_for_selector("#compare-plot[data-lines='2'] canvas")
     shot(page, "compare")
 
 
@@ -204,6 +231,28 @@ def test_missing_column_shows_the_plan_and_replay_fills_it(page, server, project
     assert [[r[0], int(r[1]), float(r[2])] for r in rows] == \
         [[e["run_id"], e["epoch"], pytest.approx(e["acc_half"], rel=1e-5)] for e in expected]
     shot(page, "replayed")
+
+
+def test_tags_are_added_and_removed_in_the_page(page, project):
+    row = page.locator("#runs tbody tr").first
+    run_id = row.get_attribute("data-run")
+    row.locator("button.add-tag").click()
+    row.locator("input.new-tag").fill("best-so-far")
+    row.locator("input.new-tag").press("Enter")
+    sync_api.expect(row.locator(".tag[data-tag='best-so-far']")).to_have_count(1)
+
+    def cli_tags() -> str:  # what `flordb runs` says: the page and the CLI share one code path
+        out = subprocess.run([sys.executable, "-m", "flordb", "runs", "--format", "json"], cwd=project,
+                             env=base_env(project), capture_output=True, text=True, check=True)
+        return next(r.get("tags") or "" for r in json.loads(out.stdout) if r["run_id"] == run_id)
+
+    assert cli_tags() == "best-so-far"
+    page.reload()
+    page.wait_for_selector("body[data-painted='1']")
+    row = page.locator(f"#runs tbody tr[data-run='{run_id}']")
+    row.locator(".tag[data-tag='best-so-far'] button.untag").click()
+    sync_api.expect(row.locator(".tag")).to_have_count(0)
+    assert cli_tags() == ""
 
 
 def test_a_request_without_the_token_is_refused(browser, server):

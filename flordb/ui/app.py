@@ -163,6 +163,15 @@ def create_app(layout, token: str | None = None, hosts: set[str] | None = None) 
         job = jobs.start(names, where)
         return JSONResponse(job.as_dict(), status_code=202)
 
+    async def tag_post(request: Request) -> Response:
+        try:
+            body = await request.json()
+            run_id, tag = str(body["run"]), str(body["tag"])
+            remove, kind = bool(body.get("remove")), str(body.get("kind") or "tag")
+        except (ValueError, KeyError, TypeError):
+            return JSONResponse({"error": 'send JSON {"run": ..., "tag": ..., "remove": false}'}, status_code=400)
+        return await data(views.tag, run_id, tag, remove, kind)
+
     def job_of(request: Request):
         return jobs.jobs.get(request.path_params["job"])
 
@@ -212,6 +221,7 @@ def create_app(layout, token: str | None = None, hosts: set[str] | None = None) 
         Route("/-/complete.json", complete_json),
         Route("/-/source.json", source_json),
         Route("/-/replay", replay_post, methods=["POST"]),
+        Route("/-/tag", tag_post, methods=["POST"]),
         Route("/-/jobs/{job}.json", job_json),
         Route("/-/jobs/{job}/events", job_events),
         Route("/-/static/{name}", static),

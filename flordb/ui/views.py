@@ -153,6 +153,15 @@ def runs(layout, where: str | None = None, metric: str | None = None, status: st
             "columns": cols}
 
 
+def tag(layout, run_id: str, tag: str, remove: bool = False, kind: str = "tag") -> dict:
+    """Add (or remove) a tag or the name of a run; answers with the run's labels as the Runs page shows them."""
+    if kind not in ("tag", "name"):
+        raise QueryError(f"cannot edit a run's {kind!r}: tag or name")
+    run_id = flor.label_run(layout, run_id, kind, tag, remove)
+    rec = next((r for r in flor.list_runs(layout) if r["run_id"] == run_id), {})
+    return {"run_id": run_id, "name": rec.get("name") or "", "tags": rec.get("tags") or ""}
+
+
 # -- SQL -----------------------------------------------------------------------------------
 
 

@@ -109,7 +109,7 @@ async function runsPage() {
     return r[key];
   }
   function draw() {
-    const labels = data.runs.some(r => r.name || r.tags) ? [["name", "name"], ["tags", "tags"]] : [];
+    const labels = data.runs.some(r => r.name) ? [["name", "name"], ["tags", "tags"]] : [["tags", "tags"]];
     const cols = [["run_id", "run"], ...labels, ["status", "status"], ["version", "version"], ["script", "script"], ["started", "start"], ["seconds", "duration (s)"],
       ...data.args.map(a => ["arg:" + a, a]), ...(data.metric ? [["metric", data.metric + " (last)"]] : [])];
     const rows = [...data.runs].sort((a, b) => {
@@ -130,6 +130,7 @@ async function runsPage() {
           const v = value(r, k);
           if (k === "status") return el("td", { title: r.error || "" }, el("span", { class: "dot " + v }), v);
           if (k === "version") return el("td", { title: v }, (v || "").slice(0, 7));
+          if (k === "tags") return tagCell(r);
           return el("td", { class: typeof v === "number" ? "num" : "" }, fmt(v));
         }));
       frag.append(tr);
@@ -137,6 +138,26 @@ async function runsPage() {
     body.append(frag);
     wrap.replaceChildren(el("table", { id: "runs" }, el("thead", {}, head), body));
     sync();
+  }
+  function tagCell(r) {  // each tag with a button that removes it, and one that adds a tag (POST, as `flordb tag`)
+    const td = el("td", { class: "tags" });
+    const edit = async (tag, remove) => {
+      try {
+        const out = await postJSON("/-/tag", { run: r.run_id, tag, remove });
+        r.tags = out.tags; r.name = out.name;
+        td.replaceWith(tagCell(r));
+      } catch (e) { err.replaceChildren(errorBox(e.message)); }
+    };
+    for (const t of (r.tags || "").split(",").filter(Boolean))
+      td.append(el("span", { class: "tag", "data-tag": t }, t, el("button", { class: "untag", title: `remove tag ${t}`, onclick: () => edit(t, true) }, "×")));
+    const plus = el("button", { class: "add-tag", title: "add a tag" }, "+");
+    plus.addEventListener("click", () => {
+      const input = el("input", { type: "text", class: "new-tag", placeholder: "tag, Enter", size: 10 });
+      input.addEventListener("keydown", e => { if (e.key === "Enter" && input.value.trim()) edit(input.value.trim(), false); if (e.key === "Escape") input.replaceWith(plus); });
+      plus.replaceWith(input); input.focus();
+    });
+    td.append(plus);
+    return td;
   }
   function sync() {
     info.textContent = `${data.runs.length} of ${data.total} runs, ${selected.size} selected`;
@@ -150,7 +171,6 @@ async function runsPage() {
       metric.value = data.metric || "";
       draw(); painted();
       status("updated " + new Date().toLocaleTimeString());
-      if (!document.querySelector("link[rel=prefetch]")) document.head.append(el("link", { rel: "prefetch", href: "/-/static/plotly.min.js" }));
     } catch (e) { err.replaceChildren(errorBox(e.message)); painted(); }
   }
   if (p.get("metric")) metric.append(el("option", { value: p.get("metric") }, p.get("metric")));
@@ -161,31 +181,18 @@ async function runsPage() {
 
 // ---------------------------------------------------------------- Curves
 
-function drawLines(div, panel, opts, runsMeta) {
+function drawLines(div, panel, opts, runsMeta, onZoom) {
   const key = r => opts.color === "run" ? r : opts.color === "version" ? (runsMeta[r] || {}).version : fmt(((runsMeta[r] || {}).args || {})[opts.color.slice(4)]);
   const colors = colorMap(panel.lines.map(l => key(l.run_id)));
-  // SVG draws up to the cap (100 lines x 2,000 points) faster than WebGL without a GPU; beyond it, WebGL.
-  const many = panel.lines.reduce((n, l) => n + l.x.length, 0) > 250000;
-  const traces = panel.lines.map(l => {
-    const rep = new Set(l.replayed), anyReplayed = rep.size > 0;
+  const lines = panel.lines.map(l => {
     const k = key(l.run_id);
-    const t = {
-      type: many ? "scattergl" : "scatter", mode: anyReplayed ? "lines+markers" : "lines", name: l.run_id + (opts.color !== "run" ? ` (${String(k).slice(0, 12)})` : ""),
-      x: l.x, y: smooth(l.y, opts.smooth), line: { color: colors.get(k), width: 1.5 }, legendgroup: String(k),
-      hovertemplate: `${l.run_id}<br>${panel.x}=%{x}<br>${panel.y}=%{y}${anyReplayed ? "<br>%{customdata}" : ""}<extra></extra>`,
-    };
-    if (anyReplayed) {  // replayed values are marked
-      t.marker = { size: l.x.map((_, i) => rep.has(i) ? 7 : 0), symbol: "diamond-open", color: colors.get(k) };
-      t.customdata = l.x.map((_, i) => rep.has(i) ? "replayed" : "recorded");
-    }
-    return t;
+    return { name: l.run_id, label: l.run_id + (opts.color !== "run" ? ` (${String(k).slice(0, 12)})` : ""), color: colors.get(k),
+      x: l.x, y: smooth(l.y, opts.smooth), replayed: l.replayed };
   });
-  const layout = {
-    title: { text: panel.y, font: { size: 14 } }, margin: { l: 55, r: 10, t: 36, b: 40 }, height: 360,
-    xaxis: opts.range ? { title: { text: panel.x }, range: opts.range } : { title: { text: panel.x } }, yaxis: { type: opts.log ? "log" : "linear" },
-    showlegend: panel.lines.length <= 12, legend: { font: { size: 10 } }, hovermode: "closest",
-  };
-  return Plotly.react(div, traces, layout, { displaylogo: false, responsive: true });
+  const chart = div.chart || new LineChart(div, onZoom);
+  chart.draw({ title: panel.y, xTitle: panel.x, yTitle: panel.y, logY: opts.log, range: opts.range || null, height: 320,
+    legend: panel.lines.length <= 12, lines });
+  return chart;
 }
 
 async function curvesPage() {
@@ -203,7 +210,6 @@ async function curvesPage() {
   let ys = (p.get("y") || "").split(",").filter(Boolean);
   log.checked = p.get("log") === "1";
   color.value = p.get("color") || "run";
-  loadPlotly();  // in parallel with the data
   let filled = false;
   function fillControls(d) {  // the pickers, from the first answer (one request, not three)
     if (filled) return;
@@ -221,20 +227,17 @@ async function curvesPage() {
   function render() {
     const divs = data.panels.map(panel => el("div", { class: "panel", "data-y": panel.y }));
     panelsDiv.replaceChildren(...divs);  // all in place first, so each plot takes its final width
-    data.panels.forEach((panel, i) => {
-      drawLines(divs[i], panel, opts(), data.runs);
-      divs[i].on("plotly_relayout", ev => zoom(divs[i], panel, ev));
-    });
+    data.panels.forEach((panel, i) => drawLines(divs[i], panel, { ...opts(), range: ranges[panel.y] }, data.runs, (x0, x1) => zoom(divs[i], panel.y, x0, x1)));
   }
-  async function zoom(div, panel, ev) {  // fetch more detail for the zoomed range, downsampled again
-    const x0 = ev["xaxis.range[0]"], x1 = ev["xaxis.range[1]"];
-    if (x0 === undefined && !ev["xaxis.autorange"]) return;
-    const q = { runs: runs.join(","), y: panel.y, x: xsel.value, width: Math.round(div.clientWidth) };
-    if (x0 !== undefined) Object.assign(q, { x0, x1 });
+  const ranges = {};
+  async function zoom(div, y, x0, x1) {  // fetch more detail for the zoomed range, downsampled again
+    const q = { runs: runs.join(","), y, x: xsel.value, width: Math.round(div.clientWidth) - 74 };
+    if (x0 !== null) Object.assign(q, { x0, x1 });
     const more = await getJSON("/curves.json", q);
-    const i = data.panels.findIndex(pp => pp.y === panel.y);
+    const i = data.panels.findIndex(pp => pp.y === y);
     data.panels[i] = more.panels[0];
-    drawLines(div, more.panels[0], { ...opts(), range: x0 !== undefined ? [x0, x1] : null }, data.runs);
+    ranges[y] = x0 !== null ? [x0, x1] : null;
+    drawLines(div, more.panels[0], { ...opts(), range: ranges[y] }, data.runs);
   }
   function plotWidth() {  // pixels of one panel's plot area: one bucket per pixel
     const w = panelsDiv.clientWidth || 1000, perRow = Math.max(1, Math.min(ys.length || 1, Math.floor(w / 480)));
@@ -243,7 +246,7 @@ async function curvesPage() {
   async function load() {
     err.replaceChildren(); hs.replaceChildren();
     try {
-      const [d] = await Promise.all([getJSON("/curves.json", { runs: runs.join(","), y: ys.join(","), x: xsel.value, width: plotWidth() }), loadPlotly()]);
+      const d = await getJSON("/curves.json", { runs: runs.join(","), y: ys.join(","), x: xsel.value, width: plotWidth() });
       fillControls(d);
       data = d;
       setParams({ runs: runs.join(","), y: ys.join(","), x: xsel.value, color: color.value, log: log.checked ? "1" : "", smooth: sm.value === "0" ? "" : sm.value });
@@ -437,9 +440,11 @@ async function comparePage() {
   main.append(el("div", { class: "controls" }, ysel), plot);
   async function draw() {
     if (!ysel.value) return;
-    await loadPlotly();
-    const c = await getJSON("/curves.json", { runs: runs.join(","), y: ysel.value });
-    drawLines(plot, c.panels[0], { color: "run", log: false, smooth: 0 }, c.runs);
+    const c = await getJSON("/curves.json", { runs: runs.join(","), y: ysel.value, width: Math.max(50, plot.clientWidth - 74) });
+    drawLines(plot, c.panels[0], { color: "run", log: false, smooth: 0 }, c.runs, async (x0, x1) => {
+      const z = await getJSON("/curves.json", { runs: runs.join(","), y: ysel.value, width: Math.max(50, plot.clientWidth - 74), ...(x0 === null ? {} : { x0, x1 }) });
+      drawLines(plot, z.panels[0], { color: "run", log: false, smooth: 0, range: x0 === null ? null : [x0, x1] }, c.runs);
+    });
   }
   ysel.addEventListener("change", draw);
   await draw();
