@@ -255,6 +255,51 @@ def test_tags_are_added_and_removed_in_the_page(page, project):
     assert cli_tags() == ""
 
 
+LIVE = """
+import os, time
+import flordb as flor
+for epoch in flor.loop("epoch", range(2)):
+    while epoch == 1 and not os.path.exists("go"):  # epoch 0 is on disk once epoch 1 starts
+        time.sleep(0.05)
+    for step in flor.loop("step", range(10)):
+        flor.log("loss", 1.0 / (1 + step))
+"""
+
+
+def test_a_running_runs_curve_grows_in_the_open_page(browser, tmp_path):
+    """The page hears of new records from the server (server-sent events) and redraws, without a reload."""
+    from conftest import spawn
+
+    root = make_project(tmp_path / "live")
+    proc = spawn(root, LIVE)
+    srv = None
+    try:
+        runs_dir = root / ".flordb" / "segments"
+        deadline = time.monotonic() + 60
+        while not any(runs_dir.glob("*/seg-*")):
+            assert time.monotonic() < deadline and proc.poll() is None, "the first epoch never reached the disk"
+            time.sleep(0.05)
+        srv, base, token = start_in_thread(locate(root))
+        context = browser.new_context(viewport={"width": 1000, "height": 700})
+        pg = context.new_page()
+        pg.goto(f"{base}/curves?y=loss&token={token}")
+        pg.wait_for_selector("body[data-painted='1']")
+        points = "(document.querySelector(\".panel[data-y='loss']\")?.chart?.lines || []).map(l => l.x.length)"
+        until(pg, f"JSON.stringify({points}) === '[10]'", timeout=30)
+        pg.evaluate("window.stillThisPage = true")
+        (root / "go").write_text("")
+        until(pg, f"JSON.stringify({points}) === '[20]'", timeout=30)
+        assert pg.evaluate("window.stillThisPage === true")  # redrawn in place, not reloaded
+        assert proc.wait(60) == 0
+        context.close()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if srv is not None:
+            srv.should_exit = True
+
+
 def test_a_request_without_the_token_is_refused(browser, server):
     base, _ = server
     context = browser.new_context()

@@ -34,6 +34,7 @@ LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
        "connect-src 'self'; font-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
 STATIC = Path(__file__).parent / "static"
+CHANGES_EVERY = 0.5  # seconds between looks at the store while a page listens for changes
 
 
 def plotly_js() -> Path:
@@ -200,6 +201,28 @@ def create_app(layout, token: str | None = None, hosts: set[str] | None = None) 
 
         return StreamingResponse(stream(), media_type="text/event-stream")
 
+    async def changes(request: Request) -> Response:
+        """Server-sent events: the catalog's generation, once at start and again each time it moves.
+
+        The store is looked at every ``CHANGES_EVERY`` seconds while a page listens (a running
+        run's new records are ingested then), so open pages redraw only when there is news.
+        """
+        async def stream():
+            last = None
+            while True:
+                try:
+                    gen = await run_in_threadpool(views.generation, layout)
+                except FlorError:
+                    gen = None  # no store yet: the page keeps its error until one appears
+                if gen != last:
+                    yield f"data: {json.dumps({'generation': gen})}\n\n"
+                    last = gen
+                if await request.is_disconnected():
+                    return
+                await asyncio.sleep(CHANGES_EVERY)
+
+        return StreamingResponse(stream(), media_type="text/event-stream")
+
     async def static(request: Request) -> Response:
         name = request.path_params["name"]
         cache = {"Cache-Control": "private, max-age=86400"}  # assets only; data is never cached
@@ -224,6 +247,7 @@ def create_app(layout, token: str | None = None, hosts: set[str] | None = None) 
         Route("/-/tag", tag_post, methods=["POST"]),
         Route("/-/jobs/{job}.json", job_json),
         Route("/-/jobs/{job}/events", job_events),
+        Route("/-/changes", changes),
         Route("/-/static/{name}", static),
     ]
     app = Starlette(routes=routes)

@@ -91,6 +91,7 @@ def curves_page(layout, ys: list[str], runs: list[str], x: str | None = None, wi
     with flor.catalog(layout) as cat:
         sch = flor.schema(cat)
         versions, args, arg_names = _details(cat)
+        gen = list(cat.generation())
         status = dict(cat.execute("SELECT run_id, status FROM runs").fetchall())
         if not runs:
             runs = [r for (r,) in cat.execute(
@@ -105,7 +106,7 @@ def curves_page(layout, ys: list[str], runs: list[str], x: str | None = None, wi
     meta = {r: {"version": versions.get(r), "status": status.get(r), "args": jsonable(args.get(r, {}))}
             for r in runs}
     return {"panels": panels, "missing": missing, "run_ids": runs, "runs": meta, "args": arg_names,
-            "columns": cols}
+            "columns": cols, "generation": gen}
 
 
 def last_values(layout, metric: str) -> dict[str, Any]:
@@ -129,6 +130,7 @@ def runs(layout, where: str | None = None, metric: str | None = None, status: st
     with flor.catalog(layout) as cat:  # one open for the details and the columns
         versions, args, arg_names = _details(cat)
         cols = _columns(flor.schema(cat))
+        gen = list(cat.generation())
     keep = None
     if where and where.strip():
         cond = check_predicate(where)
@@ -150,7 +152,7 @@ def runs(layout, where: str | None = None, metric: str | None = None, status: st
             "args": jsonable(args.get(run_id, {})), **({"metric": last.get(run_id)} if metric else {}),
         })
     return {"runs": out, "args": arg_names, "metric": metric, "where": where or "", "total": len(listing),
-            "columns": cols}
+            "columns": cols, "generation": gen}
 
 
 def tag(layout, run_id: str, tag: str, remove: bool = False, kind: str = "tag") -> dict:
@@ -160,6 +162,12 @@ def tag(layout, run_id: str, tag: str, remove: bool = False, kind: str = "tag") 
     run_id = flor.label_run(layout, run_id, kind, tag, remove)
     rec = next((r for r in flor.list_runs(layout) if r["run_id"] == run_id), {})
     return {"run_id": run_id, "name": rec.get("name") or "", "tags": rec.get("tags") or ""}
+
+
+def generation(layout) -> list:
+    """The catalog's change generation after ingesting what is on disk: it moves on new records, runs, tags."""
+    with flor.catalog(layout) as cat:
+        return list(cat.generation())
 
 
 # -- SQL -----------------------------------------------------------------------------------

@@ -176,7 +176,7 @@ async function runsPage() {
   if (p.get("metric")) metric.append(el("option", { value: p.get("metric") }, p.get("metric")));
   metric.value = p.get("metric") || "";
   await load();
-  setInterval(() => { if (data && data.runs.some(r => r.status === "running")) load(); }, 3000);
+  onChanges(() => data && data.generation, () => load());
 }
 
 // ---------------------------------------------------------------- Curves
@@ -225,7 +225,8 @@ async function curvesPage() {
   let data = null;
   const opts = () => ({ color: color.value, log: log.checked, smooth: Number(sm.value) });
   function render() {
-    const divs = data.panels.map(panel => el("div", { class: "panel", "data-y": panel.y }));
+    const old = new Map([...panelsDiv.children].map(d => [d.dataset.y, d]));  // kept: zoom, hidden lines
+    const divs = data.panels.map(panel => old.get(panel.y) || el("div", { class: "panel", "data-y": panel.y }));
     panelsDiv.replaceChildren(...divs);  // all in place first, so each plot takes its final width
     data.panels.forEach((panel, i) => drawLines(divs[i], panel, { ...opts(), range: ranges[panel.y] }, data.runs, (x0, x1) => zoom(divs[i], panel.y, x0, x1)));
   }
@@ -243,8 +244,8 @@ async function curvesPage() {
     const w = panelsDiv.clientWidth || 1000, perRow = Math.max(1, Math.min(ys.length || 1, Math.floor(w / 480)));
     return Math.max(50, Math.min(1000, Math.round(w / perRow) - 80));
   }
-  async function load() {
-    err.replaceChildren(); hs.replaceChildren();
+  async function load(refresh) {  // refresh: news from the store; the hindsight box (maybe replaying) stays
+    if (!refresh) { err.replaceChildren(); hs.replaceChildren(); }
     try {
       const d = await getJSON("/curves.json", { runs: runs.join(","), y: ys.join(","), x: xsel.value, width: plotWidth() });
       fillControls(d);
@@ -252,7 +253,7 @@ async function curvesPage() {
       setParams({ runs: runs.join(","), y: ys.join(","), x: xsel.value, color: color.value, log: log.checked ? "1" : "", smooth: sm.value === "0" ? "" : sm.value });
       render(); painted();
       status("updated " + new Date().toLocaleTimeString());
-      if (d.missing.length) {  // a chart naming a column no run recorded: offer hindsight
+      if (d.missing.length && !refresh) {  // a chart naming a column no run recorded: offer hindsight
         const q = `SELECT run_id, ${d.missing.map(quoteIdent).join(", ")} FROM logs WHERE run_id IN (${runs.map(r => `'${r.replace(/'/g, "''")}'`).join(", ")})`;
         const res = await getJSON("/sql.json", { q });
         if (res.plan) hs.append(hindsightBox(res, () => location.reload()));
@@ -264,9 +265,24 @@ async function curvesPage() {
   xsel.addEventListener("change", load);
   for (const c of [color, log, sm]) c.addEventListener(c === sm ? "input" : "change", () => { if (data) render(); setParams({ runs: runs.join(","), y: ys.join(","), x: xsel.value, color: color.value, log: log.checked ? "1" : "", smooth: sm.value === "0" ? "" : sm.value }); });
   await load();
-  setInterval(() => {  // a running run's curves grow while the page is open
-    if (data && Object.values(data.runs).some(r => r.status === "running")) load();
-  }, 3000);
+  onChanges(() => data && data.generation, () => load(true));  // a running run's curves grow while the page is open
+}
+
+// Pages redraw when the store changes (new records of a running run, new runs, tags, replays): the server
+// streams the catalog's generation; a page reloads its data when it differs from the one its data came with.
+function onChanges(shownGeneration, reload) {
+  let busy = false, again = false;
+  const run = async () => {
+    if (busy) { again = true; return; }
+    busy = true;
+    try { await reload(); } finally { busy = false; if (again) { again = false; run(); } }
+  };
+  const events = new EventSource("/-/changes");
+  events.onmessage = m => {
+    const gen = JSON.parse(m.data).generation, shown = shownGeneration();
+    if (gen !== null && shown && JSON.stringify(gen) !== JSON.stringify(shown)) run();
+  };
+  return events;
 }
 
 function quoteIdent(name) { return /^[A-Za-z_][A-Za-z0-9_]*$/.test(name) ? name : '"' + name.replace(/"/g, '""') + '"'; }
