@@ -136,6 +136,23 @@ def test_runs_json_lists_runs_with_typed_args(client):
     assert {c["name"] for c in data["columns"]["log"]} == {"loss", "acc"}
 
 
+def test_runs_json_sorts_and_pages_on_the_server(client):
+    lrs = lambda d: [r["args"]["lr"] for r in d["runs"]]  # noqa: E731
+    up = client.get("/runs.json", params={"sort": "arg:lr", "dir": "asc"}).json()
+    assert lrs(up) == [0.01, 0.05, 0.1] and up["count"] == 3
+    first = client.get("/runs.json", params={"sort": "arg:lr", "limit": 2}).json()
+    assert lrs(first) == [0.1, 0.05] and (first["count"], first["offset"], first["limit"]) == (3, 0, 2)
+    rest = client.get("/runs.json", params={"sort": "arg:lr", "limit": 2, "offset": 2}).json()
+    assert lrs(rest) == [0.01]
+    newest = client.get("/runs.json").json()["runs"]  # by default the latest run first
+    assert [r["started"] for r in newest] == sorted((r["started"] for r in newest), reverse=True)
+    filtered = client.get("/runs.json", params={"where": "lr < 0.06", "sort": "arg:lr", "limit": 1}).json()
+    assert lrs(filtered) == [0.05] and filtered["count"] == 2 and filtered["total"] == 3
+    bad = client.get("/runs.json", params={"sort": "nosuch"})
+    assert bad.status_code == 400 and "cannot sort by 'nosuch'" in bad.json()["error"]
+    assert client.get("/runs.json", params={"limit": "x"}).status_code == 400
+
+
 def test_runs_json_shows_names_and_tags(store):
     run_id = next(r for r in TestClient(create_app(locate(store), token=TOKEN), base_url=BASE)
                   .get("/runs.json", params={"token": TOKEN}).json()["runs"] if r["args"]["lr"] == 0.01)["run_id"]

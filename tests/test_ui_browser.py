@@ -138,6 +138,23 @@ def test_runs_table_lists_runs_with_their_args(page):
     shot(page, "runs")
 
 
+def test_runs_are_sorted_and_paged_by_the_server(page, server):
+    base, _ = server
+    open_page(page, base, "/runs?limit=2")
+    head = page.locator("#runs thead th").all_inner_texts()
+    col = head.index("lr") + 1
+    lr = lambda: [float(t) for t in page.locator(f"#runs tbody td:nth-child({col})").all_inner_texts()]  # noqa: E731
+    assert page.locator("#runs tbody tr").count() == 2 and "(1–2 shown)" in page.inner_text("#count")
+    page.click("#runs th[data-key='arg:lr']")  # ascending, from the server
+    sync_api.expect(page.locator("#runs th[data-key='arg:lr']")).to_contain_text("▲")
+    assert lr() == [0.01, 0.05]
+    page.click("#next-page")
+    sync_api.expect(page.locator("#runs tbody tr")).to_have_count(1)
+    assert lr() == [0.1] and "sort=arg" in page.url and "offset=2" in page.url
+    page.click("#prev-page")
+    sync_api.expect(page.locator("#runs tbody tr")).to_have_count(2)
+
+
 def test_two_selected_runs_draw_two_curves_with_every_point(page, server):
     base, _ = server
     runs = page.locator("#runs tbody tr")

@@ -120,7 +120,13 @@ def create_app(layout, token: str | None = None, hosts: set[str] | None = None) 
 
     async def runs_json(request: Request) -> Response:
         p = request.query_params
-        return await data(views.runs, p.get("where"), p.get("metric") or None, p.get("status") or None)
+        try:
+            offset = int(p.get("offset") or 0)
+            limit = int(p.get("limit") or views.PAGE_SIZE)
+        except ValueError as exc:
+            return JSONResponse({"error": f"bad parameter: {exc}"}, status_code=400)
+        return await data(views.runs, p.get("where"), p.get("metric") or None, p.get("status") or None,
+                          p.get("sort") or "started", p.get("dir", "desc") != "asc", offset, limit)
 
     async def curves_json(request: Request) -> Response:
         p = request.query_params

@@ -124,8 +124,31 @@ def last_values(layout, metric: str) -> dict[str, Any]:
     return dict(zip(t.column("run_id").to_pylist(), (jsonable(v) for v in t.column("v").to_pylist())))
 
 
-def runs(layout, where: str | None = None, metric: str | None = None, status: str | None = None) -> dict:
-    """The JSON twin of the Runs page."""
+PAGE_SIZE = 200  # rows of the Runs page at a time
+SORTABLE = ("run_id", "name", "tags", "status", "version", "script", "started", "seconds", "metric")
+
+
+def sort_runs(rows: list[dict], key: str, desc: bool) -> list[dict]:
+    """Rows ordered by a column, an arg (``arg:lr``) or the chosen metric; empty values last either way."""
+    if key not in SORTABLE and not key.startswith("arg:"):
+        raise QueryError(f"cannot sort by {key!r}: use a column ({', '.join(SORTABLE)}) or arg:NAME")
+
+    def value(r):
+        return r["args"].get(key[4:]) if key.startswith("arg:") else r.get(key)
+
+    def rank(v):  # numbers before text, so a column of mixed types still sorts
+        if isinstance(v, (bool, int, float)) and not (isinstance(v, float) and math.isnan(v)):
+            return (0, float(v), "")
+        return (1, 0.0, str(v))
+
+    present = [r for r in rows if value(r) not in (None, "", "NaN")]
+    empty = [r for r in rows if value(r) in (None, "", "NaN")]
+    return sorted(present, key=lambda r: rank(value(r)), reverse=desc) + empty
+
+
+def runs(layout, where: str | None = None, metric: str | None = None, status: str | None = None,
+         sort: str = "started", desc: bool = True, offset: int = 0, limit: int = PAGE_SIZE) -> dict:
+    """The JSON twin of the Runs page: filtered, sorted and paged here, so a page shows ``limit`` rows at a time."""
     listing = flor.list_runs(layout)
     with flor.catalog(layout) as cat:  # one open for the details and the columns
         versions, args, arg_names = _details(cat)
@@ -151,8 +174,11 @@ def runs(layout, where: str | None = None, metric: str | None = None, status: st
             "seconds": jsonable(rec.get("seconds")), "error": rec.get("error") or "",
             "args": jsonable(args.get(run_id, {})), **({"metric": last.get(run_id)} if metric else {}),
         })
-    return {"runs": out, "args": arg_names, "metric": metric, "where": where or "", "total": len(listing),
-            "columns": cols, "generation": gen}
+    out = sort_runs(out, sort or "started", desc)
+    offset, limit = max(0, int(offset)), max(1, int(limit))
+    return {"runs": out[offset:offset + limit], "count": len(out), "offset": offset, "limit": limit,
+            "sort": sort or "started", "desc": desc, "args": arg_names, "metric": metric, "where": where or "",
+            "total": len(listing), "columns": cols, "generation": gen}
 
 
 def tag(layout, run_id: str, tag: str, remove: bool = False, kind: str = "tag") -> dict:

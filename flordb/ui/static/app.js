@@ -92,14 +92,19 @@ async function runsPage() {
   const info = el("span", { class: "muted", id: "count" });
   const wrap = el("div", { class: "tablewrap" });
   const err = el("div");
-  main.append(el("div", { class: "controls" }, where, el("button", { id: "filter", onclick: () => load() }, "Filter"), ...quick, metric, curvesBtn, compareBtn, info), err, wrap);
-  let data = null, status_ = p.get("status") || "";
+  main.append(el("div", { class: "controls" }, where, el("button", { id: "filter", onclick: () => { offset = 0; load(); } }, "Filter"), ...quick, metric, curvesBtn, compareBtn, info), err, wrap);
+  let data = null, status_ = p.get("status") || "", offset = Number(p.get("offset")) || 0;
+  const prev = el("button", { id: "prev-page" }, "‹ previous"), next = el("button", { id: "next-page" }, "next ›");
+  const pager = el("div", { class: "controls pager", hidden: true }, prev, next);
+  prev.addEventListener("click", () => { offset = Math.max(0, offset - data.limit); load(); });
+  next.addEventListener("click", () => { offset += data.limit; load(); });
+  main.append(pager);
 
-  where.addEventListener("keydown", e => { if (e.key === "Enter") load(); });
+  where.addEventListener("keydown", e => { if (e.key === "Enter") { offset = 0; load(); } });
   metric.addEventListener("change", () => load());
   quick.forEach(b => b.addEventListener("click", () => {
     status_ = b.dataset.status === "all" ? "" : b.dataset.status;
-    quick.forEach(q => q.classList.toggle("on", q === b)); load();
+    quick.forEach(q => q.classList.toggle("on", q === b)); offset = 0; load();
   }));
   curvesBtn.addEventListener("click", () => { location.href = "/curves?runs=" + [...selected].join(","); });
   compareBtn.addEventListener("click", () => { location.href = "/compare?runs=" + [...selected].join(","); });
@@ -112,13 +117,9 @@ async function runsPage() {
     const labels = data.runs.some(r => r.name) ? [["name", "name"], ["tags", "tags"]] : [["tags", "tags"]];
     const cols = [["run_id", "run"], ...labels, ["status", "status"], ["version", "version"], ["script", "script"], ["started", "start"], ["seconds", "duration (s)"],
       ...data.args.map(a => ["arg:" + a, a]), ...(data.metric ? [["metric", data.metric + " (last)"]] : [])];
-    const rows = [...data.runs].sort((a, b) => {
-      const x = value(a, sortKey), y = value(b, sortKey);
-      if (x === y) return 0; if (x === undefined || x === null) return 1; if (y === undefined || y === null) return -1;
-      return (x < y ? -1 : 1) * sortDir;
-    });
-    const all = el("input", { type: "checkbox", title: "select all", onclick: e => { rows.forEach(r => e.target.checked ? selected.add(r.run_id) : selected.delete(r.run_id)); draw(); } });
-    const head = el("tr", {}, el("th", {}, all), cols.map(([k, label]) => el("th", { "data-key": k, onclick: () => { sortDir = sortKey === k ? -sortDir : 1; sortKey = k; draw(); } }, label + (sortKey === k ? (sortDir > 0 ? " ▲" : " ▼") : ""))));
+    const rows = data.runs;  // sorted, filtered and paged by the server
+    const all = el("input", { type: "checkbox", title: "select the runs on this page", onclick: e => { rows.forEach(r => e.target.checked ? selected.add(r.run_id) : selected.delete(r.run_id)); draw(); } });
+    const head = el("tr", {}, el("th", {}, all), cols.map(([k, label]) => el("th", { "data-key": k, onclick: () => { sortDir = sortKey === k ? -sortDir : 1; sortKey = k; offset = 0; load(); } }, label + (sortKey === k ? (sortDir > 0 ? " ▲" : " ▼") : ""))));
     const body = el("tbody");
     const frag = document.createDocumentFragment();
     for (const r of rows) {
@@ -160,13 +161,18 @@ async function runsPage() {
     return td;
   }
   function sync() {
-    info.textContent = `${data.runs.length} of ${data.total} runs, ${selected.size} selected`;
-    setParams({ where: where.value, status: status_, metric: metric.value, runs: [...selected].join(",") });
+    const last = data.offset + data.runs.length;
+    info.textContent = `${data.count} of ${data.total} runs` + (data.count > data.runs.length ? ` (${data.offset + 1}–${last} shown)` : "") + `, ${selected.size} selected`;
+    prev.disabled = data.offset === 0; next.disabled = last >= data.count;
+    pager.hidden = data.count <= data.limit;
+    setParams({ where: where.value, status: status_, metric: metric.value, runs: [...selected].join(","), sort: sortKey === "started" ? "" : sortKey,
+      dir: sortDir > 0 ? "asc" : "", offset: offset || "", limit: p.get("limit") || "" });
   }
   async function load() {
     err.replaceChildren();
     try {
-      data = await getJSON("/runs.json", { where: where.value, status: status_, metric: metric.value });
+      data = await getJSON("/runs.json", { where: where.value, status: status_, metric: metric.value, sort: sortKey, dir: sortDir > 0 ? "asc" : "desc", offset, limit: p.get("limit") || "" });
+      if (data.runs.length === 0 && data.count > 0 && offset > 0) { offset = Math.max(0, data.count - data.limit); return load(); }
       if (metric.options.length === 1) for (const c of data.columns.log) metric.append(el("option", { value: c.name }, c.name));
       metric.value = data.metric || "";
       draw(); painted();
@@ -176,7 +182,7 @@ async function runsPage() {
   if (p.get("metric")) metric.append(el("option", { value: p.get("metric") }, p.get("metric")));
   metric.value = p.get("metric") || "";
   await load();
-  onChanges(() => data && data.generation, () => load());
+  onChanges(() => data && data.generation, () => document.activeElement && document.activeElement.classList.contains("new-tag") ? null : load());
 }
 
 // ---------------------------------------------------------------- Curves
