@@ -232,6 +232,14 @@ def test_sql_json_rows_match_the_query_api(client, store):
     assert "los" in err["error"] and "loss" in err["error"]  # never logged, not in the code: suggestions
 
 
+def test_nan_infinity_and_decimals_reach_the_page_as_javascript_reads_them(client, store):
+    sql = "SELECT 'nan'::DOUBLE AS a, 'inf'::DOUBLE AS b, '-inf'::DOUBLE AS c, 1.5::DECIMAL(4, 1) AS d"
+    assert client.get("/sql.json", params={"q": sql}).json()["rows"] == [["NaN", "Infinity", "-Infinity", 1.5]]
+    cli = subprocess.run([sys.executable, "-m", "flordb", "query", sql, "-f", "json"], cwd=store,
+                         env=base_env(store), capture_output=True, text=True, check=True)
+    assert json.loads(cli.stdout) == [{"a": "nan", "b": "inf", "c": "-inf", "d": "1.5"}]  # the same encoder
+
+
 def test_completion_is_the_shells(client):
     r = client.get("/-/complete.json", params={"text": "SELECT lo"}).json()
     assert r["word"] == "lo" and "loss" in r["suggestions"]

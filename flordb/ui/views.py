@@ -7,15 +7,15 @@ strings, timestamps as ISO text), in one place.
 
 from __future__ import annotations
 
-import datetime as dt
 import difflib
 import math
-from decimal import Decimal
 from typing import Any
 
+import pyarrow as pa
 from sqlglot import exp
 
 from flordb.errors import FlorError, QueryError, UnknownColumnError
+from flordb.tabular import plain
 from flordb.ui import flor
 from flordb.ui import curves as curves_mod
 from flordb.ui.curves import check_predicate
@@ -24,26 +24,18 @@ MAX_ROWS = 10_000  # rows of a SQL result sent to the page
 MAX_DIFF_LINES = 2_000
 
 
+JS_NONFINITE = ("NaN", "Infinity", "-Infinity")  # as JavaScript's Number() reads them back
+
+
 def jsonable(v: Any) -> Any:
-    if isinstance(v, float):
-        if math.isnan(v):
-            return "NaN"
-        if math.isinf(v):
-            return "Infinity" if v > 0 else "-Infinity"
-        return v
-    if isinstance(v, (dt.datetime, dt.date, dt.time)):
-        return v.isoformat()
-    if isinstance(v, dt.timedelta):
-        return v.total_seconds()
-    if isinstance(v, Decimal):
-        return float(v)
-    if isinstance(v, (list, tuple)):
-        return [jsonable(x) for x in v]
-    if isinstance(v, dict):
-        return {str(k): jsonable(x) for k, x in v.items()}
-    if isinstance(v, bytes):
-        return v.hex()
-    return v
+    """A value for the page: the results' one JSON encoder, with JavaScript's spelling of NaN and infinities."""
+    return plain(v, JS_NONFINITE)
+
+
+def numeric_decimals(table: pa.Table) -> pa.Table:
+    """DECIMAL columns as doubles, so the page can sort and chart them as numbers."""
+    cols = [c.cast(pa.float64()) if pa.types.is_decimal(c.type) else c for c in table.columns]
+    return pa.table(cols, names=table.column_names)
 
 
 # -- runs ----------------------------------------------------------------------------------
@@ -214,7 +206,7 @@ def sql(layout, query: str) -> dict:
                 "where": where}
     names = table.column_names
     n = table.num_rows
-    table = table.slice(0, MAX_ROWS)
+    table = numeric_decimals(table.slice(0, MAX_ROWS))
     cols = [table.column(i).to_pylist() for i in range(len(names))]
     rows = [[jsonable(c[i]) for c in cols] for i in range(table.num_rows)]
     with flor.catalog(layout) as cat:
