@@ -155,7 +155,8 @@ def main() -> int:
                   file=sys.stderr)
             server, base, token = start_in_thread(layout)
             q = f"runs={','.join(ids)}&y=loss&width=1000"
-            api, body = fetch_seconds(f"{base}/curves.json?{q}&token={token}", args.reps)
+            api, body = fetch_seconds(f"{base}/curves.json?{q}&encoding=f64&token={token}", args.reps)  # as the page
+            lists, body = fetch_seconds(f"{base}/curves.json?{q}&token={token}", args.reps)  # as a script
             lines = body["panels"][0]["lines"]
             assert len(lines) == c_runs and body["panels"][0]["rows"] == c_runs * steps
             most = max(len(l["x"]) for l in lines)
@@ -175,6 +176,8 @@ def main() -> int:
         print(f"{name:<34} {api * 1e3:>8.0f}ms {cold * 1e3:>10.0f}ms {warm * 1e3:>9.0f}ms {'1000ms':>7}"
               f" {cold / 1.0:>12.2f}x {'' if most is None else f'{most} (<=2000)':>12}")
     canvas, svg, n_lines, n_points = drawing
+    print(f"curves JSON twin: {api * 1e3:.0f}ms with float64 arrays (the page's request), {lists * 1e3:.0f}ms with"
+          f" JSON number lists: f64/lists {api / lists:.2f}x")
     print(f"\ndrawing {n_lines} lines, {n_points} points in the browser (to the next frame): own canvas chart "
           f"{canvas * 1e3:.0f}ms, plotly SVG {svg * 1e3:.0f}ms: canvas/plotly {canvas / svg:.2f}x")
     print(f"threads: server 1 request thread + DuckDB default ({os.cpu_count()} cores); browser: 1 headless chromium")

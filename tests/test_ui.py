@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -12,6 +13,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pytest
 
@@ -191,6 +193,11 @@ def test_curves_json_one_line_per_selected_run(client):
     for line in loss["lines"]:
         assert line["y"][5] == pytest.approx(lr[line["run_id"]] / 6)
     assert acc["x"] == "epoch" and [len(l["x"]) for l in acc["lines"]] == [3, 3]
+    packed = client.get("/curves.json", params={"runs": ",".join(ids), "y": "loss", "encoding": "f64"}).json()
+    for plain_line, line in zip(loss["lines"], packed["panels"][0]["lines"]):  # what the page asks for: float64s
+        assert np.frombuffer(base64.b64decode(line["x"]), "<f8").tolist() == plain_line["x"]
+        assert np.frombuffer(base64.b64decode(line["y"]), "<f8").tolist() == plain_line["y"]
+    assert client.get("/curves.json", params={"y": "loss", "encoding": "xml"}).status_code == 400
     per_step = client.get("/curves.json", params={"runs": ids[0], "y": "loss", "x": "step"}).json()["panels"][0]
     assert max(per_step["lines"][0]["x"]) == 39
     other = client.get("/curves.json", params={"y": "loss,nosuch"}).json()  # no runs named: the latest
@@ -214,6 +221,20 @@ def test_downsampling_keeps_spikes_and_caps_points_per_line():
     zoomed = downsample(table, ["step"], "step", 100, x0=4000, x1=4500)
     xs = zoomed.column("x").to_pylist()
     assert min(xs) >= 4000 and max(xs) <= 4500 and 50.0 in zoomed.column("y").to_pylist()
+
+
+def test_global_step_counts_across_epochs_without_sorting_rows():
+    # two runs, 3 epochs of 4 steps each (run b's rows arrive shuffled), and a NaN the plot skips
+    rows = [(r, e, s, float(10 * e + s)) for r in ("a", "b") for e in range(3) for s in range(4)]
+    rows = rows[:12] + rows[12:][::-1]
+    rows[5] = ("a", 1, 1, float("nan"))
+    table = pa.table({k: list(v) for k, v in zip(("run_id", "epoch", "step", "loss"), zip(*rows))})
+    out = downsample(table, ["epoch", "step"], "global", 1000)
+    for run in ("a", "b"):
+        pts = [(x, y) for r, x, y in zip(*(out.column(c).to_pylist() for c in ("run_id", "x", "y"))) if r == run]
+        assert [x for x, _ in pts] == [g for g in range(12) if (run, g) != ("a", 5)]
+        assert all(y == 10 * (x // 4) + x % 4 for x, y in pts)  # epoch e, step s is global step 4e + s
+    assert set(out.column("total").to_pylist()) == {12}  # values before the NaN is left out
 
 
 # -- SQL, completion, compare ---------------------------------------------------------------

@@ -138,7 +138,7 @@ def create_app(layout, token: str | None = None, hosts: set[str] | None = None) 
             return JSONResponse({"error": f"bad parameter: {exc}"}, status_code=400)
         ys = [y for y in (p.get("y") or "").split(",") if y]
         return await data(views.curves_page, ys, curves_mod.parse_runs(p.get("runs")), p.get("x") or None,
-                          width, x0, x1)
+                          width, x0, x1, p.get("encoding") or "json")
 
     async def sql_json(request: Request) -> Response:
         return await data(views.sql, request.query_params.get("q") or "")

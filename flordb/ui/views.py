@@ -73,7 +73,7 @@ def _columns(sch) -> dict:
 
 
 def curves_page(layout, ys: list[str], runs: list[str], x: str | None = None, width: int = 1000,
-                x0: float | None = None, x1: float | None = None) -> dict:
+                x0: float | None = None, x1: float | None = None, encoding: str = "json") -> dict:
     """The JSON twin of the Curves page: one panel per log column in ``ys``.
 
     No runs: the ten latest. No ``ys``: the log column of the deepest loop. Names that are not
@@ -94,7 +94,8 @@ def curves_page(layout, ys: list[str], runs: list[str], x: str | None = None, wi
     if not ys and cols["log"]:  # the per-step metric (deepest loop) by default, as a person would pick
         ys = [min(cols["log"], key=lambda c: (-max((len(p) for p in c["paths"]), default=0), c["name"]))["name"]]
     missing = [y for y in ys if y not in logs]
-    panels = [curves_mod.curves(layout, y, runs, x, width, x0, x1, schema=sch) for y in ys if y in logs]
+    panels = [curves_mod.curves(layout, y, runs, x, width, x0, x1, schema=sch, encoding=encoding)
+              for y in ys if y in logs]
     meta = {r: {"version": versions.get(r), "status": status.get(r), "args": jsonable(args.get(r, {}))}
             for r in runs}
     return {"panels": panels, "missing": missing, "run_ids": runs, "runs": meta, "args": arg_names,

@@ -187,6 +187,18 @@ async function runsPage() {
 
 // ---------------------------------------------------------------- Curves
 
+function f64(b64) {  // base64 of little-endian float64s -> Float64Array
+  const s = atob(b64), bytes = new Uint8Array(s.length);
+  for (let i = 0; i < s.length; i++) bytes[i] = s.charCodeAt(i);
+  return new Float64Array(bytes.buffer);
+}
+
+async function getCurves(p) {  // the curves as typed arrays: no number parsing on either side
+  const d = await getJSON("/curves.json", { ...p, encoding: "f64" });
+  for (const panel of d.panels) for (const l of panel.lines) { l.x = f64(l.x); l.y = f64(l.y); }
+  return d;
+}
+
 function drawLines(div, panel, opts, runsMeta, onZoom) {
   const key = r => opts.color === "run" ? r : opts.color === "version" ? (runsMeta[r] || {}).version : fmt(((runsMeta[r] || {}).args || {})[opts.color.slice(4)]);
   const colors = colorMap(panel.lines.map(l => key(l.run_id)));
@@ -240,7 +252,7 @@ async function curvesPage() {
   async function zoom(div, y, x0, x1) {  // fetch more detail for the zoomed range, downsampled again
     const q = { runs: runs.join(","), y, x: xsel.value, width: Math.round(div.clientWidth) - 74 };
     if (x0 !== null) Object.assign(q, { x0, x1 });
-    const more = await getJSON("/curves.json", q);
+    const more = await getCurves(q);
     const i = data.panels.findIndex(pp => pp.y === y);
     data.panels[i] = more.panels[0];
     ranges[y] = x0 !== null ? [x0, x1] : null;
@@ -253,7 +265,7 @@ async function curvesPage() {
   async function load(refresh) {  // refresh: news from the store; the hindsight box (maybe replaying) stays
     if (!refresh) { err.replaceChildren(); hs.replaceChildren(); }
     try {
-      const d = await getJSON("/curves.json", { runs: runs.join(","), y: ys.join(","), x: xsel.value, width: plotWidth() });
+      const d = await getCurves({ runs: runs.join(","), y: ys.join(","), x: xsel.value, width: plotWidth() });
       fillControls(d);
       data = d;
       setParams({ runs: runs.join(","), y: ys.join(","), x: xsel.value, color: color.value, log: log.checked ? "1" : "", smooth: sm.value === "0" ? "" : sm.value });
@@ -268,7 +280,7 @@ async function curvesPage() {
     } catch (e) { err.append(errorBox(e.message)); painted(); }
   }
   ysel.addEventListener("change", () => { if (ysel.value && !ys.includes(ysel.value)) ys.push(ysel.value); ysel.value = ""; load(); });
-  xsel.addEventListener("change", load);
+  xsel.addEventListener("change", () => { for (const k of Object.keys(ranges)) delete ranges[k]; load(); });  // another axis
   for (const c of [color, log, sm]) c.addEventListener(c === sm ? "input" : "change", () => { if (data) render(); setParams({ runs: runs.join(","), y: ys.join(","), x: xsel.value, color: color.value, log: log.checked ? "1" : "", smooth: sm.value === "0" ? "" : sm.value }); });
   await load();
   onChanges(() => data && data.generation, () => load(true));  // a running run's curves grow while the page is open
@@ -462,9 +474,9 @@ async function comparePage() {
   main.append(el("div", { class: "controls" }, ysel), plot);
   async function draw() {
     if (!ysel.value) return;
-    const c = await getJSON("/curves.json", { runs: runs.join(","), y: ysel.value, width: Math.max(50, plot.clientWidth - 74) });
+    const c = await getCurves({ runs: runs.join(","), y: ysel.value, width: Math.max(50, plot.clientWidth - 74) });
     drawLines(plot, c.panels[0], { color: "run", log: false, smooth: 0 }, c.runs, async (x0, x1) => {
-      const z = await getJSON("/curves.json", { runs: runs.join(","), y: ysel.value, width: Math.max(50, plot.clientWidth - 74), ...(x0 === null ? {} : { x0, x1 }) });
+      const z = await getCurves({ runs: runs.join(","), y: ysel.value, width: Math.max(50, plot.clientWidth - 74), ...(x0 === null ? {} : { x0, x1 }) });
       drawLines(plot, z.panels[0], { color: "run", log: false, smooth: 0, range: x0 === null ? null : [x0, x1] }, c.runs);
     });
   }
