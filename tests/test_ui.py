@@ -419,6 +419,34 @@ def _follow_live_run(root, proc):
         assert grown["rows"] == 20 and grown["lines"][0]["x"] == list(range(20))
 
 
+def test_change_stream_news_opens_the_catalog_only_when_the_disk_changed(store, monkeypatch):
+    from flordb.ui import flor, views
+
+    layout = locate(store)
+    first = views.generation(layout)
+    assert views.generation(layout) == first
+
+    def closed(_layout):
+        raise AssertionError("the catalog was opened though nothing changed on disk")
+
+    with monkeypatch.context() as m:
+        m.setattr(flor, "catalog", closed)
+        assert views.generation(layout) == first  # twice a second per open page: only a few stat calls
+    run_id = client_runs(store)[0]["run_id"]
+    subprocess.run([sys.executable, "-m", "flordb", "tag", run_id, "news"], cwd=store, env=base_env(store),
+                   check=True, capture_output=True)
+    tagged = views.generation(layout)
+    assert tagged != first
+    subprocess.run([sys.executable, "-m", "flordb", "tag", run_id, "news", "--remove"], cwd=store,
+                   env=base_env(store), check=True, capture_output=True)
+    assert views.generation(layout) not in (tagged,)
+
+
+def client_runs(store) -> list[dict]:
+    return TestClient(create_app(locate(store), token=TOKEN), base_url=BASE).get(
+        "/runs.json", params={"token": TOKEN}).json()["runs"]
+
+
 def test_no_store_is_a_one_line_error_and_creates_nothing(tmp_path):
     root = make_project(tmp_path / "empty")
     c = TestClient(create_app(locate(root), token=TOKEN), base_url=BASE)

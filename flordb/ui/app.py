@@ -208,9 +208,9 @@ def create_app(layout, token: str | None = None, hosts: set[str] | None = None) 
         return StreamingResponse(stream(), media_type="text/event-stream")
 
     async def changes(request: Request) -> Response:
-        """Server-sent events: the catalog's generation, once at start and again each time it moves.
+        """Server-sent events: the store's news (``views.generation``), once at start and again when it moves.
 
-        The store is looked at every ``CHANGES_EVERY`` seconds while a page listens (a running
+        The disk is looked at every ``CHANGES_EVERY`` seconds while a page listens (a running
         run's new records are ingested then), so open pages redraw only when there is news.
         """
         async def stream():

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import time
 from typing import Any
 
 import pyarrow as pa
@@ -83,7 +84,7 @@ def curves_page(layout, ys: list[str], runs: list[str], x: str | None = None, wi
     with flor.catalog(layout) as cat:
         sch = flor.schema(cat)
         versions, args, arg_names = _details(cat)
-        gen = list(cat.generation())
+        gen = news(cat)
         status = dict(cat.execute("SELECT run_id, status FROM runs").fetchall())
         if not runs:
             runs = [r for (r,) in cat.execute(
@@ -146,7 +147,7 @@ def runs(layout, where: str | None = None, metric: str | None = None, status: st
     with flor.catalog(layout) as cat:  # one open for the details and the columns
         versions, args, arg_names = _details(cat)
         cols = _columns(flor.schema(cat))
-        gen = list(cat.generation())
+        gen = news(cat)
     keep = None
     if where and where.strip():
         cond = check_predicate(where)
@@ -183,10 +184,53 @@ def tag(layout, run_id: str, tag: str, remove: bool = False, kind: str = "tag") 
     return {"run_id": run_id, "name": rec.get("name") or "", "tags": rec.get("tags") or ""}
 
 
+_WATCH: dict[str, tuple] = {}  # store -> (disk fingerprint, generation, when, run dirs still being written)
+RECHECK = 10.0  # seconds: look in the catalog at least this often (a silent run turns interrupted)
+
+
 def generation(layout) -> list:
-    """The catalog's change generation after ingesting what is on disk: it moves on new records, runs, tags."""
+    """The catalog's change generation: it moves on new records, runs, tags, replays.
+
+    Called twice a second per open page, so it opens the catalog (and ingests) only when
+    the disk says something changed: the catalog file, the list of runs, or the directory
+    of a run still being written (a new segment, its end).
+    """
+    key = str(layout.home)
+    seen = _WATCH.get(key)
+    if seen is not None:
+        fp = fingerprint(layout, seen[3])
+        if fp == seen[0] and time.monotonic() - seen[2] < RECHECK:
+            return seen[1]
     with flor.catalog(layout) as cat:
-        return list(cat.generation())
+        gen = news(cat)
+        live = [r for (r,) in cat.execute("SELECT run_id FROM runs WHERE NOT complete").fetchall()]
+    _WATCH[key] = (fingerprint(layout, live), gen, time.monotonic(), live)
+    return gen
+
+
+def news(cat) -> list[str]:
+    """What a page shows, in a few numbers: records, runs and their statuses, labels, replays.
+
+    Not the catalog's write counter, which also moves whenever a live run is looked at
+    (its row is refreshed): a page would then reload for nothing, over and over.
+    """
+    return [str(v) for v in cat.execute(
+        "SELECT (SELECT count(*) FROM records), (SELECT count(*) FROM runs),"
+        " (SELECT coalesce(hash(string_agg(run_id || ':' || coalesce(status, ''), ',' ORDER BY run_id)), 0) FROM runs),"
+        " (SELECT coalesce(hash(string_agg(run_id || kind || value, ',' ORDER BY run_id, kind, value)), 0)"
+        "  FROM run_labels), (SELECT count(*) FROM replays)").fetchone()]
+
+
+def fingerprint(layout, live: list[str]) -> tuple:
+    def mtime(path) -> int:
+        try:
+            return path.stat().st_mtime_ns
+        except OSError:
+            return 0
+
+    cat = layout.catalog
+    return (mtime(cat), mtime(cat.with_name(cat.name + ".wal")), mtime(layout.segments),
+            *(mtime(layout.segments / r) for r in live))
 
 
 # -- SQL -----------------------------------------------------------------------------------

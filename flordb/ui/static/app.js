@@ -287,7 +287,8 @@ async function curvesPage() {
 }
 
 // Pages redraw when the store changes (new records of a running run, new runs, tags, replays): the server
-// streams the catalog's generation; a page reloads its data when it differs from the one its data came with.
+// streams a summary of the store (records, runs, statuses, labels, replays); a page reloads its data when it
+// differs from the one its data came with.
 function onChanges(shownGeneration, reload) {
   let busy = false, again = false;
   const run = async () => {
