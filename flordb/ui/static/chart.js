@@ -5,7 +5,7 @@
 // that hides a line on click, and a mark on each replayed value.
 "use strict";
 
-const CHART_MARGIN = { l: 62, r: 12, t: 30, b: 42 };
+const CHART_MARGIN = { l: 62, r: 12, t: 10, b: 42 };
 
 function niceStep(span, count) {
   const raw = span / Math.max(1, count), mag = Math.pow(10, Math.floor(Math.log10(raw)));
@@ -13,9 +13,9 @@ function niceStep(span, count) {
   return (f < 1.5 ? 1 : f < 3 ? 2 : f < 7 ? 5 : 10) * mag;
 }
 
-function linearTicks(lo, hi, count) {
+function linearTicks(lo, hi, count, integral) {
   if (!(hi > lo)) return [lo];
-  const step = niceStep(hi - lo, count), out = [];
+  const step = integral ? Math.max(1, niceStep(hi - lo, count)) : niceStep(hi - lo, count), out = [];
   for (let v = Math.ceil(lo / step) * step; v <= hi + step * 1e-9; v += step) out.push(Math.abs(v) < step * 1e-9 ? 0 : v);
   return out;
 }
@@ -109,7 +109,8 @@ class LineChart {
     ctx.font = "11px system-ui, sans-serif";
     ctx.strokeStyle = "#e6e6e6"; ctx.fillStyle = "#555"; ctx.lineWidth = 1;
     ctx.textAlign = "center"; ctx.textBaseline = "top";
-    for (const t of linearTicks(x0, x1, Math.max(2, Math.floor(pw / 90)))) {
+    const integral = shown.every(l => l.x.every(Number.isInteger));  // loop coordinates: no ticks between steps
+    for (const t of linearTicks(x0, x1, Math.max(2, Math.floor(pw / 90)), integral)) {
       const px = Math.round(m.l + (t - x0) * sx) + 0.5;
       ctx.beginPath(); ctx.moveTo(px, m.t); ctx.lineTo(px, m.t + ph); ctx.stroke();
       ctx.fillText(tickLabel(t), px, m.t + ph + 4);
