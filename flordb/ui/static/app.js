@@ -296,12 +296,20 @@ function onChanges(shownGeneration, reload) {
     busy = true;
     try { await reload(); } finally { busy = false; if (again) { again = false; run(); } }
   };
-  const events = new EventSource("/-/changes");
-  events.onmessage = m => {
-    const gen = JSON.parse(m.data).generation, shown = shownGeneration();
-    if (gen !== null && shown && JSON.stringify(gen) !== JSON.stringify(shown)) run();
+  let events = null;
+  const listen = () => {
+    events = new EventSource("/-/changes");
+    events.onmessage = m => {
+      const gen = JSON.parse(m.data).generation, shown = shownGeneration();
+      if (gen !== null && shown && JSON.stringify(gen) !== JSON.stringify(shown)) run();
+    };
   };
-  return events;
+  // A browser keeps few connections per server: a tab in the background lets go of its stream
+  // (its first message on return says whether there was news meanwhile).
+  document.addEventListener("visibilitychange", () => {
+    if (document.hidden && events) { events.close(); events = null; } else if (!document.hidden && !events) listen();
+  });
+  if (!document.hidden) listen();
 }
 
 function quoteIdent(name) { return /^[A-Za-z_][A-Za-z0-9_]*$/.test(name) ? name : '"' + name.replace(/"/g, '""') + '"'; }
