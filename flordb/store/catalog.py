@@ -427,6 +427,16 @@ class Catalog:
             self.execute("ROLLBACK")
             raise
 
+    def remove_label(self, run_id: str, kind: str, value: str) -> bool:
+        """Take a tag (or the name or note) ``value`` off a run; False when the run had no such label."""
+        args = [run_id, kind, value]
+        found = self.execute("SELECT count(*) FROM run_labels WHERE run_id = ? AND kind = ? AND value = ?",
+                             args).fetchone()[0]
+        if found:
+            self.execute("DELETE FROM run_labels WHERE run_id = ? AND kind = ? AND value = ?", args)
+            self._bump()
+        return bool(found)
+
     def record_replay(self, **row: Any) -> None:
         cols = ["replay_id", "run_id", "names", "version", "statement", "strategy", "iterations",
                 "seconds", "estimate", "status", "fidelity"]
