@@ -98,7 +98,7 @@ def current_scripts(cat, names: list[str]) -> list[tuple[str, str]]:
     name, so a second script that starts logging it (``finetune.py`` next to
     ``train.py``) is not answered with NULLs in silence.
     """
-    from flordb.hindsight.plan import script_statements
+    from flordb.hindsight.locate import script_statements
 
     scripts = [r[0] for r in cat.execute(
         "SELECT DISTINCT script FROM runs WHERE mode = 'record' AND script IS NOT NULL ORDER BY 1").fetchall()]
