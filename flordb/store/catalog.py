@@ -665,9 +665,10 @@ def _attach(path) -> duckdb.DuckDBPyConnection:
                 alias += "_"
             lock = _take_write_lock(Path(key))
             try:
-                swap = _attach_file(Path(key), alias)
+                swap = _attach_file(Path(key), alias, swappable=lock is not None)
             except BaseException:
-                lock.close()
+                if lock is not None:
+                    lock.close()
                 raise
             entry = _attached[key] = [alias, 0, lock, swap]
         entry[1] += 1
@@ -680,8 +681,9 @@ def _attach(path) -> duckdb.DuckDBPyConnection:
     return con
 
 
-def _attach_file(path: Path, alias: str) -> Path | None:
-    """Attach the catalog in place, or a copy of it when other processes only read it.
+def _attach_file(path: Path, alias: str, swappable: bool) -> Path | None:
+    """Attach the catalog in place, or a copy of it when other processes only read it
+    (and ``swappable``: this process holds the writers' lock).
 
     Returns the copy's path (to be renamed over the catalog on detach), or None.
     """
@@ -691,7 +693,7 @@ def _attach_file(path: Path, alias: str) -> Path | None:
     except duckdb.Error as exc:
         if not is_lock_error(exc):
             raise
-        if not _only_readers(path) or Path(str(path) + ".wal").exists():
+        if not swappable or not _only_readers(path) or Path(str(path) + ".wal").exists():
             raise _Busy() from None
     copy = path.with_name(f"{path.name}{SWAP_SUFFIX}{os.getpid()}")
     shutil.copyfile(path, copy)
@@ -725,19 +727,26 @@ def _only_readers(path: Path) -> bool:
 
 
 def _take_write_lock(path: Path):
-    """Our own writers' turn (an exclusive flock on ``<catalog>.lock``), or :class:`_Busy`."""
-    lock = open(str(path) + ".lock", "a+b")
+    """Our own writers' turn (an exclusive flock on ``<catalog>.lock``), or :class:`_Busy`.
+
+    Returns the open lock file (closing it ends the turn), or None where there can be
+    no such lock (a read-only directory, no flock): DuckDB's own lock still keeps
+    writers apart there, and no copy is ever swapped in (see :func:`_attach_file`).
+    """
     try:
         import fcntl
-    except ImportError:
-        return lock
+
+        lock = open(str(path) + ".lock", "a+b")
+    except (ImportError, OSError):
+        return None
     try:
         fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         lock.close()
         raise _Busy() from None
     except OSError:
-        pass  # a filesystem without flock: DuckDB's own lock still keeps writers apart
+        lock.close()
+        return None
     for stale in path.parent.glob(path.name + SWAP_SUFFIX + "*"):  # left by a writer that died mid-swap
         stale.unlink(missing_ok=True)
     return lock
@@ -757,13 +766,19 @@ def _detach(path, con: duckdb.DuckDBPyConnection) -> None:
                 del _attached[key]
                 alias, _, lock, swap = entry
                 try:
-                    _instance.execute(f'DETACH "{alias}"')  # checkpoints: the file is complete
                     if swap is not None:
+                        _instance.execute(f'CHECKPOINT "{alias}"')  # all of it in the file, no WAL
+                    _instance.execute(f'DETACH "{alias}"')
+                    if swap is not None:
+                        if Path(str(swap) + ".wal").exists():
+                            raise StoreError(f"could not complete the catalog copy {swap}; retry")
                         os.replace(swap, key)  # readers keep the old file; new ones open this one
                 finally:
-                    if swap is not None and swap.exists():
+                    if swap is not None:
                         swap.unlink(missing_ok=True)
-                    lock.close()
+                        Path(str(swap) + ".wal").unlink(missing_ok=True)
+                    if lock is not None:
+                        lock.close()
 
 
 @dataclass
