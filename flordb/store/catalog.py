@@ -1,9 +1,11 @@
 """The DuckDB catalog: the only code that opens or writes ``flor.duckdb``.
 
 Training processes never open it (DESIGN decision 1). The query side opens it
-for the length of one operation, ingests whatever complete segments appeared
-since, does its work and closes it again, so a shell left open never blocks a
-run and two query processes take turns instead of failing.
+for writing for the length of one operation (ingest whatever complete segments
+appeared since, record a replay) and closes it again, so two flordb processes
+take turns instead of failing. User SQL runs on a read-only connection that a
+process keeps from query to query; readers never make a writer wait (see
+"connections" below).
 """
 
 from __future__ import annotations
@@ -118,8 +120,8 @@ class Catalog:
             try:
                 self.con = _attach(self.path)
                 break
-            except (duckdb.Error, _Busy) as exc:
-                if not isinstance(exc, _Busy) and not is_lock_error(exc):
+            except duckdb.Error as exc:
+                if not is_lock_error(exc):
                     raise StoreError(f"cannot open the catalog {self.path}: {first_line(exc)};"
                                      " run `flordb doctor --rebuild` to rebuild it from the segments") from None
                 if time.monotonic() > deadline:
@@ -643,8 +645,9 @@ _attach_lock = threading.RLock()
 SWAP_SUFFIX = ".swap-"
 
 
-class _Busy(Exception):
-    """Another process is writing the catalog: try again shortly."""
+def _busy(path) -> duckdb.IOException:
+    """Another process is writing the catalog: the lock conflict that callers retry (:func:`is_lock_error`)."""
+    return duckdb.IOException(f'Could not set lock on file "{path}": another flordb command is writing it')
 
 
 def _quote(text: str) -> str:
@@ -694,7 +697,7 @@ def _attach_file(path: Path, alias: str, swappable: bool) -> Path | None:
         if not is_lock_error(exc):
             raise
         if not swappable or not _only_readers(path) or Path(str(path) + ".wal").exists():
-            raise _Busy() from None
+            raise
     copy = path.with_name(f"{path.name}{SWAP_SUFFIX}{os.getpid()}")
     shutil.copyfile(path, copy)
     try:
@@ -727,7 +730,7 @@ def _only_readers(path: Path) -> bool:
 
 
 def _take_write_lock(path: Path):
-    """Our own writers' turn (an exclusive flock on ``<catalog>.lock``), or :class:`_Busy`.
+    """Our own writers' turn (an exclusive flock on ``<catalog>.lock``), or a lock conflict (:func:`_busy`).
 
     Returns the open lock file (closing it ends the turn), or None where there can be
     no such lock (a read-only directory, no flock): DuckDB's own lock still keeps
@@ -743,7 +746,7 @@ def _take_write_lock(path: Path):
         fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         lock.close()
-        raise _Busy() from None
+        raise _busy(path) from None
     except OSError:
         lock.close()
         return None
