@@ -25,7 +25,7 @@ from flordb.hindsight.analyze import (
     NESTED, PREFIX, SUFFIX, carried_restorable, carried_state, nested_skip_safety, placement,
 )
 from flordb.hindsight.helpers import attach_helpers, helper_placement, with_flor_import
-from flordb.hindsight.locate import find_log_statements
+from flordb.hindsight.locate import find_log_statements, script_statements
 from flordb.hindsight.propagation import propagate
 from flordb.hindsight.tasks import (  # noqa: F401  (the plan types stay importable from here)
     Calibration, ReplayPlan, RunFacts, RunPlan, Statement, Task, _useful_chunks, _worth_splitting, calibrate,
@@ -225,23 +225,6 @@ def plan_replay(cat: Catalog, names: list[str], where: str | None = None, worker
         rp.estimate = sum(t.estimate for t in rp.tasks)
     plan.calibration = next(iter(cals.values()), None)
     return plan
-
-
-def script_statements(work_tree: Path, names: list[str], scripts: list[str]) -> dict[str, list[Statement]]:
-    """For each recorded script whose current text logs some of ``names``: those statements."""
-    out: dict[str, list[Statement]] = {}
-    for script in scripts:
-        try:
-            source = (work_tree / script).read_text()
-        except (OSError, UnicodeDecodeError):
-            continue
-        hits: dict[str, Statement] = {}
-        for st in find_log_statements(source):
-            if st.name in names and st.name not in hits:
-                hits[st.name] = Statement(st.name, script, st.lineno, st.text)
-        if hits:
-            out[script] = [hits[n] for n in names if n in hits]
-    return out
 
 
 def recorded_loops(cat: Catalog, run_ids: list[str]) -> tuple[str | None, str | None]:
