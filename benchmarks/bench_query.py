@@ -16,6 +16,9 @@ not counted on disk): what one gets by loading the records into DuckDB as they c
    next to ``import duckdb`` + connect + the same query;
 3. ``flordb query`` on a small store from a cold start (target 0.5 s wall),
    next to ``python -c "import duckdb; ..."``;
+   and a new run ingested and queried while another process holds the catalog
+   open read-only (the writer swaps in a copy; no waiting), next to the same with
+   no other process (the ratio is what the copy costs);
 4. bytes on disk per 1M records, catalog and segments together (target 20 MB).
 
 Both sides use DuckDB's default thread count (printed).
@@ -161,6 +164,69 @@ def cold_figures(home: Path, reps: int) -> list[tuple[str, float, float]]:
     ]
 
 
+HOLDER = """
+import sys, duckdb
+for line in sys.stdin:  # each line: let go of the catalog and open it again (the file was swapped)
+    con = duckdb.connect(sys.argv[1], read_only=True)
+    con.execute("SELECT count(*) FROM runs").fetchall()
+    print("holding", flush=True)
+    sys.stdin.readline()
+    con.close()
+    print("released", flush=True)
+"""
+
+
+def add_run(home: Path, n: int) -> None:
+    """One more finished run (10 x 100 steps) in ``home``'s segments, with a fresh id."""
+    import json
+
+    scratch = Path(tempfile.mkdtemp(prefix="flordb-bench-run-"))
+    try:
+        (old,) = build_catalog_store(scratch, 1, 10, 100)
+        run_id = f"20250102-000000-{n:06x}"
+        meta = json.loads((scratch / "segments" / old / "run.json").read_text())
+        meta["run_id"] = run_id
+        (scratch / "segments" / old / "run.json").write_text(json.dumps(meta))
+        shutil.move(str(scratch / "segments" / old), str(home / "segments" / run_id))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def reader_figures(home: Path, reps: int) -> list[tuple[str, float, float]]:
+    """A new run, then ``flor.query``: while a duckdb client holds the catalog, and with nobody else."""
+    import flordb as flor
+    from flordb.store.layout import Layout
+
+    layout = Layout(work_tree=home, home=home)
+    sql = "SELECT count(*) AS n FROM runs"
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(layout.catalog)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    held, alone, n = [], [], 0
+    try:
+        for _ in range(reps):
+            for times, hold in ((held, True), (alone, False)):
+                n += 1
+                add_run(home, n)
+                if hold:
+                    holder.stdin.write("open\n")
+                    holder.stdin.flush()
+                    assert holder.stdout.readline().strip() == "holding"
+                t0 = time.perf_counter()
+                runs = int(flor.query(sql, replay="no", layout=layout)["n"][0])
+                times.append((time.perf_counter() - t0) * 1e3)
+                if hold:
+                    holder.stdin.write("close\n")
+                    holder.stdin.flush()
+                    assert holder.stdout.readline().strip() == "released"
+                if runs < n:
+                    raise SystemExit(f"the new run was not ingested ({runs} runs)")
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=60)
+    return [("new run ingested+queried: reader holding | none (ms)",
+             statistics.median(held), statistics.median(alone))]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="10x smaller sizes (not comparable to targets)")
@@ -196,6 +262,8 @@ def main() -> None:
                 for name, ours, theirs in cold_figures(home, max(3, opts.reps // 2)):
                     goal = "<= 300" if "first" in name else "<= 500"
                     rows.append((f"[{label}] {name}", ours, theirs, goal))
+                for name, ours, theirs in reader_figures(home, max(3, opts.reps // 2)):
+                    rows.append((f"[{label}] {name}", ours, theirs, "no wait (vs no reader)"))
             catalog = (home / "flor.duckdb").stat().st_size / 1e6
             segments = disk_mb(home / "segments")
             per_m = (catalog + segments) / (n / 1e6)

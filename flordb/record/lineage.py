@@ -151,7 +151,7 @@ def load_checkpoint(run: str, name: str | None = None, iteration: int | None = N
     if iteration not in saved:
         raise RecordError(f"flor.load_checkpoint: run {run_id} has no checkpoint at iteration {iteration};"
                           f" it has {_ranges(sorted(saved))}")
-    objs = {n: v for n, v in saved[iteration].items() if n != "__rng__"}
+    objs = {n: v for n, v in saved[iteration].items() if n not in ("__rng__", "__vars__")}
     wanted = [name] if name is not None else sorted(objs)
     state = _load(layout, {n: objs[n] for n in wanted})
     _record({"kind": "lineage", "name": name, "path": (), "coord": (iteration,), "txt": run_id,

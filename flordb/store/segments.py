@@ -203,16 +203,19 @@ class SegmentWriter:
         self.count = 0
         self.seq = 0
 
-    def write(self, logs: list, args: list, events: list, blocks: list | None = None) -> Path | None:
+    def write(self, logs: list, args: list, events: list, blocks: list | None = None,
+              console: list | None = None) -> Path | None:
         """Write one segment; ``logs`` are (name, value, ctx) triples whose ctx
         is an int decoded with ``blocks`` (see :mod:`flordb.record.context`),
-        ``args`` (name, value) pairs, ``events`` rows of the other kinds as dicts.
+        ``args`` (name, value) pairs, ``events`` rows of the other kinds as dicts,
+        ``console`` captured lines as one flat list, five items per line (ctx,
+        channel, logger, level, text; see :mod:`flordb.record.capture`).
 
         Runs on the training thread at every flush, so the log rows (nearly all
         of a segment) are converted column-wise, with no Python loop per record
         when the values are floats.
         """
-        if not logs and not args and not events:
+        if not logs and not args and not events and not console:
             return None
         import numpy as np
         import pyarrow as pa
@@ -223,9 +226,11 @@ class SegmentWriter:
             parts.append(_log_columns(logs, blocks or [((), ())]))
         other = [("arg", nm, value, ((), ()), {}) for nm, value in args]
         other += [(ev["kind"], ev.get("name"), None, (ev.get("path", ()), ev.get("coord", ())), ev) for ev in events]
+        if console:
+            parts.append(_console_columns(console, blocks or [((), ())]))
         if other:
             parts.append(_other_columns(other))
-        nrows = len(logs) + len(other)
+        nrows = len(logs) + len(other) + len(console or ()) // 5
         columns: dict[str, pa.Array] = {}
         for key in _COLUMNS:
             chunks = [part[key] for part in parts]
@@ -309,6 +314,21 @@ def _log_columns(logs: list, blocks: list) -> dict:
         "path": path, "coord": coord,
         "vtype": vtype, "num": num, "txt": txt, "t0": nulls, "t1": nulls, "t2": nulls,
         "n": pa.nulls(n, type=pa.int64()), "aux": pa.nulls(n, type=pa.string()),
+    }
+
+
+def _console_columns(lines: list, blocks: list) -> dict:
+    """Captured console lines (flat: ctx, channel, logger, level, text), column-wise."""
+    import pyarrow as pa
+
+    n = len(lines) // 5
+    path, coord = _contexts(lines[0::5], blocks)
+    nulls = pa.nulls(n, type=pa.float64())
+    return {
+        "kind": pa.repeat(pa.scalar("console", type=pa.string()), n), "name": _strings(lines[1::5]),
+        "path": path, "coord": coord, "vtype": pa.nulls(n, type=pa.int8()), "num": nulls,
+        "txt": _strings(lines[4::5]), "t0": nulls, "t1": nulls, "t2": nulls,
+        "n": pa.array(lines[3::5], type=pa.int64()), "aux": _strings(lines[2::5]),
     }
 
 
