@@ -406,11 +406,15 @@ class Catalog:
         """Fold the segments of runs that just finished (:func:`flordb.store.segments.compact`).
 
         Their records are committed, so this only saves disk: a store that cannot
-        be written (read-only, full) keeps its segments as they are.
+        be written (read-only, full) keeps its segments as they are. The same
+        records in fewer files are no news: the run directory keeps its
+        modification time, so :meth:`ingest_if_changed` does not look again.
         """
         for run_dir in run_dirs:
             try:
-                compact(run_dir, self.con)
+                before = run_dir.stat()
+                if compact(run_dir, self.con) is not None:
+                    os.utime(run_dir, ns=(before.st_atime_ns, before.st_mtime_ns))
             except (OSError, duckdb.Error):
                 continue
 
