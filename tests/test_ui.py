@@ -198,6 +198,9 @@ def test_curves_json_one_line_per_selected_run(client):
         assert np.frombuffer(base64.b64decode(line["x"]), "<f8").tolist() == plain_line["x"]
         assert np.frombuffer(base64.b64decode(line["y"]), "<f8").tolist() == plain_line["y"]
     assert client.get("/curves.json", params={"y": "loss", "encoding": "xml"}).status_code == 400
+    assert client.get("/curves.json", params={"y": "loss", "x0": "inf"}).status_code == 400
+    zoomed = client.get("/curves.json", params={"runs": ids[0], "y": "loss", "x0": "10", "x1": "19.5"}).json()
+    assert zoomed["panels"][0]["lines"][0]["x"] == list(range(10, 20))
     per_step = client.get("/curves.json", params={"runs": ids[0], "y": "loss", "x": "step"}).json()["panels"][0]
     assert max(per_step["lines"][0]["x"]) == 39
     other = client.get("/curves.json", params={"y": "loss,nosuch"}).json()  # no runs named: the latest

@@ -30,7 +30,8 @@ def m4_sql(source: exp.Expression, loops: list[str], x: str, y: str, provenance:
     ``source`` is ``logs`` (through the query API, so the catalog's rows never leave DuckDB)
     or any table with ``run_id``, the loop columns and ``y``. ``x`` is a loop name, or
     "global": a step counted across the loop levels, the innermost coordinate plus
-    the steps of the iterations before it (epoch 2, step 5 of 40-step epochs: 85).
+    the steps of the iterations before it (epoch 2, step 5 of 40-step epochs: 85;
+    an iteration's steps as far as the column's values show: its last step + 1).
     That is a grouped sum, not a row number: no sort of every row.
     Each run keeps, per bucket of the x range (one bucket per pixel), the minimum and the
     maximum (M4-style): a spike one step wide stays visible.
