@@ -262,6 +262,8 @@ def test_sql_json_rows_match_the_query_api(client, store):
 def test_nan_infinity_and_decimals_reach_the_page_as_javascript_reads_them(client, store):
     sql = "SELECT 'nan'::DOUBLE AS a, 'inf'::DOUBLE AS b, '-inf'::DOUBLE AS c, 1.5::DECIMAL(4, 1) AS d"
     assert client.get("/sql.json", params={"q": sql}).json()["rows"] == [["NaN", "Infinity", "-Infinity", 1.5]]
+    big = client.get("/sql.json", params={"q": "SELECT (2::HUGEINT ** 70)::HUGEINT + 1 AS n"}).json()
+    assert big["rows"] == [[2 ** 70 + 1]]  # exact, as the CLI prints it
     cli = subprocess.run([sys.executable, "-m", "flordb", "query", sql, "-f", "json"], cwd=store,
                          env=base_env(store), capture_output=True, text=True, check=True)
     assert json.loads(cli.stdout) == [{"a": "nan", "b": "inf", "c": "-inf", "d": "1.5"}]  # the same encoder
