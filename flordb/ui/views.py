@@ -1,8 +1,8 @@
 """The JSON twins of the pages: plain functions from (layout, parameters) to dicts.
 
 The page of the same name fetches these; tests call them through the app
-without a browser. Values are made JSON-safe here (NaN and infinities as
-strings, timestamps as ISO text), in one place.
+without a browser. Values are made JSON-safe by the results' one encoder
+(``flordb.tabular.plain``), with JavaScript's spelling of NaN and infinities.
 """
 
 from __future__ import annotations
