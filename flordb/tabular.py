@@ -47,15 +47,22 @@ def _display(value: Any) -> Any:
     return value
 
 
-def plain(value: Any) -> Any:
-    """A value as JSON can carry it (NaN and inf become strings, like DuckDB prints them)."""
+NONFINITE = ("nan", "inf", "-inf")  # how NaN, inf and -inf are spelled: as DuckDB prints them
+
+
+def plain(value: Any, nonfinite: tuple[str, str, str] = NONFINITE) -> Any:
+    """A value as JSON can carry it: NaN and infinities become the strings of ``nonfinite``.
+
+    The one JSON encoder of results: the CLI keeps DuckDB's spelling, the web page
+    passes JavaScript's (``"NaN"``, ``"Infinity"``, ``"-Infinity"``).
+    """
     if _is_missing(value):
         return None
     if isinstance(value, float):
         if math.isnan(value):
-            return "nan"
+            return nonfinite[0]
         if math.isinf(value):
-            return "inf" if value > 0 else "-inf"
+            return nonfinite[1] if value > 0 else nonfinite[2]
         return value
     if isinstance(value, _dt.datetime):
         return value.isoformat()
@@ -64,13 +71,13 @@ def plain(value: Any) -> Any:
         return value if isinstance(value, int) else str(value)
     if hasattr(value, "item"):
         try:
-            return plain(value.item())
+            return plain(value.item(), nonfinite)
         except (ValueError, TypeError):
             pass
     if isinstance(value, (list, tuple)):
-        return [plain(v) for v in value]
+        return [plain(v, nonfinite) for v in value]
     if isinstance(value, dict):
-        return {k: plain(v) for k, v in value.items()}
+        return {k: plain(v, nonfinite) for k, v in value.items()}
     if isinstance(value, (int, str, bool)):
         return value
     return str(value)

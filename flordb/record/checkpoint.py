@@ -85,12 +85,16 @@ class CheckpointWriter:
         atexit.register(self.close)
 
     # -- training thread ------------------------------------------------------
-    def submit(self, iteration: int, objects: dict[str, Any]) -> float:
-        """Checkpoint ``objects`` at ``iteration``; returns the caller's seconds spent."""
+    def submit(self, iteration: int, objects: dict[str, Any], variables: dict | None = None) -> float:
+        """Checkpoint ``objects`` at ``iteration``; returns the caller's seconds spent.
+
+        ``variables``: plain variables of the main loop's frame (:mod:`flordb.record.carry`), saved as JSON.
+        """
         t0 = time.perf_counter()
         if self._closed:  # after close: stay correct, synchronously
             copy = self._capture(iteration, objects, None)
             if copy is not None:
+                copy.variables = variables
                 self._write(iteration, copy)
             return time.perf_counter() - t0
         if self._thread is None or self._pid != os.getpid():
@@ -115,6 +119,7 @@ class CheckpointWriter:
         if copy is None:
             self._slot.release()
         else:
+            copy.variables = variables
             self._queue.put((iteration, copy))
         return time.perf_counter() - t0
 
@@ -201,6 +206,10 @@ class CheckpointWriter:
             for name, (kind, payload) in copy.entries.items()
         ]
         jobs.append((RNG_NAME, lambda: serialize_rng(copy.rng)))
+        if copy.variables is not None:
+            from flordb.record import carry
+
+            jobs.append((carry.VARS_NAME, lambda: carry.encode(copy.variables)))
         for name, job in jobs:
             t0 = time.perf_counter()
             try:

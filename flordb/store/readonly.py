@@ -47,6 +47,8 @@ READ_PRAGMAS = frozenset({
     "table_info", "show", "show_tables", "show_tables_expanded", "database_list", "database_size",
     "storage_info", "version", "functions", "collations", "platform", "metadata_info",
 })
+# Per catalog file: the (directories, files) the last fenced database of this process allows.
+_fenced: dict[str, tuple[list[str], list[str]]] = {}
 _EXPLAIN_PREFIX = re.compile(r"^\s*(ANALYZE\b|\([^)]*\))\s*", re.IGNORECASE)
 
 
@@ -130,6 +132,14 @@ def connect_reader(
     con = connect_retrying(lambda: duckdb.connect(str(path), read_only=True), path, timeout,
                            damaged="run `flordb doctor` to check the store")
     try:
+        if con.execute("SELECT current_setting('lock_configuration')").fetchone()[0]:
+            # DuckDB gave us the database this process already opened (one per file): fenced by
+            # an earlier call, which is fine when it allowed the same files.
+            if _fenced.get(str(path)) == (dirs, files):
+                return con
+            raise StoreError(f"the catalog {path} is open in this process with other --allow-files;"
+                             " close that connection first")
+        _fenced[str(path)] = (dirs, files)
         if dirs:
             con.execute("SET allowed_directories = ?", [dirs])
         if files:
