@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import secrets
 import sys
@@ -170,58 +171,100 @@ def extract(cat: Catalog, name: str, pattern: str | None = None, ex: Extraction 
 
     Runs that logged ``name`` themselves get no extracted values (they are only
     compared). Coordinates a replay already filled keep the replayed value; an
-    earlier extraction of the same coordinates is replaced. One transaction,
-    in SQL: the values are a function of the ``console`` rows (themselves from
-    segments) and the pattern, which ``replays`` keeps, so nothing is lost
-    when the catalog is rebuilt from segments and the extraction repeated.
+    earlier extraction of the same coordinates is replaced. The values are
+    written as segments first, the source of truth (:func:`write_segments`),
+    then ingested like a replay's, so ``flordb doctor --rebuild`` brings them
+    back with their provenance.
     """
-    from flordb.store.segments import FLOAT
-
     ex = ex or scan(cat, name, pattern)  # ext_scan must hold this scan
     ex.comparison = compare(cat, ex)
     recorded = {r[0] for r in cat.execute(
         "SELECT DISTINCT run_id FROM log_names WHERE lower(name) = lower(?) AND NOT replayed", [name]).fetchall()}
     ex.skipped = {r: "the run logged it itself" for r in ex.runs if r in recorded}
-    stamp = f"{PREFIX}{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+    now = time.time()  # milliseconds in the id: a later extraction's id sorts after (see Catalog._load_replayed)
+    stamp = f"{PREFIX}{time.strftime('%Y%m%d-%H%M%S', time.localtime(now))}{int(now * 1000) % 1000:03d}" \
+            f"-{secrets.token_hex(2)}"
     statement = json.dumps({name: f"console: {ex.pattern}"})
     ex_ = cat.execute
-    ex_("BEGIN TRANSACTION")
+    ex_(
+        f"""CREATE OR REPLACE TEMP TABLE extracted AS
+            SELECT run_id, path, coord, seq, CAST(raw AS DOUBLE) AS num, $1 || '-' || left(md5(run_id), 6) AS replay_id
+            FROM ext_scan WHERE run_id NOT IN
+                (SELECT run_id FROM log_names WHERE lower(name) = lower($2) AND NOT replayed)""",
+        [stamp, name],
+    )
     try:
-        ex_(
-            f"""CREATE OR REPLACE TEMP TABLE extracted AS
-                SELECT run_id, path, coord, seq, CAST(raw AS DOUBLE) AS num, $1 || '-' || left(md5(run_id), 6) AS replay_id
-                FROM ext_scan WHERE run_id NOT IN
-                    (SELECT run_id FROM log_names WHERE lower(name) = lower($2) AND NOT replayed)""",
-            [stamp, name],
-        )
         ex_(  # a replay's value is the reference: keep it
             f"""DELETE FROM extracted e USING records x WHERE x.run_id = e.run_id AND lower(x.name) = lower(?)
                 AND x.path = e.path AND x.coord = e.coord AND x.replay_id IS NOT NULL
                 AND NOT starts_with(x.replay_id, '{PREFIX}')""", [name])
-        ex_(
-            f"""DELETE FROM records x USING extracted e WHERE x.run_id = e.run_id AND lower(x.name) = lower(?)
-                AND x.path = e.path AND x.coord = e.coord AND starts_with(x.replay_id, '{PREFIX}')""", [name])
-        ex_(f"INSERT INTO records SELECT run_id, seq, ?, path, coord, {FLOAT}, num, NULL, replay_id FROM extracted",
-            [name])
-        ex_(f"""INSERT INTO log_names (run_id, name, path, vtype, n, replayed, dups)
-                SELECT run_id, ?, path, {FLOAT}, count(*), true, 0 FROM extracted GROUP BY ALL""", [name])
-        ex_(
-            """INSERT OR REPLACE INTO replays (replay_id, run_id, names, version, statement, strategy, iterations,
-                   started, seconds, estimate, status, fidelity)
-               SELECT replay_id, run_id, [?], NULL, ?, 'extract',
-                      string_agg(DISTINCT CAST(coord[1] AS VARCHAR), ',' ORDER BY CAST(coord[1] AS VARCHAR)),
-                      current_timestamp, 0.0, 0.0, 'extracted', NULL
-               FROM extracted GROUP BY replay_id, run_id""",
-            [name, statement],
-        )
-        ex.written = dict(ex_("SELECT DISTINCT run_id, replay_id FROM extracted").fetchall())
-        ex_("DROP TABLE extracted")
-        cat.changed()  # the catalog's generation: cached schemas and plans must see the new column
-        ex_("COMMIT")
-    except BaseException:
-        ex_("ROLLBACK")
-        raise
+        write_segments(cat, name, ex.pattern)
+        cat.ingest()  # as a replay's values: an earlier extraction of the same coordinates is replaced
+        ex_("BEGIN TRANSACTION")
+        try:
+            ex_(
+                """INSERT OR REPLACE INTO replays (replay_id, run_id, names, version, statement, strategy, iterations,
+                       started, seconds, estimate, status, fidelity)
+                   SELECT replay_id, run_id, [?], NULL, ?, 'extract',
+                          string_agg(DISTINCT CAST(coord[1] AS VARCHAR), ',' ORDER BY CAST(coord[1] AS VARCHAR)),
+                          current_timestamp, 0.0, 0.0, 'extracted', NULL
+                   FROM extracted GROUP BY replay_id, run_id""",
+                [name, statement],
+            )
+            ex.written = dict(ex_("SELECT DISTINCT run_id, replay_id FROM extracted").fetchall())
+            cat.changed()  # the catalog's generation: cached schemas and plans must see the new column
+            ex_("COMMIT")
+        except BaseException:
+            ex_("ROLLBACK")
+            raise
+    finally:
+        ex_("DROP TABLE IF EXISTS extracted")
     return ex
+
+
+def write_segments(cat: Catalog, name: str, pattern: str) -> int:
+    """The values in the temp table ``extracted`` as segments: one directory per run, a replay's layout.
+
+    ``segments/<replay id>/`` holds ``run.json`` (mode ``replay``, the run it
+    belongs to, the replay id ``extract-...`` that is the values' provenance,
+    and ``extract``: the name and the pattern), one segment of ``log`` rows at
+    the coordinates of the console lines they were read from, and
+    ``end.json``. The catalog ingests it like a replay worker's output.
+    Written segment first, ``run.json`` last: ingest ignores a directory
+    without ``run.json``. Returns the number of directories written.
+    """
+    import pyarrow.parquet as pq
+
+    from flordb.store.segments import FLOAT, write_json_atomic
+
+    groups = cat.execute("SELECT run_id, replay_id, count(*) FROM extracted GROUP BY ALL ORDER BY run_id").fetchall()
+    if not groups:
+        return 0
+    cat.execute(
+        f"""CREATE OR REPLACE TEMP TABLE extracted_rows AS
+            SELECT 'log' AS kind, CAST(seq AS BIGINT) AS seq, CAST(? AS VARCHAR) AS name, path, coord,
+                   CAST({FLOAT} AS TINYINT) AS vtype, num, CAST(NULL AS VARCHAR) AS txt, CAST(NULL AS DOUBLE) AS t0,
+                   CAST(NULL AS DOUBLE) AS t1, CAST(NULL AS DOUBLE) AS t2, CAST(NULL AS BIGINT) AS n,
+                   CAST(NULL AS VARCHAR) AS aux
+            FROM extracted ORDER BY run_id, seq""", [name])
+    try:
+        table = cat.con.sql("FROM extracted_rows").to_arrow_table()
+    finally:
+        cat.execute("DROP TABLE extracted_rows")
+    now = time.time()
+    offset = 0
+    for run_id, replay_id, n in groups:
+        run_dir = cat.layout.run_dir(replay_id)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        tmp, final = run_dir / ".seg-000001.tmp", run_dir / "seg-000001.parquet"
+        pq.write_table(table.slice(offset, n), tmp, compression="snappy", write_statistics=False)
+        os.replace(tmp, final)
+        offset += n
+        write_json_atomic(run_dir / "end.json", {"status": "finished", "ended": now, "error": None})
+        write_json_atomic(run_dir / "run.json", {
+            "run_id": replay_id, "mode": "replay", "replay_of": run_id, "replay_id": replay_id, "started": now,
+            "version": None, "extract": {"name": name, "pattern": pattern}})
+    return len(groups)
 
 
 # -- offering it for a missing column (the query hook) -------------------------------------------

@@ -475,6 +475,15 @@ class Catalog:
             "DELETE FROM seg_new s USING seg_recorded r WHERE r.run_id = s.target AND r.name = s.name"
             " AND s.kind = 'log' AND s.replay_id IS NOT NULL"
         )
+        # Extracted values (replay ids extract-..., hindsight/extract.py) yield to replayed ones and to
+        # later extractions at the same coordinates, as they did when each was ingested on its own:
+        # a rebuild loads them all in one batch.
+        self.execute(
+            "DELETE FROM seg_new e USING seg_new r WHERE e.kind = 'log' AND r.kind = 'log'"
+            " AND starts_with(e.replay_id, 'extract-') AND r.replay_id IS NOT NULL AND r.replay_id <> e.replay_id"
+            " AND (NOT starts_with(r.replay_id, 'extract-') OR r.replay_id > e.replay_id)"
+            " AND r.target = e.target AND r.name = e.name AND r.path = e.path AND r.coord = e.coord"
+        )
         self.execute(
             "DELETE FROM records r USING seg_new s WHERE s.kind = 'log' AND s.replay_id IS NOT NULL"
             " AND r.replay_id IS NOT NULL AND r.run_id = s.target AND r.name = s.name"
