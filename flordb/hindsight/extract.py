@@ -25,6 +25,7 @@ import secrets
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from flordb.errors import HindsightError
 from flordb.store.catalog import Catalog
@@ -198,7 +199,7 @@ def extract(cat: Catalog, name: str, pattern: str | None = None, ex: Extraction 
             f"""DELETE FROM extracted e USING records x WHERE x.run_id = e.run_id AND lower(x.name) = lower(?)
                 AND x.path = e.path AND x.coord = e.coord AND x.replay_id IS NOT NULL
                 AND NOT starts_with(x.replay_id, '{PREFIX}')""", [name])
-        write_segments(cat, name, ex.pattern)
+        write_segments(cat, name, ex.pattern, stamp)
         cat.ingest()  # as a replay's values: an earlier extraction of the same coordinates is replaced
         ex_("BEGIN TRANSACTION")
         try:
@@ -222,49 +223,45 @@ def extract(cat: Catalog, name: str, pattern: str | None = None, ex: Extraction 
     return ex
 
 
-def write_segments(cat: Catalog, name: str, pattern: str) -> int:
-    """The values in the temp table ``extracted`` as segments: one directory per run, a replay's layout.
+def write_segments(cat: Catalog, name: str, pattern: str, ident: str) -> Path | None:
+    """The values in the temp table ``extracted`` as one segment directory, the source of truth.
 
-    ``segments/<replay id>/`` holds ``run.json`` (mode ``replay``, the run it
-    belongs to, the replay id ``extract-...`` that is the values' provenance,
-    and ``extract``: the name and the pattern), one segment of ``log`` rows at
-    the coordinates of the console lines they were read from, and
-    ``end.json``. The catalog ingests it like a replay worker's output.
-    Written segment first, ``run.json`` last: ingest ignores a directory
-    without ``run.json``. Returns the number of directories written.
+    ``segments/<ident>/`` (``ident``: the extraction's stamp ``extract-...``) holds ``run.json`` (mode ``extract``, the
+    name and the pattern), one segment of ``log`` rows for every run at the
+    coordinates of the console lines they were read from, each row naming
+    its run in ``aux`` and its provenance (the replay id ``extract-...``) in
+    ``txt``, and ``end.json``. The catalog ingests it like a replay worker's
+    output (``Catalog._load_segments`` routes each row to its run). Segment
+    first, ``run.json`` last: ingest ignores a directory without ``run.json``.
     """
     import pyarrow.parquet as pq
 
     from flordb.store.segments import FLOAT, write_json_atomic
 
-    groups = cat.execute("SELECT run_id, replay_id, count(*) FROM extracted GROUP BY ALL ORDER BY run_id").fetchall()
-    if not groups:
-        return 0
+    (count,) = cat.execute("SELECT count(*) FROM extracted").fetchone()
+    if not count:
+        return None
     cat.execute(
         f"""CREATE OR REPLACE TEMP TABLE extracted_rows AS
             SELECT 'log' AS kind, CAST(seq AS BIGINT) AS seq, CAST(? AS VARCHAR) AS name, path, coord,
-                   CAST({FLOAT} AS TINYINT) AS vtype, num, CAST(NULL AS VARCHAR) AS txt, CAST(NULL AS DOUBLE) AS t0,
+                   CAST({FLOAT} AS TINYINT) AS vtype, num, replay_id AS txt, CAST(NULL AS DOUBLE) AS t0,
                    CAST(NULL AS DOUBLE) AS t1, CAST(NULL AS DOUBLE) AS t2, CAST(NULL AS BIGINT) AS n,
-                   CAST(NULL AS VARCHAR) AS aux
-            FROM extracted ORDER BY run_id, seq""", [name])
+                   run_id AS aux
+            FROM extracted""", [name])
     try:
         table = cat.con.sql("FROM extracted_rows").to_arrow_table()
     finally:
         cat.execute("DROP TABLE extracted_rows")
+    run_dir = cat.layout.run_dir(ident)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tmp, final = run_dir / ".seg-000001.tmp", run_dir / "seg-000001.parquet"
+    pq.write_table(table, tmp, compression="snappy", write_statistics=False)
+    os.replace(tmp, final)
     now = time.time()
-    offset = 0
-    for run_id, replay_id, n in groups:
-        run_dir = cat.layout.run_dir(replay_id)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        tmp, final = run_dir / ".seg-000001.tmp", run_dir / "seg-000001.parquet"
-        pq.write_table(table.slice(offset, n), tmp, compression="snappy", write_statistics=False)
-        os.replace(tmp, final)
-        offset += n
-        write_json_atomic(run_dir / "end.json", {"status": "finished", "ended": now, "error": None})
-        write_json_atomic(run_dir / "run.json", {
-            "run_id": replay_id, "mode": "replay", "replay_of": run_id, "replay_id": replay_id, "started": now,
-            "version": None, "extract": {"name": name, "pattern": pattern}})
-    return len(groups)
+    write_json_atomic(run_dir / "end.json", {"status": "finished", "ended": now, "error": None})
+    write_json_atomic(run_dir / "run.json", {"run_id": ident, "mode": "extract", "replay_id": ident, "started": now,
+                                             "version": None, "extract": {"name": name, "pattern": pattern}})
+    return run_dir
 
 
 # -- offering it for a missing column (the query hook) -------------------------------------------
