@@ -8,8 +8,10 @@ One statement, read top to bottom:
 4. execute: the one place a user's statement runs (:func:`flordb.sql.engine.run_table`).
 
 This module sits above both :mod:`flordb.sql` and :mod:`flordb.hindsight`; neither
-imports it. Each call opens the catalog for its own length and ingests new
-segments first, so records of running runs are visible up to their last flush.
+imports it. Each call ingests new segments first (when the segment directories
+changed), so records of running runs are visible up to their last flush; a call
+that finds nothing new writes nothing and reuses the process's read-only
+connection, schema and plans (see :class:`flordb.store.catalog.Catalog`).
 """
 
 from __future__ import annotations
@@ -66,9 +68,9 @@ def answer(statement: str | exp.Expression, replay: str, layout: Layout | None, 
     """The orchestrator: prepare, fill missing columns, refresh stale ones, execute."""
     tree = parse(statement) if isinstance(statement, str) else statement
     key = statement if isinstance(statement, str) else None
-    with open_catalog(layout, create=False) as cat:
+    with open_catalog(layout, create=False, lazy=True) as cat:
         cat.allow_files = tuple(str(p) for p in allow_files)
-        cat.ingest()
+        cat.ingest_if_changed()
         if explained(tree) is not None:
             return _explain(cat, tree, fetch)
         plan, schema = _prepare(cat, tree, replay, key)
@@ -142,8 +144,8 @@ def convert(table: "pa.Table", into: str) -> Any:
 
 def dataframe(*names: str, replay: str = "ask", layout: Layout | None = None, into: str = "pandas") -> Any:
     """Shorthand: the named columns plus the run and loop columns, ordered."""
-    with open_catalog(layout, create=False) as cat:
-        cat.ingest()
+    with open_catalog(layout, create=False, lazy=True) as cat:
+        cat.ingest_if_changed()
         schema = load_schema(cat)
     wanted = list(dict.fromkeys(names))
     loops = [c.name for c in schema.of_kind("loop")]

@@ -12,6 +12,11 @@ from __future__ import annotations
 import ast
 import textwrap
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from flordb.hindsight.tasks import Statement
 
 # Names assumed to mean flordb even without a visible import: snippets and
 # scripts that receive ``flor`` indirectly still deserve to be found.
@@ -141,3 +146,25 @@ def find_log_statements(source: str, name: str | None = None) -> list[LogStateme
             )
         )
     return sorted(found, key=lambda s: (s.lineno, s.end_lineno))
+
+
+def script_statements(work_tree: Path, names: list[str], scripts: list[str]) -> dict[str, list[Statement]]:
+    """For each recorded script whose current text logs some of ``names``: those statements.
+
+    Here, not in :mod:`flordb.hindsight.plan`, so that a query checking for gaps imports no planner.
+    """
+    from flordb.hindsight.tasks import Statement
+
+    out: dict[str, list[Statement]] = {}
+    for script in scripts:
+        try:
+            source = (work_tree / script).read_text()
+        except (OSError, UnicodeDecodeError):
+            continue
+        hits: dict[str, Statement] = {}
+        for st in find_log_statements(source):
+            if st.name in names and st.name not in hits:
+                hits[st.name] = Statement(st.name, script, st.lineno, st.text)
+        if hits:
+            out[script] = [hits[n] for n in names if n in hits]
+    return out

@@ -44,13 +44,13 @@ def failed_runs(cat, names: list[str]) -> dict[str, list[tuple[str, str]]]:
     """For each name: (run_id, reason) of runs whose latest replay of it failed."""
     if not names:
         return {}
-    rows = cat.execute(
+    rows = cat.cached(f"failed_runs:{sorted(names)}", lambda: cat.execute(  # asked before every query
         """WITH attempts AS (SELECT run_id, unnest(names) AS name, status, fidelity, started FROM replays)
            SELECT name, run_id, arg_max(fidelity, started) AS why FROM attempts
            WHERE list_contains(?, name) GROUP BY name, run_id
            HAVING arg_max(status, started) = 'failed' ORDER BY name, run_id""",
         [list(names)],
-    ).fetchall()
+    ).fetchall())
     out: dict[str, list[tuple[str, str]]] = {}
     for name, run_id, why in rows:
         out.setdefault(name, []).append((run_id, why or "the replay failed"))
@@ -98,7 +98,7 @@ def current_scripts(cat, names: list[str]) -> list[tuple[str, str]]:
     name, so a second script that starts logging it (``finetune.py`` next to
     ``train.py``) is not answered with NULLs in silence.
     """
-    from flordb.hindsight.plan import script_statements
+    from flordb.hindsight.locate import script_statements
 
     scripts = [r[0] for r in cat.execute(
         "SELECT DISTINCT script FROM runs WHERE mode = 'record' AND script IS NOT NULL ORDER BY 1").fetchall()]

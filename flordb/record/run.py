@@ -103,6 +103,7 @@ class Run:
         self.ckpt_writer = None
         self.ckpt_policy = None
         self.ckpt_seconds: float | None = None
+        self.main_frame = None  # the frame iterating the main loop: its plain variables go with checkpoints
         self.finished = False
         self.lock = threading.Lock()
         self.writer = SegmentWriter(self.dir)
@@ -276,7 +277,9 @@ class Run:
         is_last = self.outer_total is not None and iteration == self.outer_total - 1
         try:
             if self.ckpt_policy.should_checkpoint(iteration, is_last):
-                self.ckpt_seconds = self.ckpt_writer.submit(iteration, self.objects)
+                from flordb.record.carry import snapshot
+
+                self.ckpt_seconds = self.ckpt_writer.submit(iteration, self.objects, snapshot(self.main_frame))
                 self.saved = iteration
         except Exception as exc:
             report(f"checkpoint of iteration {iteration} failed: {exc}")
@@ -301,7 +304,9 @@ class Run:
         if nested or self.saved == i:
             return
         try:
-            self.ckpt_writer.submit(i, self.objects)
+            from flordb.record.carry import snapshot, user_frame
+
+            self.ckpt_writer.submit(i, self.objects, snapshot(self.main_frame or user_frame()))
             self.saved = i
             self.ckpt_writer.flush()  # its rows carry this loop's path (see _checkpoint_written)
         except Exception as exc:
@@ -349,6 +354,9 @@ class Run:
         self.outer_paths.add(path)
         base = self.blocks.open(path, ())
         i = -1
+        from flordb.record.carry import user_frame
+
+        self.main_frame = user_frame()
         try:
             for i, item in enumerate(iterable):
                 cur[0] = base + i
@@ -371,6 +379,7 @@ class Run:
             if i is not None:  # left mid-iteration (a break, an exception): no state is an iteration's end
                 self.ended = None
             cur[0] = TOP
+            self.main_frame = None
             if bar is not None:
                 bar.close()
 
@@ -443,6 +452,9 @@ class Run:
     def outer_iteration(self, path: tuple, base: int, i: int) -> Iterator[None]:
         cur, perf = self.cur, time.perf_counter
         self.outer_path = path
+        from flordb.record.carry import user_frame
+
+        self.main_frame = user_frame()
         self.outer_total = None
         cur[0] = base + i
         self.nested_exit = None
@@ -454,11 +466,13 @@ class Run:
         except BaseException:
             cur[0] = TOP
             self.ended = None  # the state is no iteration's end state
+            self.main_frame = None
             raise
         t1 = perf()
         cur[0] = TOP
         self.events.append({"kind": "iter", "path": path, "coord": (i,), "t0": t0, "t1": t1, "t2": self.nested_exit})
         self.end_iteration(i, t0, t1)
+        self.main_frame = None
 
     def on_nested_exit(self, iteration: int) -> None:
         """The first nested loop of a main-loop iteration ended: its exit state is worth saving."""
@@ -474,25 +488,15 @@ def _relative(path: str, root: Path) -> str:
 
 
 def _warm_up_writer() -> None:
-    """Import what the first flush needs on a daemon thread, while the script sets up.
+    """Import, on this (the training) thread, what a run's last flush needs.
 
-    pyarrow imports pandas on its first conversion (a few hundred ms); doing it
-    here keeps that off the first main-loop iteration. concurrent.futures.thread
-    is imported on this thread because it cannot be imported once the
-    interpreter shuts down, which is when a run without loops first flushes.
+    concurrent.futures.thread cannot be imported once the interpreter shuts
+    down, which is when a run without loops first flushes. Nothing is imported
+    on a background thread: a thread importing pyarrow (hence numpy) while the
+    script imports numpy made the script see a "partially initialized module
+    'numpy'" (issue 11); pyarrow is imported by the first flush instead.
     """
     import concurrent.futures.thread  # noqa: F401
-
-    def work() -> None:
-        try:
-            import pyarrow
-            import pyarrow.parquet  # noqa: F401
-
-            pyarrow.array([0.0])
-        except BaseException:  # the flush will report a real problem; this is only a head start
-            pass
-
-    threading.Thread(target=work, name="flordb-warm-up", daemon=True).start()
 
 
 def heartbeat_interval() -> float:

@@ -1,16 +1,18 @@
 """The DuckDB catalog: the only code that opens or writes ``flor.duckdb``.
 
 Training processes never open it (DESIGN decision 1). The query side opens it
-for the length of one operation, ingests whatever complete segments appeared
-since, does its work and closes it again, so a shell left open never blocks a
-run and two query processes take turns instead of failing.
+for writing for the length of one operation (ingest whatever complete segments
+appeared since, record a replay) and closes it again, so two flordb processes
+take turns instead of failing. User SQL runs on a read-only connection that a
+process keeps from query to query; readers never make a writer wait (see
+"connections" below).
 """
 
 from __future__ import annotations
 
 import functools
 import os
-import random
+import shutil
 import socket
 import threading
 import time
@@ -22,10 +24,10 @@ from typing import Any, Callable, Iterator
 
 import duckdb
 
-from flordb.errors import CatalogBusyError, NoStoreError, StoreError
+from flordb.errors import NoStoreError, StoreError
 from flordb.store.layout import Layout
-from flordb.store.readonly import connect_reader, first_line, is_lock_error
-from flordb.store.segments import iter_run_dirs, segment_files
+from flordb.store.readonly import connect_reader, connect_retrying, first_line, is_lock_error
+from flordb.store.segments import compact, iter_run_dirs, segment_files
 from flordb.store.validate import Damaged, DamagedFile, check_segment, end_meta, quarantine, run_meta
 
 Tracer = Callable[[str, Any], None]
@@ -34,6 +36,10 @@ Tracer = Callable[[str, Any], None]
 # the replayed statements), per catalog file and per catalog generation: reused
 # across queries of one process until something is ingested or replayed.
 _CACHE: dict[tuple[str, str], tuple[tuple, Any]] = {}
+_GENERATION_SQL = "SELECT (SELECT max(version) FROM schema_version), generation FROM catalog_state"
+# Per catalog file: (segments stamp, generation, valid until) after this process's last ingest.
+_SEEN: dict[str, tuple[int, tuple, float]] = {}
+UNFINISHED_RECHECK_S = 2.0
 
 
 @functools.lru_cache(maxsize=1)
@@ -70,12 +76,15 @@ class Catalog:
     """One open connection to the catalog, used as a context manager."""
 
     def __init__(self, layout: Layout, *, timeout: float | None = None, tracer: Tracer | None = None,
-                 create: bool = True):
+                 create: bool = True, lazy: bool = False):
         self.layout = layout
         self.path = layout.catalog
         self.timeout = float(os.environ.get("FLORDB_LOCK_TIMEOUT", "120")) if timeout is None else timeout
         self.tracer = tracer
         self.create = create  # False for commands that only read: no store is made where there is none
+        # True for the query path: the writing connection is attached only when something must be
+        # written; until then the process's shared read-only connection answers (see reader()).
+        self.lazy = lazy
         self._con: duckdb.DuckDBPyConnection | None = None
         self._reopen = False  # reader() closed the writing connection; reopen it when used
         self.allow_files: tuple[str, ...] = ()  # files user SQL may read (``--allow-files``)
@@ -98,23 +107,14 @@ class Catalog:
                 f"no FlorDB store at {self.layout.home}: run a script that calls flor.log there first,"
                 " or cd into a project (FLORDB_HOME points elsewhere)"
             )
-        deadline = time.monotonic() + self.timeout
-        delay = 0.01
-        while True:
-            try:
-                self.con = _attach(self.path)
-                break
-            except duckdb.Error as exc:
-                if not is_lock_error(exc):
-                    raise StoreError(f"cannot open the catalog {self.path}: {first_line(exc)};"
-                                     " run `flordb doctor --rebuild` to rebuild it from the segments") from None
-                if time.monotonic() > deadline:
-                    raise CatalogBusyError(
-                        f"the catalog {self.path} stayed locked by another process for {self.timeout:.0f} s;"
-                        " retry, or raise FLORDB_LOCK_TIMEOUT"
-                    ) from None
-                time.sleep(delay * (1 + random.random()))
-                delay = min(delay * 2, 0.5)
+        if self.lazy:
+            self._reopen = True  # attached on first use of `con`
+            return
+        self._open_writer()
+
+    def _open_writer(self) -> None:
+        self.con = connect_retrying(lambda: _attach(self.path), self.path, self.timeout,
+                                    damaged="run `flordb doctor --rebuild` to rebuild it from the segments")
         self.migrate()
 
     def close(self) -> None:
@@ -130,7 +130,7 @@ class Catalog:
         """The writing connection; opened again on first use after :meth:`reader` closed it."""
         if self._con is None and self._reopen:
             self._reopen = False
-            self.open()
+            self._open_writer()
         return self._con
 
     @con.setter
@@ -143,18 +143,25 @@ class Catalog:
 
         DuckDB allows one configuration per file and process, so the writing
         connection is detached first; it is attached again only if this
-        catalog is used for writing afterwards.
+        catalog is used for writing afterwards. The read-only connection itself
+        stays open for the next query while the file stays the same (see
+        :func:`_shared_reader`); each use gets its own cursor.
         """
+        self._release_writer()
+        entry = _shared_reader(self.path, tuple(self.allow_files), self.timeout)
+        cur = entry.con.cursor()
+        try:
+            yield cur
+        finally:
+            cur.close()
+
+    def _release_writer(self) -> None:
+        """Detach the writing connection (if attached); it is attached again when next used."""
         reopen = self._reopen or self._con is not None
         if self._con is not None:
             con, self._con = self._con, None
             _detach(self.path, con)  # the file is free for the read-only configuration
         self._reopen = reopen
-        con = connect_reader(self.path, allow_files=self.allow_files, timeout=self.timeout)
-        try:
-            yield con
-        finally:
-            con.close()
 
     def execute(self, sql: str, params: Any = None) -> duckdb.DuckDBPyConnection:
         """Every statement goes through here, so ``tracer`` sees them all."""
@@ -191,11 +198,44 @@ class Catalog:
 
     def generation(self) -> tuple:
         """(schema version, write counter): changes whenever this or another process writes the catalog."""
+        if self._generation is None and self._con is None and self.lazy:
+            self._generation = self._reader_generation()
         if self._generation is None:
-            self._generation = self.execute(
-                "SELECT (SELECT max(version) FROM schema_version), generation FROM catalog_state"
-            ).fetchone()
+            self._generation = self.execute(_GENERATION_SQL).fetchone()
         return self._generation
+
+    def _reader_generation(self) -> tuple | None:
+        """The generation the shared read-only connection sees; None when only the writer can say
+        (no catalog file yet, or migrations to apply)."""
+        if _file_id(self.path) is None:
+            return None
+        try:
+            entry = _shared_reader(self.path, tuple(self.allow_files), self.timeout)
+        except StoreError:
+            return None
+        latest = max((n for n, _, _ in _migrations()), default=0)
+        gen = entry.generation
+        return gen if gen is not None and gen[0] == latest else None
+
+    def ingest_if_changed(self) -> IngestStats:
+        """:meth:`ingest`, skipped when nothing on disk changed since this process last ingested.
+
+        "Nothing changed": the modification times of ``segments/`` and of each run's
+        directory are as they were (segments, ``run.json`` and ``end.json`` appear by
+        rename, which touches their directory) and the catalog is at the generation
+        that ingest left. While some run is unfinished its status may still change
+        without a file appearing (its process dies), so then the check expires after
+        a moment.
+        """
+        key = str(self.path)
+        stamp = _segments_stamp(self.layout.segments)
+        seen = _SEEN.get(key)
+        if seen is not None and seen[0] == stamp and time.monotonic() < seen[2] and self.generation() == seen[1]:
+            return IngestStats()
+        stats = self.ingest()
+        ttl = UNFINISHED_RECHECK_S if stats.runs else float("inf")
+        _SEEN[key] = (stamp, self.generation(), time.monotonic() + ttl)
+        return stats
 
     def changed(self) -> None:
         """Code that wrote the catalog directly says so: cached schemas and plans must see it."""
@@ -293,6 +333,7 @@ class Catalog:
             seen.setdefault(run_id, set()).add(seg)
         home = self.layout.home
         run_rows, files, owners, label_rows = [], [], [], []
+        finished: list[Path] = []
         for run_dir in iter_run_dirs(self.layout.segments):
             run_id = run_dir.name
             if run_id in complete:
@@ -320,6 +361,8 @@ class Catalog:
                     continue
                 new.append(f)
             run_rows.append(self._run_row(meta, end, done=end is not None, run_dir=run_dir))
+            if end is not None:
+                finished.append(run_dir)
             given = meta.get("labels") if isinstance(meta.get("labels"), dict) else {}
             label_rows += [(meta["run_id"], "name", str(given["name"]))] if given.get("name") else []
             label_rows += [(meta["run_id"], "tag", str(t)) for t in given.get("tags") or [] if t]
@@ -356,7 +399,20 @@ class Catalog:
             raise StoreError(f"could not ingest new records: {first_line(exc)}; run `flordb doctor`") from None
         del damaged[:]
         stats.segments, stats.runs = len(files), len(run_rows)
+        self._compact(finished)
         return stats
+
+    def _compact(self, run_dirs: list[Path]) -> None:
+        """Fold the segments of runs that just finished (:func:`flordb.store.segments.compact`).
+
+        Their records are committed, so this only saves disk: a store that cannot
+        be written (read-only, full) keeps its segments as they are.
+        """
+        for run_dir in run_dirs:
+            try:
+                compact(run_dir, self.con)
+            except (OSError, duckdb.Error):
+                continue
 
     def _find_bad_segments(self, files: list[str], owners: list[tuple]) -> list[tuple[str, str, str]]:
         """Load each file alone to name the ones the batch load failed on."""
@@ -444,6 +500,16 @@ class Catalog:
             self.execute("ROLLBACK")
             raise
 
+    def remove_label(self, run_id: str, kind: str, value: str) -> bool:
+        """Take a tag (or the name or note) ``value`` off a run; False when the run had no such label."""
+        args = [run_id, kind, value]
+        found = self.execute("SELECT count(*) FROM run_labels WHERE run_id = ? AND kind = ? AND value = ?",
+                             args).fetchone()[0]
+        if found:
+            self.execute("DELETE FROM run_labels WHERE run_id = ? AND kind = ? AND value = ?", args)
+            self._bump()
+        return bool(found)
+
     def record_replay(self, **row: Any) -> None:
         cols = ["replay_id", "run_id", "names", "version", "statement", "strategy", "iterations",
                 "seconds", "estimate", "status", "fidelity"]
@@ -487,12 +553,56 @@ class Catalog:
                 " AND (NOT starts_with(r.replay_id, 'extract-') OR r.replay_id > e.replay_id)"
                 " AND r.target = e.target AND r.name = e.name AND r.path = e.path AND r.coord = e.coord"
             )
-        self.execute(
-            "DELETE FROM records r USING seg_new s WHERE s.kind = 'log' AND s.replay_id IS NOT NULL"
-            " AND r.replay_id IS NOT NULL AND r.run_id = s.target AND r.name = s.name"
-            " AND r.path = s.path AND r.coord = s.coord"
+        self.delete_records(
+            "s.kind = 'log' AND s.replay_id IS NOT NULL AND x.replay_id IS NOT NULL AND x.run_id = s.target"
+            " AND x.name = s.name AND x.path = s.path AND x.coord = s.coord", using="seg_new s"
         )
         self.execute("DROP TABLE seg_recorded")
+
+    # -- log records (schema/022_record_layout.sql) ---------------------------------------
+
+    def insert_records(self, source: str, params: Any = None) -> None:
+        """Add the rows of ``source``, a SELECT in the columns of ``records`` (run_id, seq,
+        name, path, coord, vtype, num, txt, replay_id), to ``record_rows``.
+
+        New names, loop paths and runs get their ids first; the rows go in sorted by
+        (name, run, path, coordinates), so each row group covers a narrow range of
+        them and selective queries skip the others. ``source`` is read several
+        times (``params`` each time): make it read a table, not something that changes.
+        """
+        rows = f"(SELECT * FROM ({source}) AS t(run_id, seq, name, path, coord, vtype, num, txt, replay_id))"
+        for table, column in (("run_keys", "run_id"), ("names", "name"), ("paths", "path")):
+            self._new_ids(table, column, rows, params=params)
+        self.execute(
+            "INSERT INTO record_rows SELECT n.name_id, k.run_key, p.path_id, r.coord[1], r.coord[2], r.coord[3],"
+            " r.coord[4], CASE WHEN len(r.coord) > 4 THEN r.coord[5:] END, r.seq, r.vtype, r.num, r.txt,"
+            f" r.replay_id FROM {rows} r"
+            " JOIN run_keys k ON k.run_id IS NOT DISTINCT FROM r.run_id"
+            " JOIN names n ON n.name IS NOT DISTINCT FROM r.name"
+            " JOIN paths p ON p.path IS NOT DISTINCT FROM r.path"
+            " ORDER BY n.name_id, k.run_key, p.path_id, r.coord[1], r.coord[2], r.coord[3], r.coord[4], r.seq",
+            params,
+        )
+        self._generation = None
+
+    def _new_ids(self, table: str, column: str, source: str, expr: str | None = None, params: Any = None) -> None:
+        """Ids for the values of ``expr`` (default: ``column``) in ``source`` that ``table`` lacks."""
+        key = {"run_keys": "run_key", "names": "name_id", "paths": "path_id"}[table]
+        self.execute(
+            f"INSERT INTO {table} SELECT (SELECT coalesce(max({key}), 0) FROM {table}) + row_number() OVER (),"
+            f" v FROM (SELECT DISTINCT {expr or column} AS v FROM {source}) t WHERE NOT EXISTS"
+            f" (SELECT 1 FROM {table} u WHERE u.{column} IS NOT DISTINCT FROM t.v)",
+            params,
+        )
+
+    def delete_records(self, condition: str, params: Any = None, using: str | None = None) -> None:
+        """Delete the records (alias ``x``, the columns of ``records``) for which ``condition``
+        holds, joined with ``using`` (e.g. ``"seg_new s"``) when given."""
+        source = "records_keyed x" + (f", {using}" if using else "")
+        self.execute(
+            f"DELETE FROM record_rows WHERE rowid IN (SELECT x.row_key FROM {source} WHERE {condition})", params
+        )
+        self._generation = None
 
     def _load_console(self) -> None:
         """Captured console lines (record/capture.py); a replay's own output is not kept."""
@@ -527,17 +637,18 @@ class Catalog:
             "UPDATE seg_new SET target = aux, replay_id = txt, aux = NULL, txt = NULL"
             " WHERE kind = 'log' AND starts_with(replay_id, 'extract-') AND aux IS NOT NULL"
         )
+        self._new_ids("run_keys", "run_id", "seg_new", "target")  # loops without records have a run key too
         self._load_replayed()
-        self.execute(
-            "INSERT INTO records SELECT target, seq, name, path, coord, vtype, num, txt, replay_id"
-            " FROM seg_new WHERE kind = 'log'"
+        self.insert_records(
+            "SELECT target, seq, name, path, coord, vtype, num, txt, replay_id FROM seg_new WHERE kind = 'log'"
         )
         self.execute(
             """INSERT INTO log_names (run_id, name, path, vtype, n, replayed, dups)
-               SELECT s.target, s.name, s.path, s.vtype, count(*), s.replay_id IS NOT NULL, any_value(d.dups)
-               FROM seg_new s JOIN (SELECT target, name, path, count(*) - count(DISTINCT coord) AS dups
-                                    FROM seg_new WHERE kind = 'log' GROUP BY ALL) d USING (target, name, path)
-               WHERE s.kind = 'log' GROUP BY s.target, s.name, s.path, s.vtype, s.replay_id IS NOT NULL"""
+               SELECT a.target, a.name, a.path, a.vtype, a.n, a.replayed, d.dups
+               FROM (SELECT target, name, path, vtype, replay_id IS NOT NULL AS replayed, count(*) AS n
+                     FROM seg_new WHERE kind = 'log' GROUP BY ALL) a
+               JOIN (SELECT target, name, path, count(*) - count(DISTINCT hash(coord)) AS dups
+                     FROM seg_new WHERE kind = 'log' GROUP BY ALL) d USING (target, name, path)"""
         )
         # A top-level loop entered again reuses its coordinates: every name of the run may repeat.
         self.execute(
@@ -590,10 +701,26 @@ def _load_console_sql() -> str:
 # detaches it when the last closes, which releases the file's lock for other processes.
 # Each Catalog has its own connection (a cursor: its own transactions, temp tables and
 # default database, set with USE to the catalog file).
+#
+# Writers never wait on readers. Writers take turns on ``flor.duckdb.lock`` (an flock
+# of our own). A writer then attaches the catalog in place; when other processes hold it
+# open read-only (another flordb's query connection, a plain ``duckdb`` client), DuckDB's
+# lock says so and the writer works on a copy instead, renamed over ``flor.duckdb`` when
+# it is done: the readers keep the snapshot they opened, the next reader sees the new file.
+#
+# User SQL runs on one read-only, fenced connection per process (store/readonly.py), kept
+# open from query to query while the file is the same one (same inode: nobody can rewrite
+# it in place while we hold it open, only swap it).
 
 _instance: duckdb.DuckDBPyConnection | None = None
-_attached: dict[str, list] = {}  # path -> [alias, number of open Catalogs]
-_attach_lock = threading.Lock()
+_attached: dict[str, list] = {}  # path -> [alias, number of open Catalogs, lock file, swap copy or None]
+_attach_lock = threading.RLock()
+SWAP_SUFFIX = ".swap-"
+
+
+def _busy(path) -> duckdb.IOException:
+    """Another process is writing the catalog: the lock conflict that callers retry (:func:`is_lock_error`)."""
+    return duckdb.IOException(f'Could not set lock on file "{path}": another flordb command is writing it')
 
 
 def _quote(text: str) -> str:
@@ -604,6 +731,7 @@ def _attach(path) -> duckdb.DuckDBPyConnection:
     global _instance
     key = str(path)
     with _attach_lock:
+        _close_reader(key)  # one configuration per file and process: the writer's, now
         if _instance is None:
             _instance = duckdb.connect()
         entry = _attached.get(key)
@@ -611,8 +739,14 @@ def _attach(path) -> duckdb.DuckDBPyConnection:
             alias = f"flor_catalog_{len(_attached)}_{os.getpid()}"
             while any(e[0] == alias for e in _attached.values()):
                 alias += "_"
-            _instance.execute(f'ATTACH {_quote(key)} AS "{alias}"')
-            entry = _attached[key] = [alias, 0]
+            lock = _take_write_lock(Path(key))
+            try:
+                swap = _attach_file(Path(key), alias, swappable=lock is not None)
+            except BaseException:
+                if lock is not None:
+                    lock.close()
+                raise
+            entry = _attached[key] = [alias, 0, lock, swap]
         entry[1] += 1
         con = _instance.cursor()
     try:
@@ -621,6 +755,77 @@ def _attach(path) -> duckdb.DuckDBPyConnection:
         _detach(path, con)
         raise
     return con
+
+
+def _attach_file(path: Path, alias: str, swappable: bool) -> Path | None:
+    """Attach the catalog in place, or a copy of it when other processes only read it
+    (and ``swappable``: this process holds the writers' lock).
+
+    Returns the copy's path (to be renamed over the catalog on detach), or None.
+    """
+    try:
+        _instance.execute(f'ATTACH {_quote(str(path))} AS "{alias}"')
+        return None
+    except duckdb.Error as exc:
+        if not is_lock_error(exc):
+            raise
+        if not swappable or not _only_readers(path) or Path(str(path) + ".wal").exists():
+            raise
+    copy = path.with_name(f"{path.name}{SWAP_SUFFIX}{os.getpid()}")
+    shutil.copyfile(path, copy)
+    try:
+        _instance.execute(f'ATTACH {_quote(str(copy))} AS "{alias}"')
+    except BaseException:
+        copy.unlink(missing_ok=True)
+        raise
+    return copy
+
+
+def _only_readers(path: Path) -> bool:
+    """Is the catalog held by other processes for reading only (DuckDB's shared lock), none writing?"""
+    try:
+        import fcntl
+        import struct
+    except ImportError:
+        return False
+    query = struct.pack("hhqqi", fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0) + bytes(8)
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        answer = fcntl.fcntl(fd, fcntl.F_GETLK, query)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)  # this process holds no DuckDB lock on it here (its reader was closed first)
+    return struct.unpack_from("h", answer)[0] == fcntl.F_RDLCK
+
+
+def _take_write_lock(path: Path):
+    """Our own writers' turn (an exclusive flock on ``<catalog>.lock``), or a lock conflict (:func:`_busy`).
+
+    Returns the open lock file (closing it ends the turn), or None where there can be
+    no such lock (a read-only directory, no flock): DuckDB's own lock still keeps
+    writers apart there, and no copy is ever swapped in (see :func:`_attach_file`).
+    """
+    try:
+        import fcntl
+
+        lock = open(str(path) + ".lock", "a+b")
+    except (ImportError, OSError):
+        return None
+    try:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        raise _busy(path) from None
+    except OSError:
+        lock.close()
+        return None
+    for stale in path.parent.glob(path.name + SWAP_SUFFIX + "*"):  # left by a writer that died mid-swap
+        stale.unlink(missing_ok=True)
+    return lock
 
 
 def _detach(path, con: duckdb.DuckDBPyConnection) -> None:
@@ -635,7 +840,90 @@ def _detach(path, con: duckdb.DuckDBPyConnection) -> None:
             entry[1] -= 1
             if entry[1] <= 0:
                 del _attached[key]
-                _instance.execute(f'DETACH "{entry[0]}"')
+                alias, _, lock, swap = entry
+                try:
+                    if swap is not None:
+                        _instance.execute(f'CHECKPOINT "{alias}"')  # all of it in the file, no WAL
+                    _instance.execute(f'DETACH "{alias}"')
+                    if swap is not None:
+                        if Path(str(swap) + ".wal").exists():
+                            raise StoreError(f"could not complete the catalog copy {swap}; retry")
+                        os.replace(swap, key)  # readers keep the old file; new ones open this one
+                finally:
+                    if swap is not None:
+                        swap.unlink(missing_ok=True)
+                        Path(str(swap) + ".wal").unlink(missing_ok=True)
+                    if lock is not None:
+                        lock.close()
+
+
+@dataclass
+class _Reader:
+    con: duckdb.DuckDBPyConnection
+    allow: tuple[str, ...]
+    ident: tuple[int, ...] | None  # (device, inode, size, mtime) of the file it opened
+    generation: tuple | None
+
+
+_readers: dict[str, _Reader] = {}
+MAX_READERS = 2  # catalogs a process keeps a reader open for (a notebook, a test switching stores)
+
+
+def _file_id(path) -> tuple[int, ...] | None:
+    """The catalog file's identity: a swap changes the inode; anything else writing it in place
+    (never DuckDB while we hold it open) changes size or mtime."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def _shared_reader(path, allow: tuple[str, ...], timeout: float) -> _Reader:
+    """The process's read-only connection to the catalog at ``path``, opened again when the file
+    was swapped (a new inode) or the allowed files differ."""
+    key = str(path)
+    with _attach_lock:
+        ident = _file_id(key)  # before connecting: a swap after this is seen next time
+        entry = _readers.get(key)
+        if entry is not None and entry.ident == ident and entry.allow == allow:
+            return entry
+        _close_reader(key)
+        if key in _attached:
+            raise StoreError(f"the catalog {key} is open for writing in this process; close it first")
+        con = connect_reader(Path(key), allow_files=allow, timeout=timeout)
+        try:
+            generation = con.execute(_GENERATION_SQL).fetchone()
+        except duckdb.Error:
+            generation = None  # an old catalog: the writer migrates it
+        entry = _readers[key] = _Reader(con, allow, ident, generation)
+        while len(_readers) > MAX_READERS:
+            _close_reader(next(iter(_readers)))
+        return entry
+
+
+def _close_reader(key: str) -> None:
+    entry = _readers.pop(key, None)
+    if entry is not None:
+        entry.con.close()
+
+
+def close_readers() -> None:
+    """Close this process's read-only connections (their files are no longer held open)."""
+    with _attach_lock:
+        for key in list(_readers):
+            _close_reader(key)
+
+
+def _segments_stamp(root: Path) -> int:
+    """A cheap fingerprint of the segments directory: its and each run directory's mtime."""
+    try:
+        top = os.stat(root).st_mtime_ns
+        with os.scandir(root) as it:
+            runs = sorted((e.name, e.stat().st_mtime_ns) for e in it if e.is_dir())
+    except OSError:
+        return 0
+    return hash((top, tuple(runs)))
 
 
 HEARTBEAT_FILE = "heartbeat"
