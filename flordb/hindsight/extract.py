@@ -226,8 +226,8 @@ def extract(cat: Catalog, name: str, pattern: str | None = None, ex: Extraction 
 def write_segments(cat: Catalog, name: str, pattern: str, ident: str) -> Path | None:
     """The values in the temp table ``extracted`` as one segment directory, the source of truth.
 
-    ``segments/<ident>/`` (``ident``: the extraction's stamp ``extract-...``) holds ``run.json`` (mode ``extract``, the
-    name and the pattern), one segment of ``log`` rows for every run at the
+    ``segments/<ident>/`` (``ident``: the extraction's stamp) holds ``run.json``
+    (mode ``extract``, the name and the pattern), one segment of ``log`` rows for every run at the
     coordinates of the console lines they were read from, each row naming
     its run in ``aux`` and its provenance (the replay id ``extract-...``) in
     ``txt``, and ``end.json``. The catalog ingests it like a replay worker's
@@ -238,20 +238,16 @@ def write_segments(cat: Catalog, name: str, pattern: str, ident: str) -> Path | 
 
     from flordb.store.segments import FLOAT, write_json_atomic
 
-    (count,) = cat.execute("SELECT count(*) FROM extracted").fetchone()
+    ((count,),) = cat.execute("SELECT count(*) FROM extracted").fetchall()
     if not count:
         return None
-    cat.execute(
-        f"""CREATE OR REPLACE TEMP TABLE extracted_rows AS
-            SELECT 'log' AS kind, CAST(seq AS BIGINT) AS seq, CAST(? AS VARCHAR) AS name, path, coord,
+    lit = "'" + name.replace("'", "''") + "'"
+    table = cat.con.sql(  # straight to Arrow, no table in between
+        f"""SELECT 'log' AS kind, CAST(seq AS BIGINT) AS seq, CAST({lit} AS VARCHAR) AS name, path, coord,
                    CAST({FLOAT} AS TINYINT) AS vtype, num, replay_id AS txt, CAST(NULL AS DOUBLE) AS t0,
                    CAST(NULL AS DOUBLE) AS t1, CAST(NULL AS DOUBLE) AS t2, CAST(NULL AS BIGINT) AS n,
                    run_id AS aux
-            FROM extracted""", [name])
-    try:
-        table = cat.con.sql("FROM extracted_rows").to_arrow_table()
-    finally:
-        cat.execute("DROP TABLE extracted_rows")
+            FROM extracted""").to_arrow_table()
     run_dir = cat.layout.run_dir(ident)
     run_dir.mkdir(parents=True, exist_ok=True)
     tmp, final = run_dir / ".seg-000001.tmp", run_dir / "seg-000001.parquet"
