@@ -242,12 +242,12 @@ def write_segments(cat: Catalog, name: str, pattern: str, ident: str) -> Path | 
     if not count:
         return None
     lit = "'" + name.replace("'", "''") + "'"
-    table = cat.con.sql(  # straight to Arrow, no table in between
+    table = cat.arrow(  # straight to Arrow, no table in between
         f"""SELECT 'log' AS kind, CAST(seq AS BIGINT) AS seq, CAST({lit} AS VARCHAR) AS name, path, coord,
                    CAST({FLOAT} AS TINYINT) AS vtype, num, replay_id AS txt, CAST(NULL AS DOUBLE) AS t0,
                    CAST(NULL AS DOUBLE) AS t1, CAST(NULL AS DOUBLE) AS t2, CAST(NULL AS BIGINT) AS n,
                    run_id AS aux
-            FROM extracted""").to_arrow_table()
+            FROM extracted""")
     run_dir = cat.layout.run_dir(ident)
     run_dir.mkdir(parents=True, exist_ok=True)
     tmp, final = run_dir / ".seg-000001.tmp", run_dir / "seg-000001.parquet"
