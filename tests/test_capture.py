@@ -236,3 +236,39 @@ def test_readme_console_and_extract_examples_run_as_written(project):
     df = q(project, 'SELECT epoch, ppl, perplexity, "replay.ppl" AS p FROM logs ORDER BY epoch')
     assert df.ppl.tolist() == [1.65, 1.28, 1.18] and df.perplexity.tolist() == df.ppl.tolist()
     assert all(p.startswith("extract-") for p in df.p)
+
+
+def test_extracted_values_are_segments_and_survive_rebuild(printed):
+    from flordb.hindsight.api import replay
+    from flordb.hindsight.extract import extract
+    from flordb.store.catalog import Catalog
+    from flordb.store.doctor import rebuild
+    from flordb.store.layout import locate
+
+    layout = locate(printed)
+    with Catalog(layout) as cat:
+        cat.ingest()
+        first = extract(cat, "loss")
+        assert len(first.written) == 2
+    with Catalog(layout) as cat:
+        second = extract(cat, "loss")  # again: replaces the first extraction's values, no duplicates
+    # The current code logs acc: replayed values are the reference; extraction keeps them.
+    script = printed / "train.py"
+    script.write_text(script.read_text().replace(
+        '    log.info("epoch %d done', '    flor.log("acc", 1.0 / (1.0 + loss))\n    log.info("epoch %d done'))
+    replay(["acc"], yes=True, layout=layout, progress=False, where="epoch = 0")
+    with Catalog(layout) as cat:
+        extract(cat, "acc")  # epochs 1, 2: printed values; epoch 0 keeps the replayed one
+    # The values are segments: one directory per extraction, its rows naming their runs.
+    dirs = sorted(d.name for d in (layout.home / "segments").iterdir() if d.name.startswith("extract-"))
+    assert len(dirs) == 3 and all(any(v.startswith(d + "-") for d in dirs) for v in second.written.values())
+    sql = ('SELECT run_id, epoch, step, loss, "replay.loss" AS pl FROM logs WHERE loss IS NOT NULL'
+           " ORDER BY ALL")
+    acc_sql = 'SELECT run_id, epoch, acc, "replay.acc" AS pa FROM logs WHERE acc IS NOT NULL ORDER BY ALL'
+    before, acc_before = q(printed, sql), q(printed, acc_sql)
+    assert len(before) == 24 and set(before.pl) == set(second.written.values())
+    assert len(acc_before) == 6 and sum(not p.startswith("extract-") for p in acc_before.pa) == 2
+    old, _, _ = rebuild(layout)
+    assert old is not None
+    after, acc_after = q(printed, sql), q(printed, acc_sql)
+    assert after.equals(before) and acc_after.equals(acc_before)

@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import secrets
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from flordb.errors import HindsightError
 from flordb.store.catalog import Catalog
@@ -170,60 +172,92 @@ def extract(cat: Catalog, name: str, pattern: str | None = None, ex: Extraction 
 
     Runs that logged ``name`` themselves get no extracted values (they are only
     compared). Coordinates a replay already filled keep the replayed value; an
-    earlier extraction of the same coordinates is replaced. One transaction,
-    in SQL: the values are a function of the ``console`` rows (themselves from
-    segments) and the pattern, which ``replays`` keeps, so nothing is lost
-    when the catalog is rebuilt from segments and the extraction repeated.
+    earlier extraction of the same coordinates is replaced. The values are
+    written as segments first, the source of truth (:func:`write_segments`),
+    then ingested like a replay's, so ``flordb doctor --rebuild`` brings them
+    back with their provenance.
     """
-    from flordb.store.segments import FLOAT
-
     ex = ex or scan(cat, name, pattern)  # ext_scan must hold this scan
     ex.comparison = compare(cat, ex)
     recorded = {r[0] for r in cat.execute(
         "SELECT DISTINCT run_id FROM log_names WHERE lower(name) = lower(?) AND NOT replayed", [name]).fetchall()}
     ex.skipped = {r: "the run logged it itself" for r in ex.runs if r in recorded}
-    stamp = f"{PREFIX}{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+    now = time.time()  # milliseconds in the id: a later extraction's id sorts after (see Catalog._load_replayed)
+    stamp = f"{PREFIX}{time.strftime('%Y%m%d-%H%M%S', time.localtime(now))}{int(now * 1000) % 1000:03d}" \
+            f"-{secrets.token_hex(2)}"
     statement = json.dumps({name: f"console: {ex.pattern}"})
     ex_ = cat.execute
-    ex_("BEGIN TRANSACTION")
+    ex_(
+        f"""CREATE OR REPLACE TEMP TABLE extracted AS
+            SELECT run_id, path, coord, seq, CAST(raw AS DOUBLE) AS num, $1 || '-' || left(md5(run_id), 6) AS replay_id
+            FROM ext_scan WHERE run_id NOT IN
+                (SELECT run_id FROM log_names WHERE lower(name) = lower($2) AND NOT replayed)""",
+        [stamp, name],
+    )
     try:
-        ex_(
-            f"""CREATE OR REPLACE TEMP TABLE extracted AS
-                SELECT run_id, path, coord, seq, CAST(raw AS DOUBLE) AS num, $1 || '-' || left(md5(run_id), 6) AS replay_id
-                FROM ext_scan WHERE run_id NOT IN
-                    (SELECT run_id FROM log_names WHERE lower(name) = lower($2) AND NOT replayed)""",
-            [stamp, name],
-        )
         ex_(  # a replay's value is the reference: keep it
             f"""DELETE FROM extracted e USING records x WHERE x.run_id = e.run_id AND lower(x.name) = lower(?)
                 AND x.path = e.path AND x.coord = e.coord AND x.replay_id IS NOT NULL
                 AND NOT starts_with(x.replay_id, '{PREFIX}')""", [name])
-        cat.delete_records(
-            f"""x.run_id = e.run_id AND lower(x.name) = lower(?)
-                AND x.path = e.path AND x.coord = e.coord AND starts_with(x.replay_id, '{PREFIX}')""", [name],
-            using="extracted e")
-        cat.insert_records(
-            f"SELECT run_id, seq, CAST(? AS VARCHAR) AS name, path, coord, {FLOAT} AS vtype, num,"
-            " CAST(NULL AS VARCHAR) AS txt, replay_id FROM extracted", [name])
-        ex_(f"""INSERT INTO log_names (run_id, name, path, vtype, n, replayed, dups)
-                SELECT run_id, ?, path, {FLOAT}, count(*), true, 0 FROM extracted GROUP BY ALL""", [name])
-        ex_(
-            """INSERT OR REPLACE INTO replays (replay_id, run_id, names, version, statement, strategy, iterations,
-                   started, seconds, estimate, status, fidelity)
-               SELECT replay_id, run_id, [?], NULL, ?, 'extract',
-                      string_agg(DISTINCT CAST(coord[1] AS VARCHAR), ',' ORDER BY CAST(coord[1] AS VARCHAR)),
-                      current_timestamp, 0.0, 0.0, 'extracted', NULL
-               FROM extracted GROUP BY replay_id, run_id""",
-            [name, statement],
-        )
-        ex.written = dict(ex_("SELECT DISTINCT run_id, replay_id FROM extracted").fetchall())
-        ex_("DROP TABLE extracted")
-        cat.changed()  # the catalog's generation: cached schemas and plans must see the new column
-        ex_("COMMIT")
-    except BaseException:
-        ex_("ROLLBACK")
-        raise
+        write_segments(cat, name, ex.pattern, stamp)
+        cat.ingest()  # as a replay's values: an earlier extraction of the same coordinates is replaced
+        ex_("BEGIN TRANSACTION")
+        try:
+            ex_(
+                """INSERT OR REPLACE INTO replays (replay_id, run_id, names, version, statement, strategy, iterations,
+                       started, seconds, estimate, status, fidelity)
+                   SELECT replay_id, run_id, [?], NULL, ?, 'extract',
+                          string_agg(DISTINCT CAST(coord[1] AS VARCHAR), ',' ORDER BY CAST(coord[1] AS VARCHAR)),
+                          current_timestamp, 0.0, 0.0, 'extracted', NULL
+                   FROM extracted GROUP BY replay_id, run_id""",
+                [name, statement],
+            )
+            ex.written = dict(ex_("SELECT DISTINCT run_id, replay_id FROM extracted").fetchall())
+            cat.changed()  # the catalog's generation: cached schemas and plans must see the new column
+            ex_("COMMIT")
+        except BaseException:
+            ex_("ROLLBACK")
+            raise
+    finally:
+        ex_("DROP TABLE IF EXISTS extracted")
     return ex
+
+
+def write_segments(cat: Catalog, name: str, pattern: str, ident: str) -> Path | None:
+    """The values in the temp table ``extracted`` as one segment directory, the source of truth.
+
+    ``segments/<ident>/`` (``ident``: the extraction's stamp) holds ``run.json``
+    (mode ``extract``, the name and the pattern), one segment of ``log`` rows for every run at the
+    coordinates of the console lines they were read from, each row naming
+    its run in ``aux`` and its provenance (the replay id ``extract-...``) in
+    ``txt``, and ``end.json``. The catalog ingests it like a replay worker's
+    output (``Catalog._load_segments`` routes each row to its run). Segment
+    first, ``run.json`` last: ingest ignores a directory without ``run.json``.
+    """
+    import pyarrow.parquet as pq
+
+    from flordb.store.segments import FLOAT, write_json_atomic
+
+    ((count,),) = cat.execute("SELECT count(*) FROM extracted").fetchall()
+    if not count:
+        return None
+    lit = "'" + name.replace("'", "''") + "'"
+    table = cat.arrow(  # straight to Arrow, no table in between
+        f"""SELECT 'log' AS kind, CAST(seq AS BIGINT) AS seq, CAST({lit} AS VARCHAR) AS name, path, coord,
+                   CAST({FLOAT} AS TINYINT) AS vtype, num, replay_id AS txt, CAST(NULL AS DOUBLE) AS t0,
+                   CAST(NULL AS DOUBLE) AS t1, CAST(NULL AS DOUBLE) AS t2, CAST(NULL AS BIGINT) AS n,
+                   run_id AS aux
+            FROM extracted""")
+    run_dir = cat.layout.run_dir(ident)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tmp, final = run_dir / ".seg-000001.tmp", run_dir / "seg-000001.parquet"
+    pq.write_table(table, tmp, compression="snappy", write_statistics=False)
+    os.replace(tmp, final)
+    now = time.time()
+    write_json_atomic(run_dir / "end.json", {"status": "finished", "ended": now, "error": None})
+    write_json_atomic(run_dir / "run.json", {"run_id": ident, "mode": "extract", "replay_id": ident, "started": now,
+                                             "version": None, "extract": {"name": name, "pattern": pattern}})
+    return run_dir
 
 
 # -- offering it for a missing column (the query hook) -------------------------------------------

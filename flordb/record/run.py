@@ -304,7 +304,9 @@ class Run:
         if nested or self.saved == i:
             return
         try:
-            self.ckpt_writer.submit(i, self.objects)
+            from flordb.record.carry import snapshot, user_frame
+
+            self.ckpt_writer.submit(i, self.objects, snapshot(self.main_frame or user_frame()))
             self.saved = i
             self.ckpt_writer.flush()  # its rows carry this loop's path (see _checkpoint_written)
         except Exception as exc:

@@ -171,6 +171,13 @@ class Catalog:
         assert self.con is not None, "catalog is not open"
         return self.con.execute(sql, params) if params is not None else self.con.execute(sql)
 
+    def arrow(self, sql: str):
+        """A statement's result as an Arrow table, on this connection (it sees its temp tables)."""
+        if self.tracer is not None:
+            self.tracer(sql, None)
+        assert self.con is not None, "catalog is not open"
+        return self.con.sql(sql).to_arrow_table()
+
     def executemany(self, sql: str, rows: list) -> None:
         if self.tracer is not None:
             self.tracer(sql, rows)
@@ -460,8 +467,9 @@ class Catalog:
 
     def _upsert_runs(self, rows: list[tuple]) -> None:
         """Recorded runs into ``runs``, replay workers into ``replay_workers`` (same columns)."""
-        for table, mode_rows in (("runs", [r for r in rows if r[14] != "replay"]),
-                                 ("replay_workers", [r for r in rows if r[14] == "replay"])):
+        hindsight = ("replay", "extract")  # an extraction's values are stored like a replay worker's
+        for table, mode_rows in (("runs", [r for r in rows if r[14] not in hindsight]),
+                                 ("replay_workers", [r for r in rows if r[14] in hindsight])):
             if mode_rows:
                 self._upsert_into(table, mode_rows)
         self._upsert_versions(rows)
@@ -550,6 +558,17 @@ class Catalog:
             "DELETE FROM seg_new s USING seg_recorded r WHERE r.run_id = s.target AND r.name = s.name"
             " AND s.kind = 'log' AND s.replay_id IS NOT NULL"
         )
+        # Extracted values (replay ids extract-..., hindsight/extract.py) yield to replayed ones and to
+        # later extractions at the same coordinates, as they did when each was ingested on its own:
+        # a rebuild loads them all in one batch.
+        (files,) = self.execute("SELECT count(*) FROM seg_owner WHERE replay_id IS NOT NULL").fetchone()
+        if files > 1:  # the values of one file never overlap
+            self.execute(
+                "DELETE FROM seg_new e USING seg_new r WHERE e.kind = 'log' AND r.kind = 'log'"
+                " AND starts_with(e.replay_id, 'extract-') AND r.replay_id IS NOT NULL AND r.replay_id <> e.replay_id"
+                " AND (NOT starts_with(r.replay_id, 'extract-') OR r.replay_id > e.replay_id)"
+                " AND r.target = e.target AND r.name = e.name AND r.path = e.path AND r.coord = e.coord"
+            )
         self.delete_records(
             "s.kind = 'log' AND s.replay_id IS NOT NULL AND x.replay_id IS NOT NULL AND x.run_id = s.target"
             " AND x.name = s.name AND x.path = s.path AND x.coord = s.coord", using="seg_new s"
@@ -627,6 +646,12 @@ class Catalog:
             "CREATE OR REPLACE TEMP TABLE seg_new AS SELECT s.*, o.target, o.replay_id"
             " FROM read_parquet(?, filename = true, union_by_name = true) s JOIN seg_owner o USING (filename)",
             [files],
+        )
+        # An extraction's segment (hindsight/extract.py) holds values of many runs: each row names its
+        # run in aux and its replay id in txt.
+        self.execute(
+            "UPDATE seg_new SET target = aux, replay_id = txt, aux = NULL, txt = NULL"
+            " WHERE kind = 'log' AND starts_with(replay_id, 'extract-') AND aux IS NOT NULL"
         )
         self._new_ids("run_keys", "run_id", "seg_new", "target")  # loops without records have a run key too
         self._load_replayed()
