@@ -234,25 +234,29 @@ def write_segments(cat: Catalog, name: str, pattern: str, ident: str) -> Path | 
     output (``Catalog._load_segments`` routes each row to its run). Segment
     first, ``run.json`` last: ingest ignores a directory without ``run.json``.
     """
-    import pyarrow.parquet as pq
-
     from flordb.store.segments import FLOAT, write_json_atomic
 
     ((count,),) = cat.execute("SELECT count(*) FROM extracted").fetchall()
     if not count:
         return None
     lit = "'" + name.replace("'", "''") + "'"
-    table = cat.arrow(  # straight to Arrow, no table in between
-        f"""SELECT 'log' AS kind, CAST(seq AS BIGINT) AS seq, CAST({lit} AS VARCHAR) AS name, path, coord,
-                   CAST({FLOAT} AS TINYINT) AS vtype, num, replay_id AS txt, CAST(NULL AS DOUBLE) AS t0,
-                   CAST(NULL AS DOUBLE) AS t1, CAST(NULL AS DOUBLE) AS t2, CAST(NULL AS BIGINT) AS n,
-                   run_id AS aux
-            FROM extracted""")
     run_dir = cat.layout.run_dir(ident)
     run_dir.mkdir(parents=True, exist_ok=True)
-    tmp, final = run_dir / ".seg-000001.tmp", run_dir / "seg-000001.parquet"
-    pq.write_table(table, tmp, compression="snappy", write_statistics=False)
-    os.replace(tmp, final)
+    # written by DuckDB, compressed, under a folded file's name: there is nothing to fold later
+    tmp, final = run_dir / ".seg-000001-000001.tmp", run_dir / "seg-000001-000001.parquet"
+    target = str(tmp).replace("'", "''")
+    try:
+        cat.execute(
+            f"""COPY (SELECT 'log' AS kind, CAST(seq AS BIGINT) AS seq, CAST({lit} AS VARCHAR) AS name, path, coord,
+                         CAST({FLOAT} AS TINYINT) AS vtype, num, replay_id AS txt, CAST(NULL AS DOUBLE) AS t0,
+                         CAST(NULL AS DOUBLE) AS t1, CAST(NULL AS DOUBLE) AS t2, CAST(NULL AS BIGINT) AS n,
+                         run_id AS aux
+                  FROM extracted)
+            TO '{target}' (FORMAT parquet, COMPRESSION zstd, PARQUET_VERSION V2)""")
+        os.replace(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     now = time.time()
     write_json_atomic(run_dir / "end.json", {"status": "finished", "ended": now, "error": None})
     write_json_atomic(run_dir / "run.json", {"run_id": ident, "mode": "extract", "replay_id": ident, "started": now,

@@ -171,13 +171,6 @@ class Catalog:
         assert self.con is not None, "catalog is not open"
         return self.con.execute(sql, params) if params is not None else self.con.execute(sql)
 
-    def arrow(self, sql: str):
-        """A statement's result as an Arrow table, on this connection (it sees its temp tables)."""
-        if self.tracer is not None:
-            self.tracer(sql, None)
-        assert self.con is not None, "catalog is not open"
-        return self.con.sql(sql).to_arrow_table()
-
     def executemany(self, sql: str, rows: list) -> None:
         if self.tracer is not None:
             self.tracer(sql, rows)
