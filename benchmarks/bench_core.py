@@ -207,7 +207,7 @@ def figure_queries(runs: int, epochs: int, steps: int, reps: int = 5) -> dict:
         shutil.rmtree(home, ignore_errors=True)
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="10x smaller sizes (not comparable to targets)")
     parser.add_argument("--reps", type=int, default=5, help="repetitions of the 1M-call loop (default 5)")
@@ -264,7 +264,8 @@ def main() -> None:
         fmt = f"{value:.3f}" if unit != "ms" else f"{value:.1f}"
         verdict = "pass" if value <= target else "FAIL"
         print(f"| {name} | {fmt} {unit} | <= {target:g} {unit} | {verdict} |")
+    return 0 if all(value <= target for _, value, target, _ in rows) else 1  # run_all.py reports a miss
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

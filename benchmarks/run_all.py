@@ -27,6 +27,7 @@ BENCHMARKS = [
     ("propagation_accuracy", False),
     ("bench_ui", True),
     ("bench_capture", True),
+    ("bench_snapshot", True),
 ]
 
 

@@ -9,6 +9,7 @@ renders Arrow never loads it.
 from __future__ import annotations
 
 import datetime as _dt
+import decimal
 import json
 import math
 import shutil
@@ -25,10 +26,20 @@ def _is_missing(value: Any) -> bool:
     return kind in ("NAType", "NaTType")
 
 
+def exact(value: Any) -> Any:
+    """An integral ``Decimal`` as an ``int``: DuckDB's HUGEINT reaches pandas and Arrow as a
+    DECIMAL(38,0), which tabulate and JSON would otherwise print as a float (``1.20893e+24``)."""
+    if isinstance(value, decimal.Decimal) and value.is_finite() and value == value.to_integral_value():
+        return int(value)
+    return value
+
+
 def _display(value: Any) -> Any:
-    """A value as a person reads it in a table: NULL for missing, timestamps to the second."""
+    """A value as a person reads it in a table: NULL for missing, timestamps to the second, integers exact."""
     if _is_missing(value):
         return None
+    if isinstance(value, decimal.Decimal):
+        return exact(value)
     if isinstance(value, _dt.datetime):
         return value.isoformat(sep=" ", timespec="seconds")
     if isinstance(value, dict) and type(value) is not dict:
@@ -36,27 +47,37 @@ def _display(value: Any) -> Any:
     return value
 
 
-def plain(value: Any) -> Any:
-    """A value as JSON can carry it (NaN and inf become strings, like DuckDB prints them)."""
+NONFINITE = ("nan", "inf", "-inf")  # how NaN, inf and -inf are spelled: as DuckDB prints them
+
+
+def plain(value: Any, nonfinite: tuple[str, str, str] = NONFINITE) -> Any:
+    """A value as JSON can carry it: NaN and infinities become the strings of ``nonfinite``.
+
+    The one JSON encoder of results: the CLI keeps DuckDB's spelling, the web page
+    passes JavaScript's (``"NaN"``, ``"Infinity"``, ``"-Infinity"``).
+    """
     if _is_missing(value):
         return None
     if isinstance(value, float):
         if math.isnan(value):
-            return "nan"
+            return nonfinite[0]
         if math.isinf(value):
-            return "inf" if value > 0 else "-inf"
+            return nonfinite[1] if value > 0 else nonfinite[2]
         return value
     if isinstance(value, _dt.datetime):
         return value.isoformat()
+    if isinstance(value, decimal.Decimal):
+        value = exact(value)
+        return value if isinstance(value, int) else str(value)
     if hasattr(value, "item"):
         try:
-            return plain(value.item())
+            return plain(value.item(), nonfinite)
         except (ValueError, TypeError):
             pass
     if isinstance(value, (list, tuple)):
-        return [plain(v) for v in value]
+        return [plain(v, nonfinite) for v in value]
     if isinstance(value, dict):
-        return {k: plain(v) for k, v in value.items()}
+        return {k: plain(v, nonfinite) for k, v in value.items()}
     if isinstance(value, (int, str, bool)):
         return value
     return str(value)
@@ -191,6 +212,7 @@ def table(df, limit: int | None = None, tablefmt: str = "psql", footer: bool = T
     if len(columns_of(df)) == 0:
         return "(no columns)"
     rows = rows_of(df, limit)
+    _keep_big_ints_exact(rows)
     # Text stays text: without this, tabulate shows a version "0123456" as 123456 and a tag "1e5" as 100000.
     text = [i for i in range(len(columns_of(df))) if any(isinstance(r[i], str) for r in rows)]
     body = tabulate(
@@ -198,6 +220,21 @@ def table(df, limit: int | None = None, tablefmt: str = "psql", footer: bool = T
         floatfmt="g", disable_numparse=text or False,
     )
     return f"{body}\n{_footer(count_of(df), len(rows))}" if footer else body
+
+
+def _keep_big_ints_exact(rows: list[list[Any]]) -> None:
+    """A column mixing floats with integers beyond 2**53 becomes text: tabulate formats every
+    number of a float column through ``float()``, which would round those integers."""
+    for i in range(len(rows[0]) if rows else 0):
+        values = [r[i] for r in rows]
+        if any(isinstance(v, float) for v in values) and any(
+            isinstance(v, int) and not isinstance(v, bool) and abs(v) > 2**53 for v in values
+        ):
+            for r in rows:
+                if isinstance(r[i], float):
+                    r[i] = format(r[i], "g")
+                elif isinstance(r[i], int):
+                    r[i] = str(r[i])
 
 
 def vertical(df, limit: int | None = None) -> str:

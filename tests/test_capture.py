@@ -100,25 +100,30 @@ def test_tee_writes_through_and_cuts_lines():
     blocks, cur = Blocks(), [0]
     cap = Capture(cur, blocks, max_lines=10_000, line_chars=30)
     out = io.StringIO()
-    tee = _Tee(out, "stdout", cap)
+    tee = _Tee.over(out, "stdout", cap)
     tee.write("partial ")
+    assert out.getvalue() == ""  # held until its line ends, as a line-buffered terminal does
     tee.write("line\nsecond\r\n")
+    assert out.getvalue() == "partial line\nsecond\r\n"
     tee.write("progress 10%\rprogress 100%\n")
     tee.write("flordb: our own message\n")
     tee.write("x" * 100 + "\n")
     tee.write("no newline at the end")
-    tee.finish()
+    tee.flush()
     assert out.getvalue().startswith("partial line\nsecond\r\nprogress 10%\rprogress 100%\n")
-    texts = [t for *_, t in cap.lines]
+    assert out.getvalue().endswith("x" * 100 + "\nno newline at the end")
+    lines, notes = cap.drain(final=True)
+    texts = lines[4::5]
+    assert notes == []
     assert texts[:3] == ["partial line", "second", "progress 100%"]
     assert texts[3] == "x" * 30 + "…" and texts[4] == "no newline at the end"
-    assert raw(tee) is out and tee.getvalue() == out.getvalue()  # attributes reach the stream
+    assert raw(tee) is out
 
 
 def test_logging_record_written_through_the_tee_is_one_row():
     cap = Capture([0], Blocks(), max_lines=100, line_chars=200)
     out = io.StringIO()
-    tee = _Tee(out, "stderr", cap)
+    tee = _Tee.over(out, "stderr", cap)
     logger = logging.getLogger("flordb-test-capture")
     handler = logging.StreamHandler(tee)
     handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
@@ -131,7 +136,8 @@ def test_logging_record_written_through_the_tee_is_one_row():
         logger.removeHandler(handler)
         logger.removeHandler(_handler)
     assert out.getvalue() == "WARNING acc=0.93\n"
-    assert cap.lines == [(0, "stderr", "flordb-test-capture", logging.WARNING, "WARNING acc=0.93")]
+    cap.take()
+    assert cap.lines == [0, "stderr", "flordb-test-capture", logging.WARNING, "WARNING acc=0.93"]
 
 
 # -- extraction ----------------------------------------------------------------------------------

@@ -186,7 +186,7 @@ def test_a_full_disk_during_ingest_is_one_line(project, monkeypatch):
     real = Catalog.execute
 
     def full(self, sql, params=None):
-        if sql.startswith("INSERT INTO records"):
+        if sql.startswith("INSERT INTO record_rows"):  # the statement that stores log records
             raise duckdb.IOException("IO Error: Could not write file: No space left on device")
         return real(self, sql, params)
 

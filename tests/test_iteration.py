@@ -135,3 +135,66 @@ def test_readme_while_loop_example(project):
     assert df.iter.tolist() == [0, 1, 2, 3]
     assert df.loss.tolist() == [1.0 / (1.0 + 0.5 * (i + 1)) for i in range(4)]
     assert q(project, "SELECT min(iteration) AS i FROM checkpoints").i.iloc[0] == 0  # the first is always saved
+
+
+# A flat `while True` loop whose checkpoints cost more than the budget allows: the policy
+# saves iteration 0 only, and nothing tells it which iteration is the last.
+FLAT = '''\
+import numpy as np
+import flordb as flor
+
+np.random.seed(1)
+w = np.random.randn(8)
+it = 0
+with flor.checkpointing(overhead=1e-9, w=w):
+    while True:
+        with flor.iteration("iter", it):
+            w -= 0.1 * (w - np.random.randn(8))
+            flor.log("w0", float(w[0]))
+        it += 1
+        if it >= 7:
+            break
+# @end
+'''
+END = 'flor.log("final_norm", float(np.linalg.norm(w)))'
+
+
+def test_last_iteration_of_a_user_driven_loop_is_checkpointed(tmp_path):
+    rec, full = make_project(tmp_path / "rec"), make_project(tmp_path / "full")
+    (rec / "train.py").write_text(FLAT)
+    (full / "train.py").write_text(with_marks(FLAT, {"end": END}))
+    record(rec, "train.py", check=True)
+    record(full, "train.py", check=True)
+    ck = q(rec, "SELECT DISTINCT iteration FROM checkpoints ORDER BY 1")
+    assert list(ck.iteration) == [0, 6]  # the policy's first, and the last at the loop's end
+    (rec / "train.py").write_text(with_marks(FLAT, {"end": END}))
+    rep = replay(["final_norm"], yes=True, layout=locate(rec), progress=False)
+    assert not rep.failed and not rep.diverged
+    task = rep.plan.runs[0].tasks[0]
+    assert task.restore_before == 6 and task.warm == 7  # restored from the last iteration: no iteration re-runs
+    got = q(rec, "SELECT final_norm FROM logs WHERE final_norm IS NOT NULL").final_norm.tolist()
+    want = q(full, "SELECT final_norm FROM logs WHERE final_norm IS NOT NULL").final_norm.tolist()
+    assert got == want and len(got) == 1
+
+
+def test_loop_left_mid_iteration_saves_no_end_state(project):
+    script = '''
+import numpy as np
+import flordb as flor
+
+w = np.zeros(3)
+def batches():
+    yield from range(10)
+with flor.checkpointing(overhead=1e-9, w=w):
+    for epoch in flor.loop("epoch", batches()):
+        w += 1
+        if epoch == 4:
+            break  # iteration 4 is half done: its state is no iteration's end
+'''
+    record(project, script, check=True)
+    assert list(q(project, "SELECT DISTINCT iteration FROM checkpoints ORDER BY 1").iteration) == [0]
+    exhausted = script.replace("        if epoch == 4:\n            break", "")
+    record(project, exhausted.replace("range(10)", "range(5)"), check=True)
+    ck = q(project, "SELECT run_id, list(DISTINCT iteration ORDER BY iteration) AS its FROM checkpoints"
+                    " GROUP BY run_id ORDER BY run_id")
+    assert [list(x) for x in ck.its] == [[0], [0, 4]]  # a generator's last iteration saved once it is exhausted

@@ -76,6 +76,17 @@ def test_run_references_and_tags(proj, monkeypatch):
     assert missing.exit_code == 2 and "no recorded run matches" in missing.stderr
 
 
+def test_a_tag_is_removed_with_remove(proj, monkeypatch):
+    runs_json(proj, monkeypatch)
+    assert invoke("tag", "HEAD", "to-go").exit_code == 0
+    assert "to-go" in (runs_json(proj, monkeypatch)[-1]["tags"] or "")
+    gone = invoke("tag", "HEAD", "to-go", "--remove")
+    assert gone.exit_code == 0 and "'to-go' removed from run" in gone.stderr
+    assert "to-go" not in (runs_json(proj, monkeypatch)[-1]["tags"] or "")
+    again = invoke("tag", "HEAD", "to-go", "--remove")
+    assert again.exit_code == 2 and "has no tag 'to-go'" in again.stderr
+
+
 def test_replay_workers_are_not_runs(proj, monkeypatch):
     """A replay worker's run directory lands in replay_workers; `runs` counts what people recorded."""
     from flordb.store.segments import write_json_atomic

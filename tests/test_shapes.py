@@ -127,8 +127,12 @@ def test_a_epoch_level_after_train_skips_the_nested_loop(shapes):
 def test_a_prefix_and_suffix(shapes):
     check(shapes, ["a_init"], (), "prefix", expect_rows=1)
     rep = check(shapes, ["a_best"], (), "suffix", expect_rows=1)
-    # best_val is carried across epochs outside the nested loop: every epoch runs again
-    assert [(t.warm, t.start) for t in rep.plan.tasks] == [(0, 4)]
+    # best_val is carried across epochs outside the nested loop: saved with each checkpoint as a plain
+    # variable, restored with the last one, so only the last epoch's post-code runs again
+    (task,) = rep.plan.tasks
+    assert (task.warm, task.start, task.carry_at) == (3, 4, 3)
+    assert set(task.carry["globals"]) == {"best_val", "prev_val"}
+    assert "best_val" in rep.plan.runs[0].note and "restored from checkpoints" in rep.plan.runs[0].note
 
 
 def test_a_where_epoch_on_a_step_level_statement_restores_and_runs_what_is_needed(shapes):
@@ -136,7 +140,9 @@ def test_a_where_epoch_on_a_step_level_statement_restores_and_runs_what_is_neede
     assert not rep.failed and not rep.diverged
     (task,) = rep.plan.tasks
     assert (task.start, task.stop) == (2, 3)
-    assert task.warm == 0 and task.warm_skip  # prev_val/best_val carried: epochs 0-1 run with train() skipped
+    # prev_val/best_val carried: restored with checkpoint 1 (epoch 1 runs with train() skipped, then epoch 2)
+    assert (task.warm, task.carry_at) == (1, 1) and task.warm_skip
+    assert set(task.carry["globals"]) == {"best_val", "prev_val"}
     assert values(shapes.project, "a_grad", ("epoch", "step")) == values(shapes.gt, "a_grad", ("epoch", "step"))
 
 

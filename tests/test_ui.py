@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -12,6 +13,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pytest
 
@@ -84,6 +86,23 @@ def test_state_changes_need_post_with_the_token_header(client):
     assert bad.status_code == 400 and "names" in bad.json()["error"]
 
 
+def test_tags_are_edited_by_post_with_the_token(client):
+    run_id = runs_of(client)[0]["run_id"]
+    assert client.post("/-/tag", json={"run": run_id, "tag": "x"}).status_code == 403  # cookie alone: refused
+    assert client.get("/-/tag").status_code == 405
+    hdr = {"X-Flordb-Token": TOKEN}
+    added = client.post("/-/tag", json={"run": run_id, "tag": " sweep-a "}, headers=hdr)
+    assert added.status_code == 200 and added.json() == {"run_id": run_id, "name": "", "tags": "sweep-a"}
+    assert next(r for r in runs_of(client) if r["run_id"] == run_id)["tags"] == "sweep-a"
+    removed = client.post("/-/tag", json={"run": run_id, "tag": "sweep-a", "remove": True}, headers=hdr)
+    assert removed.status_code == 200 and removed.json()["tags"] == ""
+    again = client.post("/-/tag", json={"run": run_id, "tag": "sweep-a", "remove": True}, headers=hdr)
+    assert again.status_code == 400 and "has no tag 'sweep-a'" in again.json()["error"]
+    assert client.post("/-/tag", json={"run": run_id, "tag": "  "}, headers=hdr).json()["error"] == "the tag is empty"
+    assert client.post("/-/tag", json={"run": "nosuch", "tag": "x"}, headers=hdr).status_code == 400
+    assert client.post("/-/tag", content="{}", headers=hdr).status_code == 400
+
+
 def test_cross_origin_and_foreign_hosts_are_refused(client):
     r = client.get("/runs.json", headers={"Origin": "http://evil.example"})
     assert r.status_code == 403 and "cross-origin" in r.json()["error"]
@@ -117,6 +136,23 @@ def test_runs_json_lists_runs_with_typed_args(client):
     r = data["runs"][0]
     assert r["status"] == "finished" and len(r["version"]) == 40 and r["script"] == "train.py"
     assert {c["name"] for c in data["columns"]["log"]} == {"loss", "acc"}
+
+
+def test_runs_json_sorts_and_pages_on_the_server(client):
+    lrs = lambda d: [r["args"]["lr"] for r in d["runs"]]  # noqa: E731
+    up = client.get("/runs.json", params={"sort": "arg:lr", "dir": "asc"}).json()
+    assert lrs(up) == [0.01, 0.05, 0.1] and up["count"] == 3
+    first = client.get("/runs.json", params={"sort": "arg:lr", "limit": 2}).json()
+    assert lrs(first) == [0.1, 0.05] and (first["count"], first["offset"], first["limit"]) == (3, 0, 2)
+    rest = client.get("/runs.json", params={"sort": "arg:lr", "limit": 2, "offset": 2}).json()
+    assert lrs(rest) == [0.01]
+    newest = client.get("/runs.json").json()["runs"]  # by default the latest run first
+    assert [r["started"] for r in newest] == sorted((r["started"] for r in newest), reverse=True)
+    filtered = client.get("/runs.json", params={"where": "lr < 0.06", "sort": "arg:lr", "limit": 1}).json()
+    assert lrs(filtered) == [0.05] and filtered["count"] == 2 and filtered["total"] == 3
+    bad = client.get("/runs.json", params={"sort": "nosuch"})
+    assert bad.status_code == 400 and "cannot sort by 'nosuch'" in bad.json()["error"]
+    assert client.get("/runs.json", params={"limit": "x"}).status_code == 400
 
 
 def test_runs_json_shows_names_and_tags(store):
@@ -157,6 +193,11 @@ def test_curves_json_one_line_per_selected_run(client):
     for line in loss["lines"]:
         assert line["y"][5] == pytest.approx(lr[line["run_id"]] / 6)
     assert acc["x"] == "epoch" and [len(l["x"]) for l in acc["lines"]] == [3, 3]
+    packed = client.get("/curves.json", params={"runs": ",".join(ids), "y": "loss", "encoding": "f64"}).json()
+    for plain_line, line in zip(loss["lines"], packed["panels"][0]["lines"]):  # what the page asks for: float64s
+        assert np.frombuffer(base64.b64decode(line["x"]), "<f8").tolist() == plain_line["x"]
+        assert np.frombuffer(base64.b64decode(line["y"]), "<f8").tolist() == plain_line["y"]
+    assert client.get("/curves.json", params={"y": "loss", "encoding": "xml"}).status_code == 400
     per_step = client.get("/curves.json", params={"runs": ids[0], "y": "loss", "x": "step"}).json()["panels"][0]
     assert max(per_step["lines"][0]["x"]) == 39
     other = client.get("/curves.json", params={"y": "loss,nosuch"}).json()  # no runs named: the latest
@@ -182,6 +223,20 @@ def test_downsampling_keeps_spikes_and_caps_points_per_line():
     assert min(xs) >= 4000 and max(xs) <= 4500 and 50.0 in zoomed.column("y").to_pylist()
 
 
+def test_global_step_counts_across_epochs_without_sorting_rows():
+    # two runs, 3 epochs of 4 steps each (run b's rows arrive shuffled), and a NaN the plot skips
+    rows = [(r, e, s, float(10 * e + s)) for r in ("a", "b") for e in range(3) for s in range(4)]
+    rows = rows[:12] + rows[12:][::-1]
+    rows[5] = ("a", 1, 1, float("nan"))
+    table = pa.table({k: list(v) for k, v in zip(("run_id", "epoch", "step", "loss"), zip(*rows))})
+    out = downsample(table, ["epoch", "step"], "global", 1000)
+    for run in ("a", "b"):
+        pts = [(x, y) for r, x, y in zip(*(out.column(c).to_pylist() for c in ("run_id", "x", "y"))) if r == run]
+        assert [x for x, _ in pts] == [g for g in range(12) if (run, g) != ("a", 5)]
+        assert all(y == 10 * (x // 4) + x % 4 for x, y in pts)  # epoch e, step s is global step 4e + s
+    assert set(out.column("total").to_pylist()) == {12}  # values before the NaN is left out
+
+
 # -- SQL, completion, compare ---------------------------------------------------------------
 
 
@@ -196,6 +251,14 @@ def test_sql_json_rows_match_the_query_api(client, store):
     assert [r[1] for r in data["rows"]] == pytest.approx(list(expected["loss"]))
     err = client.get("/sql.json", params={"q": "SELECT los FROM logs"}).json()
     assert "los" in err["error"] and "loss" in err["error"]  # never logged, not in the code: suggestions
+
+
+def test_nan_infinity_and_decimals_reach_the_page_as_javascript_reads_them(client, store):
+    sql = "SELECT 'nan'::DOUBLE AS a, 'inf'::DOUBLE AS b, '-inf'::DOUBLE AS c, 1.5::DECIMAL(4, 1) AS d"
+    assert client.get("/sql.json", params={"q": sql}).json()["rows"] == [["NaN", "Infinity", "-Infinity", 1.5]]
+    cli = subprocess.run([sys.executable, "-m", "flordb", "query", sql, "-f", "json"], cwd=store,
+                         env=base_env(store), capture_output=True, text=True, check=True)
+    assert json.loads(cli.stdout) == [{"a": "nan", "b": "inf", "c": "-inf", "d": "1.5"}]  # the same encoder
 
 
 def test_completion_is_the_shells(client):
@@ -354,6 +417,34 @@ def _follow_live_run(root, proc):
         assert runs[0]["status"] == "finished"
         grown = c.get("/curves.json", params={"runs": runs[0]["run_id"], "y": "loss"}).json()["panels"][0]
         assert grown["rows"] == 20 and grown["lines"][0]["x"] == list(range(20))
+
+
+def test_change_stream_news_opens_the_catalog_only_when_the_disk_changed(store, monkeypatch):
+    from flordb.ui import flor, views
+
+    layout = locate(store)
+    first = views.generation(layout)
+    assert views.generation(layout) == first
+
+    def closed(_layout):
+        raise AssertionError("the catalog was opened though nothing changed on disk")
+
+    with monkeypatch.context() as m:
+        m.setattr(flor, "catalog", closed)
+        assert views.generation(layout) == first  # twice a second per open page: only a few stat calls
+    run_id = client_runs(store)[0]["run_id"]
+    subprocess.run([sys.executable, "-m", "flordb", "tag", run_id, "news"], cwd=store, env=base_env(store),
+                   check=True, capture_output=True)
+    tagged = views.generation(layout)
+    assert tagged != first
+    subprocess.run([sys.executable, "-m", "flordb", "tag", run_id, "news", "--remove"], cwd=store,
+                   env=base_env(store), check=True, capture_output=True)
+    assert views.generation(layout) not in (tagged,)
+
+
+def client_runs(store) -> list[dict]:
+    return TestClient(create_app(locate(store), token=TOKEN), base_url=BASE).get(
+        "/runs.json", params={"token": TOKEN}).json()["runs"]
 
 
 def test_no_store_is_a_one_line_error_and_creates_nothing(tmp_path):

@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -102,6 +103,14 @@ def open_page(pg, base: str, path: str) -> None:
     pg.wait_for_selector("body[data-painted='1']")
 
 
+def until(pg, expression: str, timeout: float = 20.0) -> None:
+    """Wait for a JavaScript expression to hold (the page's CSP forbids wait_for_function's eval)."""
+    deadline = time.monotonic() + timeout
+    while not pg.evaluate(expression):
+        assert time.monotonic() < deadline, f"never true: {expression}"
+        pg.wait_for_timeout(50)
+
+
 def shot(pg, name: str) -> None:
     if SCREENSHOTS:
         Path(SCREENSHOTS).mkdir(parents=True, exist_ok=True)
@@ -129,6 +138,23 @@ def test_runs_table_lists_runs_with_their_args(page):
     shot(page, "runs")
 
 
+def test_runs_are_sorted_and_paged_by_the_server(page, server):
+    base, _ = server
+    open_page(page, base, "/runs?limit=2")
+    head = page.locator("#runs thead th").all_inner_texts()
+    col = head.index("lr") + 1
+    lr = lambda: [float(t) for t in page.locator(f"#runs tbody td:nth-child({col})").all_inner_texts()]  # noqa: E731
+    assert page.locator("#runs tbody tr").count() == 2 and "(1–2 shown)" in page.inner_text("#count")
+    page.click("#runs th[data-key='arg:lr']")  # ascending, from the server
+    sync_api.expect(page.locator("#runs th[data-key='arg:lr']")).to_contain_text("▲")
+    assert lr() == [0.01, 0.05]
+    page.click("#next-page")
+    sync_api.expect(page.locator("#runs tbody tr")).to_have_count(1)
+    assert lr() == [0.1] and "sort=arg" in page.url and "offset=2" in page.url
+    page.click("#prev-page")
+    sync_api.expect(page.locator("#runs tbody tr")).to_have_count(2)
+
+
 def test_two_selected_runs_draw_two_curves_with_every_point(page, server):
     base, _ = server
     runs = page.locator("#runs tbody tr")
@@ -142,17 +168,35 @@ def test_two_selected_runs_draw_two_curves_with_every_point(page, server):
     page.wait_for_url("**/curves?**")
     page.wait_for_selector("body[data-painted='1']")
     assert page.locator(".error").count() == 0, page.locator(".error").all_inner_texts()
-    page.wait_for_selector(".panel[data-y='loss'] .scatterlayer .trace")
-    traces = page.locator(".panel[data-y='loss'] .scatterlayer .trace")
-    assert traces.count() == 2
-    data = page.evaluate("[...document.querySelector(\".panel[data-y='loss']\").data].map(t => [t.name, t.x.length])")
+    page.wait_for_selector(".panel[data-y='loss'][data-lines='2'] canvas")
+    assert page.locator(".panel[data-y='loss'] .chart-legend .trace").count() == 2
+    data = page.evaluate("document.querySelector(\".panel[data-y='loss']\").chart.lines.map(l => [l.name, l.x.length])")
     steps = {r["run_id"]: r for r in json.loads(page.evaluate("fetch('/runs.json').then(r => r.text())"))["runs"]}
     expected = {r: 3 * (30 if steps[r]["args"]["lr"] == 0.05 else 40) for r in picked}
     assert {name: n for name, n in data} == expected
+    # hover: the point under the mouse, with its run and values
+    point = page.evaluate("""(() => { const c = document.querySelector(".panel[data-y='loss']").chart, l = c.lines[0];
+        const r = c.canvas.getBoundingClientRect(); return [r.left + l.px[10], r.top + l.py[10], l.name, l.y[10]]; })()""")
+    page.mouse.move(point[0], point[1])
+    tip = page.locator(".panel[data-y='loss'] .chart-tip")
+    sync_api.expect(tip).to_be_visible()
+    assert point[2] in tip.inner_text() and "global=10" in tip.inner_text()
+    # zoom: drag across the plot; the range comes back from the server at full detail
+    box = page.locator(".panel[data-y='loss'] canvas").bounding_box()
+    y_mid = box["y"] + box["height"] / 2
+    page.mouse.move(box["x"] + 70, y_mid)
+    page.mouse.down()
+    page.mouse.move(box["x"] + 70 + (box["width"] - 82) / 2, y_mid, steps=4)
+    page.mouse.up()
+    until(page, "document.querySelector(\".panel[data-y='loss']\").chart.spec.range !== null")
+    zoomed = page.evaluate("document.querySelector(\".panel[data-y='loss']\").chart.lines.map(l => Math.max(...l.x))")
+    assert all(55 <= m <= 65 for m in zoomed), zoomed  # about half of 0..119
+    page.dblclick(".panel[data-y='loss'] canvas")
+    until(page, "document.querySelector(\".panel[data-y='loss']\").chart.spec.range === null")
     page.select_option("#add-y", "acc")
-    page.wait_for_selector(".panel[data-y='acc'] .scatterlayer .trace")
+    page.wait_for_selector(".panel[data-y='acc'][data-lines='2'] canvas")
     page.check("#log")
-    assert page.evaluate("document.querySelector(\".panel[data-y='loss']\").layout.yaxis.type") == "log"
+    assert page.evaluate("document.querySelector(\".panel[data-y='loss']\").chart.logY") is True
     shot(page, "curves")
     open_page(page, base, f"/compare?runs={','.join(picked)}")
     assert page.locator("#args-differ th").all_inner_texts()[-1] == "lr"
@@ -162,7 +206,7 @@ def test_two_selected_runs_draw_two_curves_with_every_point(page, server):
     # the two versions' differing line, one side each (which is A depends on the runs' order)
     assert sorted(changed) == ["0.001 * (step % 7))", "0.002 * (step % 5))  # noisier"]
     assert sorted(changed.values()) == ["+", "-"]
-    page.wait_for_selector("#compare-plot .scatterlayer .trace")
+    page.wait_for_selector("#compare-plot[data-lines='2'] canvas")
     shot(page, "compare")
 
 
@@ -204,6 +248,73 @@ def test_missing_column_shows_the_plan_and_replay_fills_it(page, server, project
     assert [[r[0], int(r[1]), float(r[2])] for r in rows] == \
         [[e["run_id"], e["epoch"], pytest.approx(e["acc_half"], rel=1e-5)] for e in expected]
     shot(page, "replayed")
+
+
+def test_tags_are_added_and_removed_in_the_page(page, project):
+    row = page.locator("#runs tbody tr").first
+    run_id = row.get_attribute("data-run")
+    row.locator("button.add-tag").click()
+    row.locator("input.new-tag").fill("best-so-far")
+    row.locator("input.new-tag").press("Enter")
+    sync_api.expect(row.locator(".tag[data-tag='best-so-far']")).to_have_count(1)
+
+    def cli_tags() -> str:  # what `flordb runs` says: the page and the CLI share one code path
+        out = subprocess.run([sys.executable, "-m", "flordb", "runs", "--format", "json"], cwd=project,
+                             env=base_env(project), capture_output=True, text=True, check=True)
+        return next(r.get("tags") or "" for r in json.loads(out.stdout) if r["run_id"] == run_id)
+
+    assert cli_tags() == "best-so-far"
+    page.reload()
+    page.wait_for_selector("body[data-painted='1']")
+    row = page.locator(f"#runs tbody tr[data-run='{run_id}']")
+    row.locator(".tag[data-tag='best-so-far'] button.untag").click()
+    sync_api.expect(row.locator(".tag")).to_have_count(0)
+    assert cli_tags() == ""
+
+
+LIVE = """
+import os, time
+import flordb as flor
+for epoch in flor.loop("epoch", range(2)):
+    while epoch == 1 and not os.path.exists("go"):  # epoch 0 is on disk once epoch 1 starts
+        time.sleep(0.05)
+    for step in flor.loop("step", range(10)):
+        flor.log("loss", 1.0 / (1 + step))
+"""
+
+
+def test_a_running_runs_curve_grows_in_the_open_page(browser, tmp_path):
+    """The page hears of new records from the server (server-sent events) and redraws, without a reload."""
+    from conftest import spawn
+
+    root = make_project(tmp_path / "live")
+    proc = spawn(root, LIVE)
+    srv = None
+    try:
+        runs_dir = root / ".flordb" / "segments"
+        deadline = time.monotonic() + 60
+        while not any(runs_dir.glob("*/seg-*")):
+            assert time.monotonic() < deadline and proc.poll() is None, "the first epoch never reached the disk"
+            time.sleep(0.05)
+        srv, base, token = start_in_thread(locate(root))
+        context = browser.new_context(viewport={"width": 1000, "height": 700})
+        pg = context.new_page()
+        pg.goto(f"{base}/curves?y=loss&token={token}")
+        pg.wait_for_selector("body[data-painted='1']")
+        points = "(document.querySelector(\".panel[data-y='loss']\")?.chart?.lines || []).map(l => l.x.length)"
+        until(pg, f"JSON.stringify({points}) === '[10]'", timeout=30)
+        pg.evaluate("window.stillThisPage = true")
+        (root / "go").write_text("")
+        until(pg, f"JSON.stringify({points}) === '[20]'", timeout=30)
+        assert pg.evaluate("window.stillThisPage === true")  # redrawn in place, not reloaded
+        assert proc.wait(60) == 0
+        context.close()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if srv is not None:
+            srv.should_exit = True
 
 
 def test_a_request_without_the_token_is_refused(browser, server):

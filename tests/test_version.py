@@ -6,6 +6,7 @@ import hashlib
 import os
 import stat
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -439,3 +440,15 @@ def test_snapshot_is_fast(git_repo, tmp_path):
         snapshot(git_repo, tmp_path / "unused")
         best = min(best, time.perf_counter() - t0)
     assert best < 0.5, f"snapshot took {best:.3f}s"
+
+
+def test_gitpython_is_imported_only_when_a_snapshot_is_taken(git_repo, tmp_path):
+    code = (
+        "import sys, flordb, flordb.version, flordb.version.sandbox\n"
+        "before = 'git' in sys.modules\n"
+        "flordb.version.snapshot(sys.argv[1], sys.argv[2])\n"
+        "print(before, 'git' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(git_repo), str(tmp_path / "unused")],
+                         capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", "True"]  # the recording fast path never pays for importing GitPython

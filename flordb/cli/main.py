@@ -164,16 +164,18 @@ def replay(names: tuple[str, ...], where: str | None, workers: int | None, yes: 
 @click.argument("run")
 @click.argument("tag")
 @click.option("--name", "as_name", is_flag=True, help="Make TAG the run's name (one per run) instead of a tag.")
+@click.option("--remove", is_flag=True, help="Take TAG (or with --name, the name) off the run.")
 @handle_errors
-def tag(run: str, tag: str, as_name: bool) -> None:
+def tag(run: str, tag: str, as_name: bool, remove: bool) -> None:
     """Tag a run (or name it), so that TAG works wherever a run is expected.
 
     \b
     flordb tag HEAD baseline
     flordb tag 3f9c2a lr-sweep
     flordb tag HEAD~1 first-try --name
+    flordb tag HEAD baseline --remove
     """
-    _label(run, "name" if as_name else "tag", tag)
+    _label(run, "name" if as_name else "tag", tag, remove)
 
 
 @cli.command()
@@ -189,18 +191,11 @@ def note(run: str, text: str) -> None:
     _label(run, "note", text)
 
 
-def _label(ref: str, kind: str, value: str) -> None:
-    from flordb.errors import QueryError
-    from flordb.sql.runs import resolve_run
-    from flordb.store.catalog import open_catalog
+def _label(ref: str, kind: str, value: str, remove: bool = False) -> None:
+    from flordb.sql.runs import label_run
 
-    if not value.strip():
-        raise QueryError(f"the {kind} is empty")
-    with open_catalog(create=False) as cat:
-        cat.ingest()
-        run_id = resolve_run(cat, ref)
-        cat.add_label(run_id, kind, value.strip())
-    click.echo(f"{kind} {value.strip()!r} added to run {run_id}", err=True)
+    run_id = label_run(ref, kind, value, remove=remove)
+    click.echo(f"{kind} {value.strip()!r} {'removed from' if remove else 'added to'} run {run_id}", err=True)
 
 
 @cli.command()

@@ -159,6 +159,35 @@ def _logged_by_current_code(layout: Layout) -> set[str]:
         return set()
 
 
+def _import_what_refresh_needs() -> None:
+    """Import on the calling thread the modules :func:`build_vocabulary` imports lazily.
+
+    The refresh runs on a background thread while the user's statement may
+    import on the main one; two threads importing the same packages can hand
+    one of them a half-initialized module (issue 11), so the thread imports nothing.
+    """
+    global _imported_for_refresh
+    if _imported_for_refresh:
+        return
+    import importlib.readers  # noqa: F401  (the schema files, read at catalog open)
+    import importlib.resources.readers  # noqa: F401
+
+    import numpy  # noqa: F401
+    import pyarrow.parquet  # noqa: F401  (ingest reads segments; pyarrow imports numpy and cloudpickle)
+
+    import flordb.hindsight.locate  # noqa: F401
+    import flordb.hindsight.plan  # noqa: F401
+    import flordb.schema  # noqa: F401
+    import flordb.sql.engine  # noqa: F401
+    import flordb.sql.schema  # noqa: F401
+    import flordb.store.catalog  # noqa: F401
+
+    _imported_for_refresh = True
+
+
+_imported_for_refresh = False
+
+
 def command_vocabulary() -> dict[str, object]:
     return {name: cmd.completes for name, cmd in special.COMMANDS.items()}
 
@@ -339,6 +368,7 @@ class Shell:
             if self._refreshing:
                 return  # the running refresh will go round once more
             self._refreshing = True
+            _import_what_refresh_needs()  # here, not on the thread: see the function
             self._refresh_thread = threading.Thread(
                 target=self._refresh_loop, name="flordb-completion-refresh", daemon=True
             )

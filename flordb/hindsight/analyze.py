@@ -145,6 +145,17 @@ def carried_state(source: str, main_loop: str | None, nested_loop: str | None = 
     return _walk(source, main_loop, nested_loop).carried(suffix)
 
 
+def carried_restorable(source: str, main_loop: str | None, nested_loop: str | None = None,
+                       suffix: bool = False) -> tuple[dict, str]:
+    """The carried variables a replay restores from checkpoints instead of starting at iteration 0.
+
+    ``({"globals": [...], "locals": [...]}, "")`` when every piece of carried
+    state is a plain variable of the main loop's frame or module, saved with
+    each checkpoint (:mod:`flordb.record.carry`); else ``({}, reason)``.
+    """
+    return _walk(source, main_loop, nested_loop).restorable(suffix)
+
+
 def skip_safety(w: Walk) -> tuple[bool, str]:
     if w.main is None:
         return False, "the script has no flor.loop"

@@ -198,11 +198,13 @@ def extract(cat: Catalog, name: str, pattern: str | None = None, ex: Extraction 
             f"""DELETE FROM extracted e USING records x WHERE x.run_id = e.run_id AND lower(x.name) = lower(?)
                 AND x.path = e.path AND x.coord = e.coord AND x.replay_id IS NOT NULL
                 AND NOT starts_with(x.replay_id, '{PREFIX}')""", [name])
-        ex_(
-            f"""DELETE FROM records x USING extracted e WHERE x.run_id = e.run_id AND lower(x.name) = lower(?)
-                AND x.path = e.path AND x.coord = e.coord AND starts_with(x.replay_id, '{PREFIX}')""", [name])
-        ex_(f"INSERT INTO records SELECT run_id, seq, ?, path, coord, {FLOAT}, num, NULL, replay_id FROM extracted",
-            [name])
+        cat.delete_records(
+            f"""x.run_id = e.run_id AND lower(x.name) = lower(?)
+                AND x.path = e.path AND x.coord = e.coord AND starts_with(x.replay_id, '{PREFIX}')""", [name],
+            using="extracted e")
+        cat.insert_records(
+            f"SELECT run_id, seq, CAST(? AS VARCHAR) AS name, path, coord, {FLOAT} AS vtype, num,"
+            " CAST(NULL AS VARCHAR) AS txt, replay_id FROM extracted", [name])
         ex_(f"""INSERT INTO log_names (run_id, name, path, vtype, n, replayed, dups)
                 SELECT run_id, ?, path, {FLOAT}, count(*), true, 0 FROM extracted GROUP BY ALL""", [name])
         ex_(

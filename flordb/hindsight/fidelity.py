@@ -63,7 +63,7 @@ def check(cat: Catalog, replay_id: str, rtol: float = 0.0) -> Fidelity:
 def skipped_nested(tasks) -> bool:
     """Did any of these tasks restore a nested loop's exit state instead of running it?"""
     return any(t.nested and t.checkpoints and (t.strategy == "skip" or (t.warm < t.start and t.warm_skip))
-               or t.restore_before is not None for t in tasks)
+               or t.restore_before is not None or getattr(t, "carry_at", None) is not None for t in tasks)
 
 
 def guard_plan(plan, fidelity: dict[str, Fidelity]):
@@ -91,6 +91,7 @@ def guard_plan(plan, fidelity: dict[str, Fidelity]):
         new.strategy = "reexec" if rp.strategy == "skip" else rp.strategy
         new.warm_skip = False
         new.carried = f"runtime guard: the replay that skipped nested loops diverged ({fid.first})"
+        new.carry, new.carry_ok = {}, set()  # and restored no carried variables: every iteration runs
         new.note = f"re-run with re-execution after {rp.replay_id} diverged: {fid.first}"
         sts = rp.statements or plan.statements
         new.tasks = make_tasks(new, new.facts, new.placement, sts, [s.name for s in sts], new.patched, 1)

@@ -9,6 +9,7 @@ runs and iterations replayed.
 from __future__ import annotations
 
 import json
+import weakref
 from typing import Optional, Union
 
 import sqlglot
@@ -18,6 +19,10 @@ from flordb.errors import HindsightError
 from flordb.store.catalog import Catalog
 
 Where = Optional[Union[str, exp.Expression]]
+
+# Names a statement's fill just replayed, per catalog handle (one per statement): its refresh does
+# not plan the same replay again (runs whose tasks failed are retried by the next query).
+_FILLED: "weakref.WeakKeyDictionary[Catalog, set[str]]" = weakref.WeakKeyDictionary()
 
 
 def fill_missing(cat: Catalog, missing: list[str], where: Where, mode: str) -> bool:
@@ -44,6 +49,8 @@ def fill_missing(cat: Catalog, missing: list[str], where: Where, mode: str) -> b
                         where=where, quiet_if_nothing=bool(extracted))
     finally:
         cat.open()
+    if report.results:
+        _FILLED.setdefault(cat, set()).update(found)
     if extracted:
         return True  # answer with what was extracted, whatever the replay of the rest did
     names = ", ".join(missing)
@@ -204,6 +211,7 @@ def _refresh_and_fill(cat: Catalog, names: list[str], replayed: list[str], where
 
     changed = _refresh_stale(cat, replayed, where, mode) if replayed else False
     missing = cat.cached(f"gaps:{sorted(names)}", lambda: gaps(cat, names, current_scripts(cat, names)))
+    missing = [n for n in missing if n not in _FILLED.get(cat, ())]
     if not missing:
         return changed
     from flordb.hindsight.api import ConfirmationRequired, replay, say

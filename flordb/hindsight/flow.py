@@ -23,18 +23,24 @@ the caller's variables. It records, in order:
 The walk is an approximation of one iteration: both branches of an ``if`` are
 taken, loops are walked once. What it cannot resolve it leaves out, and
 :mod:`analyze` turns "not reached" into re-execution.
+
+Three modules, one job each: this one walks statements and expressions in
+order; :mod:`flordb.hindsight.calls` resolves calls and names variables by key;
+:mod:`flordb.hindsight.effects` reads the answers (skip safety, carried state)
+off the events.
 """
 
 from __future__ import annotations
 
 import ast
 import itertools
-from dataclasses import dataclass, field
 
+from flordb.hindsight.calls import Calls, Frame, path_of
+from flordb.hindsight.effects import (  # noqa: F401  (the phases are part of this module's surface)
+    AFTER_PH, BEFORE_PH, GLOBAL, INSIDE_PH, PREFIX_PH, SUFFIX_PH, Effects, Event,
+)
 from flordb.hindsight.locate import flor_names
 
-PREFIX_PH, BEFORE_PH, INSIDE_PH, AFTER_PH, SUFFIX_PH = "prefix", "before", "inside", "after", "suffix"
-GLOBAL = "G"
 BUDGET = 40_000  # statements visited before the walk gives up (deep or repeated call trees)
 
 # Method calls that do not change their receiver; any other method call may.
@@ -56,51 +62,6 @@ MUTATING_FUNCS = frozenset({"next", "shuffle"})
 WRAPPERS = frozenset({"enumerate", "tqdm", "iter", "zip", "reversed", "list", "islice", "trange"})
 APPEND_LIKE = frozenset({"append", "extend", "appendleft", "add", "insert"})
 RNG_KEYWORDS = frozenset({"generator", "rng", "random_state"})
-ITERATOR_MAKERS = frozenset({"iter", "map", "filter", "zip", "enumerate", "cycle", "islice", "chain", "count",
-                             "repeat", "tee"})
-
-Key = tuple  # (owner, path)
-
-
-@dataclass
-class Frame:
-    fid: int
-    name: str
-    func: ast.AST | None  # FunctionDef / Lambda, None for the module
-    cls: ast.ClassDef | None = None
-    self_name: str | None = None
-    binding: dict = field(default_factory=dict)  # param -> caller Key, or None (a fresh value)
-    arg_exprs: dict = field(default_factory=dict)  # param -> (caller expression, caller frame)
-    local_names: set = field(default_factory=set)
-    global_names: set = field(default_factory=set)
-    parent: "Frame | None" = None  # lexically enclosing function's frame (closures)
-    call_line: int | None = None
-
-
-@dataclass
-class Event:
-    op: str  # "r" read, "w" write (mutation), "b" rebind (whole-name assignment)
-    key: Key
-    phase: str
-    line: int
-    text: str  # how the script spells it at that point
-    sink: bool = False  # a read that only goes to print/logging
-
-
-def path_of(node: ast.AST) -> tuple | None:
-    """``self.a.b`` -> ("self", "a", "b"); ``x[i]`` -> ("x",); anything else None."""
-    parts: list[str] = []
-    while True:
-        if isinstance(node, ast.Name):
-            return (node.id, *reversed(parts))
-        if isinstance(node, ast.Attribute):
-            parts.append(node.attr)
-            node = node.value
-        elif isinstance(node, ast.Subscript):
-            parts.clear()  # an item: the container's path
-            node = node.value
-        else:
-            return None
 
 
 def _loop_call(node: ast.AST, flor) -> ast.Call | None:
@@ -140,37 +101,7 @@ def _flor_iteration(node: ast.AST, flor) -> str | None:
     return None
 
 
-def _local_names(func: ast.AST) -> tuple[set, set]:
-    """Names a function binds (its locals) and those it declares global/nonlocal."""
-    loc: set = set()
-    glob: set = set()
-    args = func.args
-    for a in [*args.posonlyargs, *args.args, *args.kwonlyargs, args.vararg, args.kwarg]:
-        if a is not None:
-            loc.add(a.arg)
-    body = func.body if isinstance(func.body, list) else [func.body]
-    stack = list(body)
-    while stack:
-        n = stack.pop()
-        if isinstance(n, ast.Global):
-            glob.update(n.names)
-        elif isinstance(n, ast.Nonlocal):
-            glob.update(f"nonlocal:{x}" for x in n.names)
-            glob.update(n.names)
-        elif isinstance(n, ast.Name) and isinstance(n.ctx, (ast.Store, ast.Del)):
-            loc.add(n.id)
-        elif isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            loc.add(n.name)
-            continue  # its body is another scope
-        elif isinstance(n, (ast.Import, ast.ImportFrom)):
-            loc.update((a.asname or a.name).split(".")[0] for a in n.names)
-        elif isinstance(n, ast.Lambda):
-            continue
-        stack.extend(ast.iter_child_nodes(n))
-    return loc - glob, glob
-
-
-class Walk:
+class Walk(Calls, Effects):
     """One walk of a module; see the module docstring. Built by :func:`walk`."""
 
     def __init__(self, tree: ast.Module, main_loop: str | None, nested_loop: str | None):
@@ -194,212 +125,14 @@ class Walk:
         self.outer_fids: set = {GLOBAL}  # owners that outlive an iteration
         self.fresh_fids: set = set()  # frames created inside the nested loop
         self.main_depth = 0
+        self.main_fid = GLOBAL  # the frame that runs the main loop
+        self.scope: list[int] = []  # conditional blocks (if, loop bodies, except) being walked
+        self._blocks = itertools.count(1)
         self.visited = 0
         self.incomplete = ""
         self._ids = itertools.count(1)
+        self._assign_cache: dict[int, list] = {}
         self._index(tree)
-
-    # -- the script's definitions --------------------------------------------------
-
-    def _index(self, tree: ast.Module) -> None:
-        self.funcs: dict[str, ast.AST] = {}
-        self.classes: dict[str, ast.ClassDef] = {}
-        self.parent_of: dict[int, ast.AST] = {}
-        self.modules: set = {"flor", "flordb"} | set(self.flor.modules) | set(self.flor.functions)
-        self.generators: set = set()
-        self.attr_types: dict[tuple, str] = {}  # (class, attr) -> class of self.attr = C(...)
-        self.data_attrs: set = set()  # attribute names assigned anywhere (obj.attr = ...)
-        self.shared_iters: set = set()
-        self.loader_rngs: dict = {}  # name of a DataLoader -> path of the generator it draws from
-        for node in ast.walk(tree):
-            for child in ast.iter_child_nodes(node):
-                self.parent_of[id(child)] = node
-            if isinstance(node, (ast.Import, ast.ImportFrom)):
-                self.modules.update((a.asname or a.name).split(".")[0] for a in node.names)
-            elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                if any(isinstance(n, (ast.Yield, ast.YieldFrom)) for n in ast.walk(node)):
-                    self.generators.add(node.name)
-            elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
-                self.data_attrs.add(node.attr)
-        for node in tree.body:
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                self.funcs[node.name] = node
-            elif isinstance(node, ast.ClassDef):
-                self.classes[node.name] = node
-        for node in ast.walk(tree):  # classes and functions defined under `if` or in functions
-            if isinstance(node, ast.ClassDef):
-                self.classes.setdefault(node.name, node)
-        for cls in self.classes.values():
-            for n in ast.walk(cls):
-                if (isinstance(n, ast.Assign) and isinstance(n.value, ast.Call)
-                        and isinstance(n.value.func, ast.Name) and n.value.func.id in self.classes):
-                    for t in n.targets:
-                        p = path_of(t)
-                        if p and len(p) == 2 and isinstance(t, ast.Attribute):
-                            self.attr_types[(cls.name, p[1])] = n.value.func.id
-        for n in ast.walk(tree):
-            if isinstance(n, ast.Assign) and isinstance(n.value, ast.Call):
-                f = n.value.func
-                fname = f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute) else None
-                for k in n.value.keywords:
-                    g = path_of(k.value) if k.arg == "generator" and fname == "DataLoader" else None
-                    for t in n.targets if g else ():
-                        tp = path_of(t)
-                        if tp:
-                            self.loader_rngs[tp[-1]] = g
-                if fname in ITERATOR_MAKERS or fname in self.generators:
-                    for t in n.targets:
-                        p = path_of(t)
-                        if p:
-                            self.shared_iters.add(p[-1])
-
-    def _method(self, cls_name: str | None, name: str) -> ast.AST | None:
-        seen = set()
-        while cls_name and cls_name in self.classes and cls_name not in seen:
-            seen.add(cls_name)
-            cls = self.classes[cls_name]
-            for n in cls.body:
-                if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name == name:
-                    return n
-            bases = [b.id for b in cls.bases if isinstance(b, ast.Name) and b.id in self.classes]
-            cls_name = bases[0] if bases else None
-        return None
-
-    def _class_of(self, func: ast.AST) -> ast.ClassDef | None:
-        parent = self.parent_of.get(id(func))
-        return parent if isinstance(parent, ast.ClassDef) else None
-
-    def enclosing_function(self, node: ast.AST) -> str | None:
-        n = self.parent_of.get(id(node))
-        while n is not None:
-            if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                return n.name
-            n = self.parent_of.get(id(n))
-        return None
-
-    def _var_class(self, name: str, frame: Frame) -> str | None:
-        """The script class of variable ``name`` when it is bound to ``C(...)`` in the frame's function."""
-        scope = frame.func if frame.func is not None else self.tree
-        body = scope.body if isinstance(scope.body, list) else []
-        for n in ast.walk(ast.Module(body=body, type_ignores=[])):
-            if (isinstance(n, ast.Assign) and isinstance(n.value, ast.Call) and isinstance(n.value.func, ast.Name)
-                    and n.value.func.id in self.classes
-                    and any(isinstance(t, ast.Name) and t.id == name for t in n.targets)):
-                return n.value.func.id
-        if name in frame.arg_exprs:
-            expr, caller = frame.arg_exprs[name]
-            if isinstance(expr, ast.Name):
-                return self._var_class(expr.id, caller)
-            if isinstance(expr, ast.Call) and isinstance(expr.func, ast.Name) and expr.func.id in self.classes:
-                return expr.func.id
-        if frame.parent is not None:
-            return self._var_class(name, frame.parent)
-        if frame.func is not None and name not in frame.local_names:
-            return self._var_class(name, self.module_frame)  # a global
-        return None
-
-    # -- keys --------------------------------------------------------------------
-
-    def key(self, path: tuple, frame: Frame) -> Key:
-        root = path[0]
-        if frame.func is None:
-            return (GLOBAL, path)
-        if root in frame.binding:
-            bound = frame.binding[root]
-            if bound is None:
-                return (frame.fid, path)
-            return (bound[0], bound[1] + path[1:])
-        if root in frame.global_names:
-            if f"nonlocal:{root}" in frame.global_names and frame.parent is not None:
-                return self.key(path, frame.parent)  # the enclosing function's variable
-            return (GLOBAL, path)
-        if root in frame.local_names:
-            return (frame.fid, path)
-        if frame.parent is not None:
-            return self.key(path, frame.parent)
-        return (GLOBAL, path)
-
-    # -- resolving calls ----------------------------------------------------------------
-
-    def resolve(self, func: ast.AST, frame: Frame, depth: int = 0):
-        """(callee, receiver key or None, leading args) for a callable expression, or None."""
-        if depth > 4:
-            return None
-        if isinstance(func, ast.Lambda):
-            return func, None, []
-        if isinstance(func, ast.Call):  # partial(f, a)(...)
-            return self._partial(func, frame, depth)
-        if isinstance(func, ast.Name):
-            n = func.id
-            if n in frame.arg_exprs:
-                expr, caller = frame.arg_exprs[n]
-                return self.resolve(expr, caller, depth + 1)
-            scope = frame
-            while scope is not None:
-                found = self._bound_in(n, scope, depth)
-                if found is not None:
-                    return found
-                scope = scope.parent
-            if n in self.funcs:
-                return self.funcs[n], None, []
-            if n in self.classes:
-                init = self._method(n, "__init__")
-                return (init, "new", []) if init is not None else None
-            return None
-        if isinstance(func, ast.Attribute):
-            base = func.value
-            if isinstance(base, ast.Name) and frame.self_name and base.id == frame.self_name and frame.cls:
-                m = self._method(frame.cls.name, func.attr)
-                if m is not None:
-                    return m, self.key((base.id,), frame), []
-            if isinstance(base, ast.Name):
-                cls = self._var_class(base.id, frame)
-                if cls is not None:
-                    m = self._method(cls, func.attr)
-                    if m is not None:
-                        return m, self.key((base.id,), frame), []
-            if isinstance(base, ast.Call) and isinstance(base.func, ast.Name) and base.func.id in self.classes:
-                m = self._method(base.func.id, func.attr)  # C(...).method()
-                if m is not None:
-                    return m, (f"obj{id(base)}", ()), []
-            p = path_of(base)
-            if p and len(p) == 2 and frame.cls and p[0] == frame.self_name:
-                cls = self.attr_types.get((frame.cls.name, p[1]))
-                m = self._method(cls, func.attr) if cls else None
-                if m is not None:
-                    return m, self.key(p, frame), []
-        return None
-
-    def _bound_in(self, name: str, frame: Frame, depth: int):
-        scope = frame.func if frame.func is not None else self.tree
-        body = scope.body if isinstance(scope.body, list) else []
-        for n in body:
-            if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name == name and frame.func is not None:
-                return n, None, []
-        for n in ast.walk(ast.Module(body=body, type_ignores=[])):
-            if isinstance(n, ast.Assign) and any(isinstance(t, ast.Name) and t.id == name for t in n.targets):
-                v = n.value
-                if isinstance(v, ast.Lambda):
-                    return v, None, []
-                if isinstance(v, ast.Call) and self._is_partial(v):
-                    return self._partial(v, frame, depth)
-                if isinstance(v, ast.Name) and v.id != name and (v.id in self.funcs or v.id in frame.arg_exprs):
-                    return self.resolve(v, frame, depth + 1)
-        return None
-
-    @staticmethod
-    def _is_partial(call: ast.Call) -> bool:
-        f = call.func
-        return (isinstance(f, ast.Name) and f.id == "partial") or (isinstance(f, ast.Attribute) and f.attr == "partial")
-
-    def _partial(self, call: ast.Call, frame: Frame, depth: int):
-        if not self._is_partial(call) or not call.args:
-            return None
-        got = self.resolve(call.args[0], frame, depth + 1)
-        if got is None:
-            return None
-        callee, recv, pre = got
-        return callee, recv, [*pre, *call.args[1:]]
 
     # -- walking ----------------------------------------------------------------------
 
@@ -417,6 +150,13 @@ class Walk:
     def block(self, stmts: list, frame: Frame) -> None:
         for st in stmts:
             self.stmt(st, frame)
+
+    def cond_block(self, stmts: list, frame: Frame) -> None:
+        self.scope.append(next(self._blocks))
+        try:
+            self.block(stmts, frame)
+        finally:
+            self.scope.pop()
 
     def mark(self, st: ast.AST) -> None:
         self.phases.setdefault(id(st), set()).add(self.phase)
@@ -447,8 +187,8 @@ class Walk:
         if isinstance(st, (ast.If, ast.While)):
             self.expr(st.test, frame)
             self.mark(st)
-            self.block(st.body, frame)
-            self.block(st.orelse, frame)
+            self.cond_block(st.body, frame)
+            self.cond_block(st.orelse, frame)
         elif isinstance(st, (ast.For, ast.AsyncFor)):
             before = self.phase
             self.expr(st.iter, frame)
@@ -457,8 +197,10 @@ class Walk:
             if inside:
                 self.phase = INSIDE_PH
             self.mark(st)
+            self.scope.append(next(self._blocks))
             self.target(st.target, frame, st.lineno)
             self.block(st.body, frame)
+            self.scope.pop()
             self.block(st.orelse, frame)
             if inside:
                 self.phase = AFTER_PH
@@ -473,14 +215,14 @@ class Walk:
             self.mark(st)
             self.block(st.body, frame)
             for h in st.handlers:
-                self.block(h.body, frame)
+                self.cond_block(h.body, frame)
             self.block(st.orelse, frame)
             self.block(st.finalbody, frame)
         elif isinstance(st, ast.Match):
             self.expr(st.subject, frame)
             self.mark(st)
             for case in st.cases:
-                self.block(case.body, frame)
+                self.cond_block(case.body, frame)
         else:
             self.simple(st, frame)
 
@@ -489,7 +231,7 @@ class Walk:
             self.expr(st.iter, frame)
             self.mark(st)
             self.main, self.main_name, self.phase = st, name, BEFORE_PH
-            self.main_depth = len(self.stack)
+            self.main_depth, self.main_fid = len(self.stack), frame.fid
             self.outer_fids |= {f.fid for f in self.stack}
             self.target(st.target, frame, st.lineno, record=False)
             self.iter_start = len(self.events)
@@ -508,18 +250,22 @@ class Walk:
                 self.write(p, frame, st.lineno, "w")  # a shared iterator: the loop consumes it
             if p and p[-1] in self.loader_rngs:  # DataLoader(..., generator=g): iterating draws from g
                 self.write(self.loader_rngs[p[-1]], frame, st.lineno, "w")
+            self.scope.append(next(self._blocks))
             self.target(st.target, frame, st.lineno)
             self.block(st.body, frame)
+            self.scope.pop()
             self.block(st.orelse, frame)
             self.phase = AFTER_PH
             return
         self.expr(st.iter, frame)
         self.mark(st)
+        self.scope.append(next(self._blocks))
         self.target(st.target, frame, st.lineno)
         pushed = self.phase in (BEFORE_PH, AFTER_PH)
         if pushed:
             self.inner.append(name)
         self.block(st.body, frame)
+        self.scope.pop()
         self.block(st.orelse, frame)
         if pushed:
             self.inner.pop()
@@ -535,7 +281,7 @@ class Walk:
             self.expr(item.context_expr, frame)
         self.mark(st)
         self.main, self.main_name, self.phase = st, name, BEFORE_PH
-        self.main_depth = len(self.stack)
+        self.main_depth, self.main_fid = len(self.stack), frame.fid
         self.outer_fids |= {f.fid for f in self.stack}
         self.iter_start = len(self.events)
         self.block(st.body, frame)
@@ -678,146 +424,12 @@ class Walk:
             if p and fname not in ("DataLoader", "Generator"):
                 self.write(p, frame, c.lineno, "w")
 
-    def enter(self, got, c: ast.Call, frame: Frame, assign_to) -> None:
-        callee, recv, pre = got
-        new = Frame(fid=next(self._ids), name=getattr(callee, "name", "<lambda>"), func=callee,
-                    cls=self._class_of(callee), call_line=c.lineno)
-        new.local_names, new.global_names = _local_names(callee)
-        params = [a.arg for a in [*callee.args.posonlyargs, *callee.args.args]]
-        if recv is not None and params and new.cls is not None:
-            new.self_name = params[0]
-            if recv == "new":
-                target = assign_to[0] if assign_to and len(assign_to) == 1 else None
-                p = path_of(target) if target is not None else None
-                new.binding[params[0]] = self.key(p, frame) if p else (f"obj{id(c)}", ())
-            else:
-                new.binding[params[0]] = recv
-            params = params[1:]
-        args = [*pre, *c.args]
-        for name, a in zip(params, args):
-            if isinstance(a, ast.Starred):
-                break
-            p = path_of(a)
-            new.binding[name] = self.key(p, frame) if p else None
-            new.arg_exprs[name] = (a, frame)
-        for k in c.keywords:
-            if k.arg is not None:
-                p = path_of(k.value)
-                new.binding[k.arg] = self.key(p, frame) if p else None
-                new.arg_exprs[k.arg] = (k.value, frame)
-        new.parent = self._lexical_parent(callee)
-        if self.phase == INSIDE_PH:
-            self.fresh_fids.add(new.fid)
-        self.stack.append(new)
-        try:
-            if isinstance(callee, ast.Lambda):
-                self.expr(callee.body, new)
-            else:
-                self.block(callee.body, new)
-        finally:
-            self.stack.pop()
-
-    def _lexical_parent(self, callee: ast.AST) -> Frame | None:
-        """The live frame of the function that lexically encloses ``callee`` (closures)."""
-        n = self.parent_of.get(id(callee))
-        while n is not None and not isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
-            n = self.parent_of.get(id(n))
-        if n is None:
-            return None
-        for f in reversed(self.stack):
-            if f.func is n:
-                return f
-        return None
-
     def read(self, path: tuple, frame: Frame, line: int, sink: bool = False) -> None:
-        self.events.append(Event("r", self.key(path, frame), self.phase, line, ".".join(path), sink))
+        self.events.append(Event("r", self.key(path, frame), self.phase, line, ".".join(path), sink,
+                                 tuple(self.scope)))
 
     def write(self, path: tuple, frame: Frame, line: int, op: str) -> None:
-        self.events.append(Event(op, self.key(path, frame), self.phase, line, ".".join(path)))
-
-    # -- answers ---------------------------------------------------------------------
-
-    def _ignored(self, key: Key) -> bool:
-        owner, path = key
-        if path[0] in self.modules and owner == GLOBAL:
-            return True
-        return self._checkpointed(key)
-
-    def _checkpointed(self, key: Key) -> bool:
-        owner, path = key
-        return any(o == owner and path[:len(p)] == p for o, p in self.ckpt_keys)
-
-    def _outlives(self, owner) -> bool:
-        """Does what this owner holds survive from one iteration to the next?"""
-        return owner in self.outer_fids or (isinstance(owner, str) and owner.startswith("obj"))
-
-    @staticmethod
-    def _overlap(a: Key, b: Key) -> bool:
-        n = min(len(a[1]), len(b[1]))
-        return a[0] == b[0] and a[1][:n] == b[1][:n]
-
-    def _killed(self) -> set:
-        """Keys whose first access in an iteration rebinds them: nothing carries over."""
-        first: dict = {}
-        for ev in self.events[self.iter_start:]:
-            if ev.phase == SUFFIX_PH:
-                break
-            first.setdefault(ev.key, ev.op)
-        return {k for k, op in first.items() if op == "b"}
-
-    def _changed_inside(self) -> dict:
-        out: dict = {}
-        for ev in self.events:
-            if ev.phase == INSIDE_PH and ev.op in ("w", "b") and ev.key[0] not in self.fresh_fids \
-                    and not self._ignored(ev.key):
-                out.setdefault(ev.key, ev)
-        return out
-
-    def skip_safety(self) -> tuple[bool, str]:
-        if self.incomplete:
-            return False, self.incomplete
-        changed = self._changed_inside()
-        for ev in self.events:
-            if ev.op != "r" or ev.sink or ev.phase not in (BEFORE_PH, AFTER_PH, SUFFIX_PH):
-                continue
-            for key, w in changed.items():
-                if self._overlap(ev.key, key):
-                    return False, (f"code outside the nested loop reads {ev.text} (line {ev.line}), which loop"
-                                   f" {self.nested_name!r} changes (line {w.line}, as {w.text})")
-        return True, ""
-
-    def warm_safety(self) -> tuple[bool, str]:
-        """The nested loop carries nothing of its own into the next iteration's nested loop."""
-        changed = {k: ev for k, ev in self._changed_inside().items() if self._outlives(k[0])}
-        killed = self._killed()
-        for ev in self.events:
-            if ev.op != "r" or ev.phase != INSIDE_PH:
-                continue
-            for key, w in changed.items():
-                if key not in killed and self._overlap(ev.key, key):
-                    return False, (f"loop {self.nested_name!r} carries {w.text} (line {w.line}) from one iteration"
-                                   " to the next: skipping it in earlier iterations would change it")
-        return True, ""
-
-    def carried(self, suffix: bool = False) -> str:
-        if self.main is None:
-            return ""
-        if self.incomplete:
-            return self.incomplete
-        killed = self._killed()
-        written: dict = {}
-        for ev in self.events[self.iter_start:]:
-            if ev.phase in (BEFORE_PH, AFTER_PH) and ev.op in ("w", "b") and self._outlives(ev.key[0]) \
-                    and ev.key not in killed and not self._ignored(ev.key):
-                written.setdefault(ev.key, ev)
-        for ev in self.events[self.iter_start:]:
-            if ev.op != "r" or (ev.phase == SUFFIX_PH and not suffix) or (ev.sink and ev.phase != INSIDE_PH):
-                continue
-            for key, w in written.items():
-                if self._overlap(ev.key, key):
-                    return (f"{w.text} (line {w.line}) carries state from one iteration of loop {self.main_name!r}"
-                            " to the next and is not checkpointed")
-        return ""
+        self.events.append(Event(op, self.key(path, frame), self.phase, line, ".".join(path), scope=tuple(self.scope)))
 
 
 class _Budget(Exception):

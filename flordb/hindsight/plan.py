@@ -21,14 +21,17 @@ import sqlglot
 from sqlglot import exp
 
 from flordb.errors import HindsightError, PropagationError, QueryError, UnknownColumnError
-from flordb.hindsight.analyze import NESTED, PREFIX, SUFFIX, carried_state, nested_skip_safety, placement
+from flordb.hindsight.analyze import (
+    NESTED, PREFIX, SUFFIX, carried_restorable, carried_state, nested_skip_safety, placement,
+)
+from flordb.hindsight.helpers import attach_helpers, helper_placement, with_flor_import
 from flordb.hindsight.locate import find_log_statements, script_statements
 from flordb.hindsight.propagation import propagate
 from flordb.hindsight.tasks import (  # noqa: F401  (the plan types stay importable from here)
     Calibration, ReplayPlan, RunFacts, RunPlan, Statement, Task, _useful_chunks, _worth_splitting, calibrate,
     make_tasks,
 )
-from flordb.sql.engine import prepare, run_plan
+from flordb.sql.engine import prepare, run_table
 from flordb.sql.logs import ident
 from flordb.sql.schema import LogsSchema, load_schema
 from flordb.store.catalog import Catalog
@@ -141,9 +144,9 @@ def selected_iterations(cat: Catalog, cond: exp.Expression | None, main_loop: st
     if cond is not None:
         select = select.where(cond.copy())
     p, _ = prepare(cat, select)
-    df = run_plan(cat, p)
+    table = run_table(cat, p)  # Arrow, not pandas: the CLI never pays pandas' import
     out: dict[str, list[int]] = {r: [] for r in run_ids}
-    for run_id, i in df.itertuples(index=False, name=None):
+    for run_id, i in zip(table.column(0).to_pylist(), table.column(1).to_pylist()):
         if run_id in out and i is not None and not (isinstance(i, float) and math.isnan(i)):
             out[run_id].append(int(i))
     return {r: sorted(v) for r, v in out.items()}
@@ -190,7 +193,8 @@ def plan_replay(cat: Catalog, names: list[str], where: str | None = None, worker
     missing = [n for n in names if n not in found]
     if missing:
         raise UnknownColumnError(missing, schema.names)
-    groups = script_statements(work_tree, names, scripts) or {found[names[0]].script: [found[n] for n in names]}
+    groups = attach_helpers(script_statements(work_tree, names, scripts), found, names, scripts, work_tree)
+    groups = groups or {found[names[0]].script: [found[n] for n in names]}
     plan = ReplayPlan(names=names, statements=[], runs=[], refused=[], workers=workers, where=where,
                       only_missing=only_missing)
     for script, statements in groups.items():
@@ -209,9 +213,10 @@ def plan_replay(cat: Catalog, names: list[str], where: str | None = None, worker
     per_run = max(1, math.ceil(plan.workers / max(1, len(plan.runs))))
     for rp in plan.runs:
         sts = rp.statements or plan.statements
-        if sts[0].script not in cals:
-            cals[sts[0].script] = calibrate(cat, sts[0].script, executor, fit.workers)
-        cal = cals[sts[0].script]
+        script = rp.facts.script or sts[0].script
+        if script not in cals:
+            cals[script] = calibrate(cat, script, executor, fit.workers)
+        cal = cals[script]
         rp.facts.worker_start = cal.start
         chunks = _worth_splitting(rp, per_run) if auto_split else min(per_run, _useful_chunks(rp, per_run))
         rp.tasks = make_tasks(rp, rp.facts, rp.placement, sts, [st.name for st in sts], rp.patched, chunks)
@@ -252,9 +257,12 @@ def _plan_script(cat: Catalog, plan: ReplayPlan, script: str, statements: list[S
     names = [st.name for st in statements]
     current = (work_tree / script).read_text()
     main_loop, nested_loop = recorded_loops(cat, [r[0] for r in candidates])
-    places = {st.name: placement(current, st.lineno, main_loop, nested_loop) for st in statements}
-    statements = [Statement(st.name, st.script, st.lineno, st.text, places[st.name].describe())
-                  for st in statements]
+    helper = {st.name for st in statements if st.script != script}  # in a module the script imports
+    places = {st.name: helper_placement(st, script, main_loop, nested_loop) if st.name in helper
+              else placement(current, st.lineno, main_loop, nested_loop) for st in statements}
+    statements = [Statement(st.name, st.script, st.lineno, st.text,
+                            f"in {st.script}, which {script} imports" if st.name in helper
+                            else places[st.name].describe()) for st in statements]
     plan.statements += statements
     main_loop = main_loop or next((p.main_loop for p in places.values() if p.main_loop), None)
 
@@ -264,7 +272,7 @@ def _plan_script(cat: Catalog, plan: ReplayPlan, script: str, statements: list[S
         its = selected_iterations(cat, cond, main_loop, [r[0] for r in candidates])
     elif cond is not None:
         sel = exp.select(exp.column(ident("run_id"))).distinct().from_("logs").where(cond.copy())
-        chosen = set(run_plan(cat, prepare(cat, sel)[0])["run_id"])
+        chosen = set(run_table(cat, prepare(cat, sel)[0]).column(0).to_pylist())
         candidates = [r for r in candidates if r[0] in chosen]
 
     store = ObjectStore(cat.layout.objects)
@@ -282,10 +290,15 @@ def _plan_script(cat: Catalog, plan: ReplayPlan, script: str, statements: list[S
             continue  # the run executed the statement itself: where it logged nothing, there is nothing
         if version not in patched_cache:
             try:
-                old = read_file(facts.git_dir, version, script)
-                patched = patch_source(old, current, statements)
-                commit = commit_patched(facts.git_dir, version, {script: patched},
-                                        f"flordb hindsight: {', '.join(names)}")
+                files = {}
+                for f in dict.fromkeys([script, *(st.script for st in statements)]):
+                    mine = [st for st in statements if st.script == f]
+                    if mine:
+                        text = current if f == script else (work_tree / f).read_text()
+                        before = read_file(facts.git_dir, version, f)
+                        files[f] = patch_source(before if f == script else with_flor_import(before, text), text,
+                                                mine)
+                commit = commit_patched(facts.git_dir, version, files, f"flordb hindsight: {', '.join(names)}")
                 patched_cache[version] = (commit, None)
             except PropagationError as exc:
                 patched_cache[version] = (None, exc.reason)
@@ -296,13 +309,25 @@ def _plan_script(cat: Catalog, plan: ReplayPlan, script: str, statements: list[S
             plan.refused.append((run_id, version, reason or "no confident place"))
             continue
         patched_text = read_file(facts.git_dir, commit, script)
-        lineno = _line_of(patched_text, names[0])
+        own = [n for n in names if n not in helper]
+        lineno = _line_of(patched_text, own[0]) if own else None
         place = placement(patched_text, lineno, main_loop, nested_loop) if lineno else places[names[0]]
         positions = {placement(patched_text, _line_of(patched_text, n) or 1, main_loop, nested_loop).position
-                     for n in names}
+                     for n in own} | {NESTED for n in names if n in helper}
         strategy, note = _strategy(positions, place, facts)
+        if helper:
+            note += f"; {places[sorted(helper)[0]].reason}"
         warm_skip, warm_reason = nested_skip_safety(patched_text, main_loop, nested_loop)
         carried = carried_state(patched_text, main_loop, nested_loop, strategy == "suffix") if strategy != "prefix" else ""
+        carry, carry_ok = {}, set()
+        if carried and facts.checkpoints:
+            carry, why = carried_restorable(patched_text, main_loop, nested_loop, strategy == "suffix")
+            carry_ok = _checkpoints_saving(store, facts, carry) if carry else set()
+            if carry and not carry_ok:
+                why = (f"{carried}; its checkpoints saved no variables"
+                       " (recorded before FlorDB saved them, or not plain values)")
+            carried = carried if carry_ok else why or carried
+        restored = ", ".join(n for ns in carry.values() for n in ns) if carry_ok else ""
         iterations = [r[0] for r in facts.iterations]
         if its is not None:
             iterations = [i for i in iterations if i in set(its.get(run_id, []))]
@@ -315,10 +340,14 @@ def _plan_script(cat: Catalog, plan: ReplayPlan, script: str, statements: list[S
                 continue
         if strategy in ("skip", "reexec") and not iterations:
             continue
-        if strategy == "suffix" and carried and facts.checkpoints:
+        if strategy == "suffix" and carried and carry_ok:
+            note += f"; carried variables {restored} restored from checkpoints"
+        elif strategy == "suffix" and carried and facts.checkpoints:
             note += f"; every iteration runs again (nested loops skipped where safe): {carried}"
         if iterations and iterations[0] > 0 and strategy in ("skip", "reexec") and facts.checkpoints:
-            if carried:
+            if carried and carry_ok:
+                note += f"; carried variables {restored} restored from checkpoints"
+            elif carried:
                 note += f"; replay starts at iteration 0: {carried}"
             elif not warm_skip and any(r[3] is not None for r in facts.iterations):
                 note += f"; earlier iterations re-run their nested loop: {warm_reason}"
@@ -327,8 +356,28 @@ def _plan_script(cat: Catalog, plan: ReplayPlan, script: str, statements: list[S
             checkpoints=(len(facts.checkpoints), len(facts.iterations)), estimate=0.0,
             replay_id=f"{stamp}-{secrets.token_hex(2)}", patched=commit, note=note,
             facts=facts, placement=place, warm_skip=warm_skip, carried=carried, statements=statements,
+            carry=carry if carry_ok else {}, carry_ok=carry_ok,
         )
         plan.runs.append(rp)
+
+
+def _checkpoints_saving(store: ObjectStore, facts: RunFacts, carry: dict) -> set[int]:
+    """Checkpoint iterations whose saved variables hold every name of ``carry`` (runs recorded
+    before FlorDB saved variables have none: their replays start at iteration 0, as before)."""
+    from flordb.record.carry import VARS_NAME, decode
+
+    out = set()
+    for i, saved in facts.checkpoints.items():
+        entry = saved.get(VARS_NAME)
+        if entry is None:
+            continue
+        try:
+            got = decode(store.get(entry[1]))
+        except Exception:  # unreadable: that checkpoint is not a starting point
+            continue
+        if all(n in got.get(scope, {}) for scope, names in carry.items() for n in names):
+            out.add(i)
+    return out
 
 
 def _line_of(source: str, name: str) -> int | None:

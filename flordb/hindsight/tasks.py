@@ -53,6 +53,8 @@ class Task:
     args: dict
     estimate: float
     warm_skip: bool = True  # may iterations before `start` skip the nested loop (restoring its exit state)?
+    carry: dict = field(default_factory=dict)  # variables restored with checkpoint `carry_at`: {"globals": [...]}
+    carry_at: int | None = None
     threads: int | None = None  # torch threads of the recorded run: the worker uses as many
     memory: int | None = None  # bytes: the recorded run's peak RSS
     gpus: int = 0  # GPUs the recorded run used
@@ -81,6 +83,8 @@ class RunPlan:
     placement: object = field(default=None, repr=False)
     warm_skip: bool = True  # analyze.nested_skip_safety of the patched version
     carried: str = ""  # analyze.carried_state: why the replay must start at iteration 0 ("" when it need not)
+    carry: dict = field(default_factory=dict)  # carried variables restored from checkpoints (record/carry.py)
+    carry_ok: set = field(default_factory=set)  # checkpoints whose saved variables hold all of ``carry``
     statements: list = field(default_factory=list)  # this run's script's statements (default: the plan's)
 
 
@@ -208,7 +212,7 @@ def suffix_cost(facts: RunFacts) -> float:
 
 
 def warm_start(facts: RunFacts, start: int, nested: bool, skip_ok: bool = True,
-               carried: bool = False) -> tuple[int, int | None]:
+               carried: bool = False, carry_ok: set | None = None) -> tuple[int, int | None]:
     """First iteration to execute, and for flat loops the end state to restore first.
 
     With a nested loop, checkpoint c is the exit state of c's nested loop:
@@ -218,10 +222,12 @@ def warm_start(facts: RunFacts, start: int, nested: bool, skip_ok: bool = True,
     no exit state is a valid starting point: execute from the start. Neither
     is one when code outside the nested loop carries uncheckpointed state from
     one iteration to the next (``carried``): every earlier iteration runs, with
-    its nested loop skipped where that is safe.
+    its nested loop skipped where that is safe; unless that state is plain
+    variables saved with checkpoints (``carry_ok``: the checkpoints that hold
+    them), restored along with the objects.
     """
-    earlier = [c for c in facts.checkpoints if c < start]
-    if not earlier or start == 0 or (nested and not skip_ok) or carried:
+    earlier = [c for c in facts.checkpoints if c < start and (not carried or c in (carry_ok or ()))]
+    if not earlier or start == 0 or (nested and not skip_ok):
         return 0, None
     c = max(earlier)
     return (c, None) if nested else (c + 1, c)
@@ -234,7 +240,7 @@ def make_tasks(run: RunPlan, facts: RunFacts, st_place, statements: list[Stateme
     strategy = run.strategy
     fidelity = sorted(facts.recorded - set(names))
     base = dict(
-        replay_id=run.replay_id, run_id=facts.run_id, version=patched_version, script=statements[0].script,
+        replay_id=run.replay_id, run_id=facts.run_id, version=patched_version, script=facts.script or statements[0].script,
         cwd=facts.cwd, argv=facts.argv, main_loop=st_place.main_loop or "", nested=nested,
         names=names, fidelity=fidelity, args=facts.args, threads=facts.threads, memory=facts.peak_rss,
         gpus=facts.gpus or 0,
@@ -251,7 +257,8 @@ def make_tasks(run: RunPlan, facts: RunFacts, st_place, statements: list[Stateme
             ranges = [piece for a, b in ranges for piece in _split(a, b, chunks)]
     tasks = []
     for k, (a, b) in enumerate(ranges):
-        warm, restore_before = warm_start(facts, a, nested, run.warm_skip, bool(run.carried))
+        warm, restore_before = warm_start(facts, a, nested, run.warm_skip, bool(run.carried), run.carry_ok)
+        carry_at = (warm if restore_before is None else restore_before) if run.carry and warm > 0 else None
         needed = {i: facts.checkpoints[i] for i in facts.checkpoints if warm <= i < b or i == restore_before}
         cost = WORKER_EXIT + prefix_cost(facts) + sum(iteration_cost(facts, i, skip or (i < a and run.warm_skip))
                                         for i in range(warm, b))
@@ -262,7 +269,8 @@ def make_tasks(run: RunPlan, facts: RunFacts, st_place, statements: list[Stateme
         tasks.append(Task(
             task_id=f"{run.replay_id}-{k}", start=a, stop=b, warm=warm, restore_before=restore_before,
             strategy=strategy, suffix=strategy == "suffix", prefix_live=(k == 0 and strategy == "prefix"),
-            checkpoints=needed, estimate=cost, model=cost, warm_skip=run.warm_skip, **base,
+            checkpoints=needed, estimate=cost, model=cost, warm_skip=run.warm_skip,
+            carry=run.carry if carry_at is not None else {}, carry_at=carry_at, **base,
         ))
     return tasks
 
@@ -290,7 +298,8 @@ def _useful_chunks(rp: RunPlan, chunks: int) -> int:
     if facts is None or rp.strategy in ("prefix", "suffix"):
         return chunks
     nested = any(r[3] is not None for r in facts.iterations)
-    if not facts.checkpoints or (nested and not rp.warm_skip) or (rp.carried and rp.strategy == "skip"):
+    if not facts.checkpoints or (nested and not rp.warm_skip) or (
+            rp.carried and not rp.carry_ok and rp.strategy == "skip"):
         return 1
     return chunks
 

@@ -138,8 +138,11 @@ def checkpointing(overhead: float | None = None, **objects: Any) -> Iterator[Non
         report(f"checkpointing disabled: {exc}")
     try:
         yield
-    finally:
+    except BaseException:
         run.unregister(objects)
+        raise
+    run.end_loop()  # the loop inside ended: its last iteration is saved (see Run.end_loop)
+    run.unregister(objects)
 
 
 @contextmanager

@@ -85,14 +85,30 @@ class CheckpointWriter:
         atexit.register(self.close)
 
     # -- training thread ------------------------------------------------------
-    def submit(self, iteration: int, objects: dict[str, Any]) -> float:
-        """Checkpoint ``objects`` at ``iteration``; returns the caller's seconds spent."""
+    def submit(self, iteration: int, objects: dict[str, Any], variables: dict | None = None) -> float:
+        """Checkpoint ``objects`` at ``iteration``; returns the caller's seconds spent.
+
+        ``variables``: plain variables of the main loop's frame (:mod:`flordb.record.carry`), saved as JSON.
+        """
         t0 = time.perf_counter()
         if self._closed:  # after close: stay correct, synchronously
             copy = self._capture(iteration, objects, None)
             if copy is not None:
+                copy.variables = variables
                 self._write(iteration, copy)
             return time.perf_counter() - t0
+        if self._thread is None or self._pid != os.getpid():
+            # The first checkpoint is written here, on the training thread, before the writer
+            # thread exists: whatever serialization imports lazily (torch.save imports
+            # torch.utils.serialization) is imported here, never on a background thread while
+            # the script imports too (a half-initialized module, issue 11). The policy is told
+            # the capture time only, as for the checkpoints written in the background.
+            copy = self._capture(iteration, objects, None)
+            spent = time.perf_counter() - t0
+            if copy is not None:
+                self._write(iteration, copy)
+            self._ensure_thread()
+            return spent
         self._ensure_thread()
         self._slot.acquire()  # blocks while max_pending copies are alive
         try:
@@ -103,6 +119,7 @@ class CheckpointWriter:
         if copy is None:
             self._slot.release()
         else:
+            copy.variables = variables
             self._queue.put((iteration, copy))
         return time.perf_counter() - t0
 
@@ -189,6 +206,10 @@ class CheckpointWriter:
             for name, (kind, payload) in copy.entries.items()
         ]
         jobs.append((RNG_NAME, lambda: serialize_rng(copy.rng)))
+        if copy.variables is not None:
+            from flordb.record import carry
+
+            jobs.append((carry.VARS_NAME, lambda: carry.encode(copy.variables)))
         for name, job in jobs:
             t0 = time.perf_counter()
             try:

@@ -77,12 +77,19 @@ def _rows(layout: Layout, run_id: str, kind: str) -> list[dict]:
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    out: list[dict] = []
-    for f in segment_files(layout.run_dir(run_id)):
-        table = pq.read_table(f, columns=["kind", "seq", "name", "coord", "txt", "aux", "n"])
-        table = table.filter(pc.equal(table["kind"].cast("string"), kind))
-        out += table.to_pylist()
-    return sorted(out, key=lambda r: r["seq"])
+    for attempt in range(3):  # ingest may fold the segments of a finished run while we read them
+        out: list[dict] = []
+        try:
+            for f in segment_files(layout.run_dir(run_id)):
+                table = pq.read_table(f, columns=["kind", "seq", "name", "coord", "txt", "aux", "n"])
+                table = table.filter(pc.equal(table["kind"].cast("string"), kind))
+                out += table.to_pylist()
+        except FileNotFoundError:
+            if attempt == 2:
+                raise
+            continue
+        return sorted(out, key=lambda r: r["seq"])
+    return []
 
 
 def checkpoints(run: str, layout: Layout | None = None) -> dict[int, dict[str, tuple[str, str]]]:
@@ -144,7 +151,7 @@ def load_checkpoint(run: str, name: str | None = None, iteration: int | None = N
     if iteration not in saved:
         raise RecordError(f"flor.load_checkpoint: run {run_id} has no checkpoint at iteration {iteration};"
                           f" it has {_ranges(sorted(saved))}")
-    objs = {n: v for n, v in saved[iteration].items() if n != "__rng__"}
+    objs = {n: v for n, v in saved[iteration].items() if n not in ("__rng__", "__vars__")}
     wanted = [name] if name is not None else sorted(objs)
     state = _load(layout, {n: objs[n] for n in wanted})
     _record({"kind": "lineage", "name": name, "path": (), "coord": (iteration,), "txt": run_id,

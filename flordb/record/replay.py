@@ -81,6 +81,9 @@ class ReplayRun(Run):
         restore_before = t.get("restore_before")
         cur, perf = self.cur, time.perf_counter
         self.outer_path = path
+        from flordb.record.carry import user_frame
+
+        self.main_frame = user_frame()
         base = self.blocks.open(path, ())
         i = -1
         for i, item in enumerate(iterable):
@@ -102,6 +105,7 @@ class ReplayRun(Run):
                                 "t2": None})
             self.flush()
         cur[0] = TOP
+        self.main_frame = None
         self.main_done = True
         self.skip_nested = False
         self.live[0] = bool(t.get("suffix"))
@@ -127,6 +131,9 @@ class ReplayRun(Run):
             self.finish()
             sys.exit(0)
         self.outer_path = path
+        from flordb.record.carry import user_frame
+
+        self.main_frame = user_frame()
         self.live[0] = start <= i < stop
         self.skip_nested = i in self.checkpoints and bool(t.get("nested")) and (
             t["strategy"] == "skip" or (i < start and t.get("warm_skip", True)))
@@ -167,3 +174,23 @@ class ReplayRun(Run):
         for name, value in restored.items():
             if value is not self.objects[name]:
                 report(f"replay cannot rebind immutable checkpointed object {name!r}; register a mutable one")
+        self.restore_variables(iteration, blobs)
+
+    def restore_variables(self, iteration: int, blobs: dict) -> None:
+        """Bind the carried variables the plan names to their values saved with checkpoint ``iteration``.
+
+        Only at the first iteration the worker executes: later ones compute them as the original did.
+        """
+        from flordb.record import carry
+
+        names = self.task.get("carry")
+        if not names or iteration != self.task.get("carry_at"):
+            return
+        if self.main_frame is None:
+            raise RuntimeError("the replay lost the frame of the main loop; cannot restore carried variables")
+        if carry.VARS_NAME not in blobs:
+            raise RuntimeError(f"checkpoint of iteration {iteration} saved no variables; the plan needs"
+                               f" {names}")
+        missing = carry.restore(self.main_frame, carry.decode(blobs[carry.VARS_NAME][1]), names)
+        if missing:
+            raise RuntimeError(f"checkpoint of iteration {iteration} lacks the variables {missing}")

@@ -98,9 +98,12 @@ class Run:
         self.nested_exit: float | None = None
         self.outer_total: int | None = None
         self.checkpointed: int | None = None  # iteration checkpointed in the current iteration
+        self.saved: int | None = None  # the last main-loop iteration whose checkpoint was submitted
+        self.ended: tuple[int, bool] | None = None  # the last main-loop iteration that ended, had it a nested loop
         self.ckpt_writer = None
         self.ckpt_policy = None
         self.ckpt_seconds: float | None = None
+        self.main_frame = None  # the frame iterating the main loop: its plain variables go with checkpoints
         self.finished = False
         self.lock = threading.Lock()
         self.writer = SegmentWriter(self.dir)
@@ -173,6 +176,8 @@ class Run:
             self.finished = True
         if getattr(self, "heartbeat", None) is not None:
             self.heartbeat.set()
+        if status == "finished":
+            self.end_loop()
         self.close_checkpoints()
         if self.capture is not None:
             self.capture.close()
@@ -214,12 +219,14 @@ class Run:
         logs = self.buffer[:]
         del self.buffer[: len(logs)]
         args, self.pending_args = self.pending_args, []
+        console = None
         if self.capture is not None:
-            self.events.extend(self.capture.drain(final=self.finished))
+            console, notes = self.capture.drain(final=self.finished)
+            self.events.extend(notes)
         events = self.events[:]
         del self.events[: len(events)]
         try:
-            self.writer.write(logs, args, events, self.blocks.table)
+            self.writer.write(logs, args, events, self.blocks.table, console=console)
         except Exception as exc:
             report(f"could not write records ({len(logs)} lost): {exc}")
 
@@ -270,9 +277,38 @@ class Run:
         is_last = self.outer_total is not None and iteration == self.outer_total - 1
         try:
             if self.ckpt_policy.should_checkpoint(iteration, is_last):
-                self.ckpt_seconds = self.ckpt_writer.submit(iteration, self.objects)
+                from flordb.record.carry import snapshot
+
+                self.ckpt_seconds = self.ckpt_writer.submit(iteration, self.objects, snapshot(self.main_frame))
+                self.saved = iteration
         except Exception as exc:
             report(f"checkpoint of iteration {iteration} failed: {exc}")
+
+    def end_loop(self) -> None:
+        """The main loop ended: save its last iteration if the policy did not.
+
+        A loop whose length is unknown while it runs (``flor.iteration``, a
+        generator) cannot tell the policy which iteration is the last, and a
+        replay of the run's end (or of its last iterations) wants that state.
+        Called when such a loop is known to be over: its iterable is exhausted,
+        another main loop starts, ``flor.checkpointing`` exits, the run
+        finishes (not when an exception ends it). A checkpoint of an iteration
+        without a nested loop is its end state, which is the state now; one with
+        a nested loop is the nested loop's exit state, gone by now, so that
+        iteration is left to the policy.
+        """
+        ended, self.ended = self.ended, None
+        if ended is None or not self.objects or self.ckpt_writer is None:
+            return
+        i, nested = ended
+        if nested or self.saved == i:
+            return
+        try:
+            self.ckpt_writer.submit(i, self.objects)
+            self.saved = i
+            self.ckpt_writer.flush()  # its rows carry this loop's path (see _checkpoint_written)
+        except Exception as exc:
+            report(f"checkpoint of iteration {i} failed: {exc}")
 
     def unregister(self, objects: dict) -> None:
         for key in objects:
@@ -307,6 +343,7 @@ class Run:
     def outer_loop(self, path: tuple, iterable: Iterable) -> Iterator:
         """A top-level loop: timed per iteration, flushed per iteration, with a progress bar."""
         cur, events, perf = self.cur, self.events, time.perf_counter
+        self.end_loop()  # the previous main loop is over
         bar = _progress(path[0], iterable)
         self.outer_path = path
         self.outer_total = _length(iterable)
@@ -315,6 +352,9 @@ class Run:
         self.outer_paths.add(path)
         base = self.blocks.open(path, ())
         i = -1
+        from flordb.record.carry import user_frame
+
+        self.main_frame = user_frame()
         try:
             for i, item in enumerate(iterable):
                 cur[0] = base + i
@@ -330,12 +370,19 @@ class Run:
                 self.end_iteration(i, t0, t1)
                 if bar is not None:
                     bar.update(1)
+            i = None
+            if self.outer_total is None:
+                self.end_loop()  # exhausted
         finally:
+            if i is not None:  # left mid-iteration (a break, an exception): no state is an iteration's end
+                self.ended = None
             cur[0] = TOP
+            self.main_frame = None
             if bar is not None:
                 bar.close()
 
     def end_iteration(self, i: int, t0: float, t1: float) -> None:
+        self.ended = (i, self.nested_exit is not None)
         if self.objects:
             self.maybe_checkpoint(i)
             if self.ckpt_policy is not None:
@@ -384,6 +431,7 @@ class Run:
         last = self.user_loops.get(path)
         if last is None or last[0] != parent:
             if len(path) == 1:
+                self.end_loop()  # the previous main loop is over
                 if path in self.outer_paths:
                     self.events.append({"kind": "reloop", "path": path})
                 self.outer_paths.add(path)
@@ -402,6 +450,9 @@ class Run:
     def outer_iteration(self, path: tuple, base: int, i: int) -> Iterator[None]:
         cur, perf = self.cur, time.perf_counter
         self.outer_path = path
+        from flordb.record.carry import user_frame
+
+        self.main_frame = user_frame()
         self.outer_total = None
         cur[0] = base + i
         self.nested_exit = None
@@ -412,11 +463,14 @@ class Run:
             yield
         except BaseException:
             cur[0] = TOP
+            self.ended = None  # the state is no iteration's end state
+            self.main_frame = None
             raise
         t1 = perf()
         cur[0] = TOP
         self.events.append({"kind": "iter", "path": path, "coord": (i,), "t0": t0, "t1": t1, "t2": self.nested_exit})
         self.end_iteration(i, t0, t1)
+        self.main_frame = None
 
     def on_nested_exit(self, iteration: int) -> None:
         """The first nested loop of a main-loop iteration ended: its exit state is worth saving."""
@@ -432,25 +486,15 @@ def _relative(path: str, root: Path) -> str:
 
 
 def _warm_up_writer() -> None:
-    """Import what the first flush needs on a daemon thread, while the script sets up.
+    """Import, on this (the training) thread, what a run's last flush needs.
 
-    pyarrow imports pandas on its first conversion (a few hundred ms); doing it
-    here keeps that off the first main-loop iteration. concurrent.futures.thread
-    is imported on this thread because it cannot be imported once the
-    interpreter shuts down, which is when a run without loops first flushes.
+    concurrent.futures.thread cannot be imported once the interpreter shuts
+    down, which is when a run without loops first flushes. Nothing is imported
+    on a background thread: a thread importing pyarrow (hence numpy) while the
+    script imports numpy made the script see a "partially initialized module
+    'numpy'" (issue 11); pyarrow is imported by the first flush instead.
     """
     import concurrent.futures.thread  # noqa: F401
-
-    def work() -> None:
-        try:
-            import pyarrow
-            import pyarrow.parquet  # noqa: F401
-
-            pyarrow.array([0.0])
-        except BaseException:  # the flush will report a real problem; this is only a head start
-            pass
-
-    threading.Thread(target=work, name="flordb-warm-up", daemon=True).start()
 
 
 def heartbeat_interval() -> float:

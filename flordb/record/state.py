@@ -104,6 +104,7 @@ class StateCopy:
 
     entries: dict[str, tuple[str, Any]] = field(default_factory=dict)
     rng: dict[str, Any] = field(default_factory=dict)
+    variables: dict | None = None  # plain variables of the main loop's frame (record/carry.py)
 
     def names(self) -> list[str]:
         return list(self.entries)

@@ -6,7 +6,9 @@ under ``epoch/step``) are joined on their shared coordinates, so an
 epoch-level ``acc`` repeats on every step of its epoch; paths on different
 branches (``epoch/step`` and ``epoch/eval_step``) are stacked, not crossed.
 Everything is built as a sqlglot tree: names only ever become quoted
-identifiers or string literals.
+identifiers or string literals. Records are read from ``record_rows`` by name
+and path ids, with one integer column per loop level, and groups join on the
+integer run key (schema/022_record_layout.sql); the run's id joins last.
 """
 
 from __future__ import annotations
@@ -50,7 +52,8 @@ def fragment(sql: str) -> exp.Expression:
 
 
 def coord_at(i: int) -> exp.Expression:
-    return fragment(f"coord[{i + 1}]")
+    """Loop level ``i`` (0-based) of a stored record: c1..c4, then the ``deeper`` list."""
+    return col(f"c{i + 1}") if i < 4 else fragment(f"deeper[{i - 3}]")
 
 
 def value_column(group: int, name: str) -> str:
@@ -58,45 +61,55 @@ def value_column(group: int, name: str) -> str:
     return f"{group}\x1f{name}"
 
 
-def names_group(i: int, path: Path, cols: list[Column]) -> exp.Select:
+def _eq(column: str, value: int) -> exp.EQ:
+    return exp.EQ(this=col(column), expression=exp.Literal.number(value))
+
+
+def _at_path(schema: LogsSchema, path: Path, cols: list[Column]) -> exp.Expression:
+    """The records of ``cols`` at ``path``, by ids (literals, so row groups are skipped on their min/max)."""
+    ids = sorted({schema.name_ids.get(c.source, -1) for c in cols})
+    name = _eq("name_id", ids[0]) if len(ids) == 1 else exp.In(
+        this=col("name_id"), expressions=[exp.Literal.number(i) for i in ids])
+    return exp.and_(_eq("path_id", schema.path_ids.get(path, -1)), name)
+
+
+def names_group(schema: LogsSchema, i: int, path: Path, cols: list[Column]) -> exp.Select:
     """Pivot the records at one loop path: a column per log name, a row per coordinate.
 
     One name with one value per coordinate in every run needs no pivot: its
     records are the rows (an order of magnitude faster on large histories).
     """
     loops = [exp.alias_(coord_at(d), ident(loop)) for d, loop in enumerate(path)]
+    where = _at_path(schema, path, cols)
     if len(cols) == 1 and cols[0].kind == "log" and cols[0].unique:
         c = cols[0]
-        where = exp.and_(
-            exp.EQ(this=col("path"), expression=str_array(path)),
-            exp.EQ(this=col("name"), expression=exp.Literal.string(c.source)),
-        )
         value = exp.alias_(fragment(VALUE_SQL[c.type]), ident(value_column(i, c.name)))
-        return exp.select(col("run_id"), *loops, value).from_(raw("records")).where(where)
+        return exp.select(col("run_key"), *loops, value).from_(raw("record_rows")).where(where)
     aggs = []
     for c in cols:
-        cond = exp.EQ(this=col("name"), expression=exp.Literal.string(c.source))
+        cond = _eq("name_id", schema.name_ids.get(c.source, -1))
         value = col("replay_id") if c.kind == "provenance" else fragment(VALUE_SQL[c.type])
         agg = exp.ArgMax(this=value, expression=col("seq"))
         aggs.append(exp.alias_(exp.Filter(this=agg, expression=exp.Where(this=cond)), ident(value_column(i, c.name))))
-    sources = list(dict.fromkeys(c.source for c in cols))
-    where = exp.and_(
-        exp.EQ(this=col("path"), expression=str_array(path)),
-        exp.In(this=col("name"), expressions=[exp.Literal.string(s) for s in sources]),
-    )
     return (
-        exp.select(col("run_id"), *loops, *aggs)
-        .from_(raw("records"))
+        exp.select(col("run_key"), *loops, *aggs)
+        .from_(raw("record_rows"))
         .where(where)
-        .group_by(col("run_id"), col("coord"))
+        .group_by(col("run_key"), *(coord_at(d) for d in range(len(path))))
     )
+
+
+def taken_at(schema: LogsSchema, path: Path, cols: list[Column], keys: list[str]) -> exp.Select:
+    """The coordinates (``keys``: run_key and outer loops) at which ``cols`` have records at ``path``."""
+    outer = [exp.alias_(coord_at(d), ident(loop)) for d, loop in enumerate(keys[1:])]
+    return exp.select(col("run_key"), *outer).distinct().from_(raw("record_rows")).where(_at_path(schema, path, cols))
 
 
 def loop_group(path: Path) -> exp.Select:
     """Coordinates of a loop that no requested name was logged in (from loop events)."""
-    outer = [exp.alias_(coord_at(d), ident(loop)) for d, loop in enumerate(path[:-1])]
+    outer = [exp.alias_(fragment(f"coord[{d + 1}]"), ident(loop)) for d, loop in enumerate(path[:-1])]
     if len(path) == 1:
-        last = exp.alias_(coord_at(0), ident(path[0]))
+        last = exp.alias_(fragment("coord[1]"), ident(path[0]))
         kind = "iter"
     else:
         last = exp.alias_(fragment("unnest(range(n))"), ident(path[-1]))
@@ -106,14 +119,17 @@ def loop_group(path: Path) -> exp.Select:
         exp.EQ(this=col("path"), expression=str_array(path)),
         fragment("replay_id IS NULL"),
     )
-    return exp.select(col("run_id"), *outer, last).distinct().from_(raw("loops")).where(where)
+    return (
+        exp.select(col("run_key"), *outer, last).distinct()
+        .from_(raw("loops")).join(raw("run_keys"), using=[ident("run_id")]).where(where)
+    )
 
 
 def is_prefix(a: Path, b: Path) -> bool:
     return len(a) < len(b) and b[: len(a)] == a
 
 
-def join_groups(groups: dict[Path, exp.Select]) -> exp.Expression:
+def join_groups(groups: dict[Path, exp.Select], taken_of: dict | None = None) -> exp.Expression:
     """One row per coordinate, at the deepest path that has it; stacked across branches.
 
     Each path's rows are LEFT-joined with its ancestors' on their shared
@@ -122,7 +138,9 @@ def join_groups(groups: dict[Path, exp.Select]) -> exp.Expression:
     (ANTI JOIN), so an epoch with ``acc`` but no steps still shows once, and
     sibling branches (``epoch/step``, ``epoch/eval_step``) are stacked, never
     crossed, with no extra ancestor-only row for an epoch that one branch lacks.
-    Groups are CTEs, so a group read twice is computed once.
+    Groups are CTEs, so a group read twice is computed once; ``taken_of[path](keys)``
+    gives the coordinates a group has more cheaply than the group itself (a DISTINCT
+    of a few integer columns, not the pivot), where it can.
     """
     paths = sorted(groups, key=lambda p: (-len(p), p))
     names = {p: f"g{i}" for i, p in enumerate(paths)}
@@ -131,14 +149,15 @@ def join_groups(groups: dict[Path, exp.Select]) -> exp.Expression:
         rel: exp.Select = exp.select("*").from_(exp.to_table(ident(names[path])))
         below = [d for d in paths if is_prefix(path, d)]
         if below:
-            keys = ["run_id", *path]
+            keys = ["run_key", *path]
             taken: exp.Expression | None = None
             for d in below:
-                sel = exp.select(*(col(k) for k in keys)).from_(exp.to_table(ident(names[d])))
+                sel = (taken_of or {}).get(d)
+                sel = sel(keys) if sel else exp.select(*(col(k) for k in keys)).from_(exp.to_table(ident(names[d])))
                 taken = sel if taken is None else exp.Union(this=taken, expression=sel, distinct=False)
             rel = rel.join(taken.subquery(ident("taken")), using=[ident(k) for k in keys], join_type="ANTI")
         for anc in sorted((p for p in paths if is_prefix(p, path)), key=len, reverse=True):
-            using = [ident("run_id"), *(ident(x) for x in anc)]
+            using = [ident("run_key"), *(ident(x) for x in anc)]
             rel = rel.join(exp.to_table(ident(names[anc])), using=using, join_type="LEFT")
         parts.append(rel)
     union = parts[0]
@@ -172,7 +191,8 @@ def _build_logs(schema: LogsSchema, names: Iterable[str]) -> exp.Select:
         for p in c.paths:
             by_path.setdefault(p, []).append(c)
     order = sorted(by_path, key=lambda p: (len(p), p))
-    groups: dict[Path, exp.Select] = {p: names_group(order.index(p), p, by_path[p]) for p in order}
+    groups: dict[Path, exp.Select] = {p: names_group(schema, order.index(p), p, by_path[p]) for p in order}
+    taken_of = {p: functools.partial(taken_at, schema, p, by_path[p]) for p in order}
     for c in loops:
         if not any(c.name in p for p in groups):
             for p in c.paths:
@@ -184,7 +204,11 @@ def _build_logs(schema: LogsSchema, names: Iterable[str]) -> exp.Select:
         .where(fragment("mode = 'record'"))
     )
     if groups:
-        rel = exp.select("*").from_(join_groups(groups).subquery(ident("coords")))
+        # Groups join on the integer run key; the run's id and details join last, so a
+        # filter on run_id narrows run_keys first and the scans of record_rows with it.
+        keyed = exp.select(col("run_key"), col("run_id")).from_(raw("run_keys"))
+        rel = exp.select("*").from_(join_groups(groups, taken_of).subquery(ident("coords")))
+        rel = rel.join(keyed.subquery(ident("keys")), using=[ident("run_key")])
         rel = rel.join(run_info.subquery(ident("run_info")), using=[ident("run_id")], join_type="LEFT")
     else:
         rel = exp.select("*").from_(run_info.subquery(ident("run_info")))

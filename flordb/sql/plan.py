@@ -27,7 +27,9 @@ from flordb.store.readonly import check_statement
 
 DIALECT = "duckdb"
 LOGS = "logs"
-_UNRESOLVED = re.compile(r"Column '(.+?)' could not be resolved")
+# sqlglot's words for a column it cannot find: bare ("Column 'x' could not be resolved") or
+# qualified by a table alias ("Unknown column: x", as in `logs a ... a.x`).
+_UNRESOLVED = re.compile(r"Column '(.+?)' could not be resolved|Unknown column: (\S+)")
 
 
 @dataclass
@@ -136,10 +138,11 @@ def resolve(tree: exp.Expression, logs: LogsSchema, tables: dict[str, dict[str, 
             break
         except OptimizeError as exc:
             m = _UNRESOLVED.search(str(exc))
-            if not m or m.group(1) in schema_map[LOGS]:
+            name = m and (m.group(1) or m.group(2))
+            if not name or name in schema_map[LOGS]:
                 return _fallback_columns(tree, logs, missing)
-            missing.append(m.group(1))
-            schema_map[LOGS][m.group(1)] = "VARCHAR"
+            missing.append(name)
+            schema_map[LOGS][name] = "VARCHAR"
         except SqlglotError:
             return _fallback_columns(tree, logs, missing)
     else:

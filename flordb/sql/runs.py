@@ -60,6 +60,25 @@ def _listing(cat: Catalog, include_replays: bool) -> Rows:
     return Rows([COLUMNS[i] for i in keep], [[r[i] for i in keep] for r in out])
 
 
+def label_run(ref: str, kind: str, value: str, remove: bool = False, layout: Layout | None = None) -> str:
+    """Add (or with ``remove`` take off) a name, tag or note of the run ``ref`` names; returns its id.
+
+    The one code path of ``flordb tag``, ``flordb note`` and the tag editor of ``flordb ui``.
+    """
+    value = (value or "").strip()
+    if not value:
+        raise QueryError(f"the {kind} is empty")
+    with open_catalog(layout, create=False) as cat:
+        cat.ingest()
+        run_id = resolve_run(cat, ref)
+        if remove:
+            if not cat.remove_label(run_id, kind, value):
+                raise QueryError(f"run {run_id} has no {kind} {value!r} (see `flordb runs`)")
+        else:
+            cat.add_label(run_id, kind, value)
+    return run_id
+
+
 class Args(dict):
     """A run's args: an object in JSON, ``name=value ...`` in a table or CSV."""
 

@@ -73,6 +73,9 @@ class LogsSchema:
     # The `logs` relation built for each set of names (see logs.build_logs): the schema is
     # cached per catalog generation, and so are these.
     relations: dict = field(default_factory=dict, repr=False, compare=False)
+    # Ids of the stored layout (schema/022_record_layout.sql): log name -> name_id, loop path -> path_id.
+    name_ids: dict[str, int] = field(default_factory=dict, repr=False, compare=False)
+    path_ids: dict[tuple[str, ...], int] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def names(self) -> list[str]:
@@ -101,6 +104,8 @@ def _load_schema(catalog) -> LogsSchema:
     loop_paths = [tuple(r[0]) for r in ex("SELECT DISTINCT path FROM loops ORDER BY 1").fetchall()]
 
     schema = LogsSchema()
+    schema.name_ids = dict(ex("SELECT name, name_id FROM names").fetchall())
+    schema.path_ids = {tuple(p): i for p, i in ex("SELECT path, path_id FROM paths").fetchall()}
     cols = schema.columns
     for name, typ in RUN_COLUMNS.items():
         cols[name] = Column(name, "run", name, typ)

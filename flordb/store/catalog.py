@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import os
-import random
 import shutil
 import socket
 import threading
@@ -25,10 +24,10 @@ from typing import Any, Callable, Iterator
 
 import duckdb
 
-from flordb.errors import CatalogBusyError, NoStoreError, StoreError
+from flordb.errors import NoStoreError, StoreError
 from flordb.store.layout import Layout
-from flordb.store.readonly import connect_reader, first_line, is_lock_error
-from flordb.store.segments import iter_run_dirs, segment_files
+from flordb.store.readonly import connect_reader, connect_retrying, first_line, is_lock_error
+from flordb.store.segments import compact, iter_run_dirs, segment_files
 from flordb.store.validate import Damaged, DamagedFile, check_segment, end_meta, quarantine, run_meta
 
 Tracer = Callable[[str, Any], None]
@@ -114,23 +113,8 @@ class Catalog:
         self._open_writer()
 
     def _open_writer(self) -> None:
-        deadline = time.monotonic() + self.timeout
-        delay = 0.01
-        while True:
-            try:
-                self.con = _attach(self.path)
-                break
-            except duckdb.Error as exc:
-                if not is_lock_error(exc):
-                    raise StoreError(f"cannot open the catalog {self.path}: {first_line(exc)};"
-                                     " run `flordb doctor --rebuild` to rebuild it from the segments") from None
-                if time.monotonic() > deadline:
-                    raise CatalogBusyError(
-                        f"the catalog {self.path} stayed locked by another process for {self.timeout:.0f} s;"
-                        " retry, or raise FLORDB_LOCK_TIMEOUT"
-                    ) from None
-                time.sleep(delay * (1 + random.random()))
-                delay = min(delay * 2, 0.5)
+        self.con = connect_retrying(lambda: _attach(self.path), self.path, self.timeout,
+                                    damaged="run `flordb doctor --rebuild` to rebuild it from the segments")
         self.migrate()
 
     def close(self) -> None:
@@ -352,6 +336,7 @@ class Catalog:
             seen.setdefault(run_id, set()).add(seg)
         home = self.layout.home
         run_rows, files, owners, label_rows = [], [], [], []
+        finished: list[Path] = []
         for run_dir in iter_run_dirs(self.layout.segments):
             run_id = run_dir.name
             if run_id in complete:
@@ -379,6 +364,8 @@ class Catalog:
                     continue
                 new.append(f)
             run_rows.append(self._run_row(meta, end, done=end is not None, run_dir=run_dir))
+            if end is not None:
+                finished.append(run_dir)
             given = meta.get("labels") if isinstance(meta.get("labels"), dict) else {}
             label_rows += [(meta["run_id"], "name", str(given["name"]))] if given.get("name") else []
             label_rows += [(meta["run_id"], "tag", str(t)) for t in given.get("tags") or [] if t]
@@ -415,7 +402,20 @@ class Catalog:
             raise StoreError(f"could not ingest new records: {first_line(exc)}; run `flordb doctor`") from None
         del damaged[:]
         stats.segments, stats.runs = len(files), len(run_rows)
+        self._compact(finished)
         return stats
+
+    def _compact(self, run_dirs: list[Path]) -> None:
+        """Fold the segments of runs that just finished (:func:`flordb.store.segments.compact`).
+
+        Their records are committed, so this only saves disk: a store that cannot
+        be written (read-only, full) keeps its segments as they are.
+        """
+        for run_dir in run_dirs:
+            try:
+                compact(run_dir, self.con)
+            except (OSError, duckdb.Error):
+                continue
 
     def _find_bad_segments(self, files: list[str], owners: list[tuple]) -> list[tuple[str, str, str]]:
         """Load each file alone to name the ones the batch load failed on."""
@@ -502,6 +502,16 @@ class Catalog:
             self.execute("ROLLBACK")
             raise
 
+    def remove_label(self, run_id: str, kind: str, value: str) -> bool:
+        """Take a tag (or the name or note) ``value`` off a run; False when the run had no such label."""
+        args = [run_id, kind, value]
+        found = self.execute("SELECT count(*) FROM run_labels WHERE run_id = ? AND kind = ? AND value = ?",
+                             args).fetchone()[0]
+        if found:
+            self.execute("DELETE FROM run_labels WHERE run_id = ? AND kind = ? AND value = ?", args)
+            self._bump()
+        return bool(found)
+
     def record_replay(self, **row: Any) -> None:
         cols = ["replay_id", "run_id", "names", "version", "statement", "strategy", "iterations",
                 "seconds", "estimate", "status", "fidelity"]
@@ -534,12 +544,56 @@ class Catalog:
             "DELETE FROM seg_new s USING seg_recorded r WHERE r.run_id = s.target AND r.name = s.name"
             " AND s.kind = 'log' AND s.replay_id IS NOT NULL"
         )
-        self.execute(
-            "DELETE FROM records r USING seg_new s WHERE s.kind = 'log' AND s.replay_id IS NOT NULL"
-            " AND r.replay_id IS NOT NULL AND r.run_id = s.target AND r.name = s.name"
-            " AND r.path = s.path AND r.coord = s.coord"
+        self.delete_records(
+            "s.kind = 'log' AND s.replay_id IS NOT NULL AND x.replay_id IS NOT NULL AND x.run_id = s.target"
+            " AND x.name = s.name AND x.path = s.path AND x.coord = s.coord", using="seg_new s"
         )
         self.execute("DROP TABLE seg_recorded")
+
+    # -- log records (schema/022_record_layout.sql) ---------------------------------------
+
+    def insert_records(self, source: str, params: Any = None) -> None:
+        """Add the rows of ``source``, a SELECT in the columns of ``records`` (run_id, seq,
+        name, path, coord, vtype, num, txt, replay_id), to ``record_rows``.
+
+        New names, loop paths and runs get their ids first; the rows go in sorted by
+        (name, run, path, coordinates), so each row group covers a narrow range of
+        them and selective queries skip the others. ``source`` is read several
+        times (``params`` each time): make it read a table, not something that changes.
+        """
+        rows = f"(SELECT * FROM ({source}) AS t(run_id, seq, name, path, coord, vtype, num, txt, replay_id))"
+        for table, column in (("run_keys", "run_id"), ("names", "name"), ("paths", "path")):
+            self._new_ids(table, column, rows, params=params)
+        self.execute(
+            "INSERT INTO record_rows SELECT n.name_id, k.run_key, p.path_id, r.coord[1], r.coord[2], r.coord[3],"
+            " r.coord[4], CASE WHEN len(r.coord) > 4 THEN r.coord[5:] END, r.seq, r.vtype, r.num, r.txt,"
+            f" r.replay_id FROM {rows} r"
+            " JOIN run_keys k ON k.run_id IS NOT DISTINCT FROM r.run_id"
+            " JOIN names n ON n.name IS NOT DISTINCT FROM r.name"
+            " JOIN paths p ON p.path IS NOT DISTINCT FROM r.path"
+            " ORDER BY n.name_id, k.run_key, p.path_id, r.coord[1], r.coord[2], r.coord[3], r.coord[4], r.seq",
+            params,
+        )
+        self._generation = None
+
+    def _new_ids(self, table: str, column: str, source: str, expr: str | None = None, params: Any = None) -> None:
+        """Ids for the values of ``expr`` (default: ``column``) in ``source`` that ``table`` lacks."""
+        key = {"run_keys": "run_key", "names": "name_id", "paths": "path_id"}[table]
+        self.execute(
+            f"INSERT INTO {table} SELECT (SELECT coalesce(max({key}), 0) FROM {table}) + row_number() OVER (),"
+            f" v FROM (SELECT DISTINCT {expr or column} AS v FROM {source}) t WHERE NOT EXISTS"
+            f" (SELECT 1 FROM {table} u WHERE u.{column} IS NOT DISTINCT FROM t.v)",
+            params,
+        )
+
+    def delete_records(self, condition: str, params: Any = None, using: str | None = None) -> None:
+        """Delete the records (alias ``x``, the columns of ``records``) for which ``condition``
+        holds, joined with ``using`` (e.g. ``"seg_new s"``) when given."""
+        source = "records_keyed x" + (f", {using}" if using else "")
+        self.execute(
+            f"DELETE FROM record_rows WHERE rowid IN (SELECT x.row_key FROM {source} WHERE {condition})", params
+        )
+        self._generation = None
 
     def _load_console(self) -> None:
         """Captured console lines (record/capture.py); a replay's own output is not kept."""
@@ -568,17 +622,18 @@ class Catalog:
             " FROM read_parquet(?, filename = true, union_by_name = true) s JOIN seg_owner o USING (filename)",
             [files],
         )
+        self._new_ids("run_keys", "run_id", "seg_new", "target")  # loops without records have a run key too
         self._load_replayed()
-        self.execute(
-            "INSERT INTO records SELECT target, seq, name, path, coord, vtype, num, txt, replay_id"
-            " FROM seg_new WHERE kind = 'log'"
+        self.insert_records(
+            "SELECT target, seq, name, path, coord, vtype, num, txt, replay_id FROM seg_new WHERE kind = 'log'"
         )
         self.execute(
             """INSERT INTO log_names (run_id, name, path, vtype, n, replayed, dups)
-               SELECT s.target, s.name, s.path, s.vtype, count(*), s.replay_id IS NOT NULL, any_value(d.dups)
-               FROM seg_new s JOIN (SELECT target, name, path, count(*) - count(DISTINCT coord) AS dups
-                                    FROM seg_new WHERE kind = 'log' GROUP BY ALL) d USING (target, name, path)
-               WHERE s.kind = 'log' GROUP BY s.target, s.name, s.path, s.vtype, s.replay_id IS NOT NULL"""
+               SELECT a.target, a.name, a.path, a.vtype, a.n, a.replayed, d.dups
+               FROM (SELECT target, name, path, vtype, replay_id IS NOT NULL AS replayed, count(*) AS n
+                     FROM seg_new WHERE kind = 'log' GROUP BY ALL) a
+               JOIN (SELECT target, name, path, count(*) - count(DISTINCT hash(coord)) AS dups
+                     FROM seg_new WHERE kind = 'log' GROUP BY ALL) d USING (target, name, path)"""
         )
         # A top-level loop entered again reuses its coordinates: every name of the run may repeat.
         self.execute(

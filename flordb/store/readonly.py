@@ -23,12 +23,14 @@ import random
 import re
 import time
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable, TypeVar
 
 import duckdb
 from sqlglot import exp
 
 from flordb.errors import CatalogBusyError, QueryError, StoreError
+
+T = TypeVar("T")
 
 # Statements a user may run, by kind; anything else is refused before DuckDB sees it.
 QUERY_KINDS = (exp.Query, exp.Describe, exp.Show, exp.Summarize)
@@ -127,23 +129,8 @@ def connect_reader(
     (DuckDB refuses two configurations of one file): close it first.
     """
     dirs, files = _allowed(allow_files)
-    deadline = time.monotonic() + timeout
-    delay = 0.01
-    while True:
-        try:
-            con = duckdb.connect(str(path), read_only=True)
-            break
-        except duckdb.Error as exc:
-            if not is_lock_error(exc):
-                raise StoreError(f"cannot open the catalog {path}: {first_line(exc)};"
-                                 " run `flordb doctor` to check the store") from None
-            if time.monotonic() > deadline:
-                raise CatalogBusyError(
-                    f"the catalog {path} stayed locked by another process for {timeout:.0f} s;"
-                    " retry, or raise FLORDB_LOCK_TIMEOUT"
-                ) from None
-            time.sleep(delay * (1 + random.random()))
-            delay = min(delay * 2, 0.5)
+    con = connect_retrying(lambda: duckdb.connect(str(path), read_only=True), path, timeout,
+                           damaged="run `flordb doctor` to check the store")
     try:
         if con.execute("SELECT current_setting('lock_configuration')").fetchone()[0]:
             # DuckDB gave us the database this process already opened (one per file): fenced by
@@ -165,6 +152,31 @@ def connect_reader(
         con.close()
         raise
     return con
+
+
+def connect_retrying(connect: Callable[[], T], path, timeout: float, *, damaged: str) -> T:
+    """``connect()`` until it stops failing on DuckDB's file lock, for at most ``timeout`` seconds.
+
+    Another process holding the catalog is waited for (exponential backoff
+    with jitter, up to 0.5 s a wait), then reported as :class:`CatalogBusyError`;
+    any other DuckDB error is a damaged or unreadable file: a one-line
+    :class:`StoreError` ending with ``damaged`` (what to do).
+    """
+    deadline = time.monotonic() + timeout
+    delay = 0.01
+    while True:
+        try:
+            return connect()
+        except duckdb.Error as exc:
+            if not is_lock_error(exc):
+                raise StoreError(f"cannot open the catalog {path}: {first_line(exc)}; {damaged}") from None
+            if time.monotonic() > deadline:
+                raise CatalogBusyError(
+                    f"the catalog {path} stayed locked by another process for {timeout:.0f} s;"
+                    " retry, or raise FLORDB_LOCK_TIMEOUT"
+                ) from None
+            time.sleep(delay * (1 + random.random()))
+            delay = min(delay * 2, 0.5)
 
 
 def is_lock_error(exc: BaseException) -> bool:

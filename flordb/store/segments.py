@@ -3,7 +3,11 @@
 A run directory holds ``run.json`` (written at start), ``seg-NNNNNN.parquet``
 files (one per flush) and ``end.json`` (written when the run ends). Every file
 appears atomically (written under a temporary name, then renamed), so a reader
-never sees half a segment and a crash loses at most the unflushed tail.
+never sees half a segment and a crash loses at most the unflushed tail. Once a
+finished run is in the catalog, its segments are folded into one compressed
+``seg-FIRST-LAST.parquet`` (:func:`compact`), still the truth the catalog is
+rebuilt from. Segments are read by column name (``union_by_name``), so a writer
+may add a column (a provenance field, say) without breaking older readers.
 
 One segment is one Parquet table whose rows are tagged by ``kind``:
 
@@ -24,6 +28,7 @@ ckpt      checkpoint of object ``name`` at iteration ``coord``: ``txt`` digest,
 from __future__ import annotations
 
 import json
+import re
 from operator import itemgetter
 import os
 import sys
@@ -198,16 +203,19 @@ class SegmentWriter:
         self.count = 0
         self.seq = 0
 
-    def write(self, logs: list, args: list, events: list, blocks: list | None = None) -> Path | None:
+    def write(self, logs: list, args: list, events: list, blocks: list | None = None,
+              console: list | None = None) -> Path | None:
         """Write one segment; ``logs`` are (name, value, ctx) triples whose ctx
         is an int decoded with ``blocks`` (see :mod:`flordb.record.context`),
-        ``args`` (name, value) pairs, ``events`` rows of the other kinds as dicts.
+        ``args`` (name, value) pairs, ``events`` rows of the other kinds as dicts,
+        ``console`` captured lines as one flat list, five items per line (ctx,
+        channel, logger, level, text; see :mod:`flordb.record.capture`).
 
         Runs on the training thread at every flush, so the log rows (nearly all
         of a segment) are converted column-wise, with no Python loop per record
         when the values are floats.
         """
-        if not logs and not args and not events:
+        if not logs and not args and not events and not console:
             return None
         import numpy as np
         import pyarrow as pa
@@ -218,9 +226,11 @@ class SegmentWriter:
             parts.append(_log_columns(logs, blocks or [((), ())]))
         other = [("arg", nm, value, ((), ()), {}) for nm, value in args]
         other += [(ev["kind"], ev.get("name"), None, (ev.get("path", ()), ev.get("coord", ())), ev) for ev in events]
+        if console:
+            parts.append(_console_columns(console, blocks or [((), ())]))
         if other:
             parts.append(_other_columns(other))
-        nrows = len(logs) + len(other)
+        nrows = len(logs) + len(other) + len(console or ()) // 5
         columns: dict[str, pa.Array] = {}
         for key in _COLUMNS:
             chunks = [part[key] for part in parts]
@@ -307,6 +317,21 @@ def _log_columns(logs: list, blocks: list) -> dict:
     }
 
 
+def _console_columns(lines: list, blocks: list) -> dict:
+    """Captured console lines (flat: ctx, channel, logger, level, text), column-wise."""
+    import pyarrow as pa
+
+    n = len(lines) // 5
+    path, coord = _contexts(lines[0::5], blocks)
+    nulls = pa.nulls(n, type=pa.float64())
+    return {
+        "kind": pa.repeat(pa.scalar("console", type=pa.string()), n), "name": _strings(lines[1::5]),
+        "path": path, "coord": coord, "vtype": pa.nulls(n, type=pa.int8()), "num": nulls,
+        "txt": _strings(lines[4::5]), "t0": nulls, "t1": nulls, "t2": nulls,
+        "n": pa.array(lines[3::5], type=pa.int64()), "aux": _strings(lines[2::5]),
+    }
+
+
 def _strings(items) -> "pa.Array":
     """A string column; one bad item (a lone surrogate) is escaped, never costs its neighbours."""
     import pyarrow as pa
@@ -344,13 +369,57 @@ def _other_columns(rows: list) -> dict:
     }
 
 
+_ONE = re.compile(r"seg-(\d{6})\.parquet")
+_FOLDED = re.compile(r"seg-(\d{6})-(\d{6})\.parquet")
+
+
 def segment_files(run_dir: Path) -> list[Path]:
-    """Complete segments of a run, in write order (temporary files excluded)."""
+    """Complete segments of a run, in write order (temporary files excluded).
+
+    A compacted file ``seg-FIRST-LAST.parquet`` (:func:`compact`) stands for the
+    segments FIRST..LAST: any of them still present (compaction stopped before
+    removing them) is left out, so no record is read twice.
+    """
     try:
         names = sorted(e.name for e in os.scandir(run_dir) if e.name.startswith("seg-"))
     except FileNotFoundError:
         return []
+    folded = [(int(m[1]), int(m[2])) for m in map(_FOLDED.fullmatch, names) if m]
+    if folded:
+        names = [n for n in names if not ((m := _ONE.fullmatch(n)) and any(a <= int(m[1]) <= b for a, b in folded))]
     return [run_dir / n for n in names]
+
+
+def compact(run_dir: Path, con) -> Path | None:
+    """Fold the segments of a finished run into one zstd-compressed file, in write order.
+
+    Called once the run's segments are in the catalog. The folded file has the
+    columns every segment has (it is checked, ingested and rebuilt from like
+    any segment) and is named after the first and last segment it holds; it
+    appears atomically, then the originals are removed (a crash in between
+    leaves both, and :func:`segment_files` reads the folded one only).
+    ``con`` is a DuckDB connection, which reads and writes Parquet.
+    """
+    files = segment_files(run_dir)
+    numbers = [m and int(m[1]) for m in (_ONE.fullmatch(f.name) for f in files)]
+    if not files or None in numbers:
+        return None  # folded already, or a file FlorDB did not name: left as it is
+    final = run_dir / f"seg-{numbers[0]:06d}-{numbers[-1]:06d}.parquet"
+    tmp = run_dir / f".{final.name}.{os.getpid()}.tmp"
+    target = str(tmp).replace("'", "''")
+    try:
+        con.execute(  # files and rows keep their order (DuckDB preserves insertion order by default)
+            "COPY (SELECT * FROM read_parquet(?, union_by_name = true))"
+            f" TO '{target}' (FORMAT parquet, COMPRESSION zstd, PARQUET_VERSION V2, ROW_GROUP_SIZE 1000000)",
+            [[str(f) for f in files]],
+        )
+        os.replace(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    for f in files:
+        f.unlink(missing_ok=True)
+    return final
 
 
 def read_json(path: Path) -> dict | None:

@@ -34,6 +34,7 @@ LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
        "connect-src 'self'; font-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
 STATIC = Path(__file__).parent / "static"
+CHANGES_EVERY = 0.5  # seconds between looks at the store while a page listens for changes
 
 
 def plotly_js() -> Path:
@@ -119,7 +120,13 @@ def create_app(layout, token: str | None = None, hosts: set[str] | None = None) 
 
     async def runs_json(request: Request) -> Response:
         p = request.query_params
-        return await data(views.runs, p.get("where"), p.get("metric") or None, p.get("status") or None)
+        try:
+            offset = int(p.get("offset") or 0)
+            limit = int(p.get("limit") or views.PAGE_SIZE)
+        except ValueError as exc:
+            return JSONResponse({"error": f"bad parameter: {exc}"}, status_code=400)
+        return await data(views.runs, p.get("where"), p.get("metric") or None, p.get("status") or None,
+                          p.get("sort") or "started", p.get("dir", "desc") != "asc", offset, limit)
 
     async def curves_json(request: Request) -> Response:
         p = request.query_params
@@ -131,7 +138,7 @@ def create_app(layout, token: str | None = None, hosts: set[str] | None = None) 
             return JSONResponse({"error": f"bad parameter: {exc}"}, status_code=400)
         ys = [y for y in (p.get("y") or "").split(",") if y]
         return await data(views.curves_page, ys, curves_mod.parse_runs(p.get("runs")), p.get("x") or None,
-                          width, x0, x1)
+                          width, x0, x1, p.get("encoding") or "json")
 
     async def sql_json(request: Request) -> Response:
         return await data(views.sql, request.query_params.get("q") or "")
@@ -163,6 +170,15 @@ def create_app(layout, token: str | None = None, hosts: set[str] | None = None) 
         job = jobs.start(names, where)
         return JSONResponse(job.as_dict(), status_code=202)
 
+    async def tag_post(request: Request) -> Response:
+        try:
+            body = await request.json()
+            run_id, tag = str(body["run"]), str(body["tag"])
+            remove, kind = bool(body.get("remove")), str(body.get("kind") or "tag")
+        except (ValueError, KeyError, TypeError):
+            return JSONResponse({"error": 'send JSON {"run": ..., "tag": ..., "remove": false}'}, status_code=400)
+        return await data(views.tag, run_id, tag, remove, kind)
+
     def job_of(request: Request):
         return jobs.jobs.get(request.path_params["job"])
 
@@ -191,6 +207,28 @@ def create_app(layout, token: str | None = None, hosts: set[str] | None = None) 
 
         return StreamingResponse(stream(), media_type="text/event-stream")
 
+    async def changes(request: Request) -> Response:
+        """Server-sent events: the store's news (``views.generation``), once at start and again when it moves.
+
+        The disk is looked at every ``CHANGES_EVERY`` seconds while a page listens (a running
+        run's new records are ingested then), so open pages redraw only when there is news.
+        """
+        async def stream():
+            last = None
+            while True:
+                try:
+                    gen = await run_in_threadpool(views.generation, layout)
+                except FlorError:
+                    gen = None  # no store yet: the page keeps its error until one appears
+                if gen != last:
+                    yield f"data: {json.dumps({'generation': gen})}\n\n"
+                    last = gen
+                if await request.is_disconnected():
+                    return
+                await asyncio.sleep(CHANGES_EVERY)
+
+        return StreamingResponse(stream(), media_type="text/event-stream")
+
     async def static(request: Request) -> Response:
         name = request.path_params["name"]
         cache = {"Cache-Control": "private, max-age=86400"}  # assets only; data is never cached
@@ -212,8 +250,10 @@ def create_app(layout, token: str | None = None, hosts: set[str] | None = None) 
         Route("/-/complete.json", complete_json),
         Route("/-/source.json", source_json),
         Route("/-/replay", replay_post, methods=["POST"]),
+        Route("/-/tag", tag_post, methods=["POST"]),
         Route("/-/jobs/{job}.json", job_json),
         Route("/-/jobs/{job}/events", job_events),
+        Route("/-/changes", changes),
         Route("/-/static/{name}", static),
     ]
     app = Starlette(routes=routes)

@@ -7,6 +7,8 @@ visible while a run of 10,000 steps travels as at most ``2 * buckets`` points.
 
 from __future__ import annotations
 
+import base64
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -19,79 +21,120 @@ from flordb.ui import flor
 MAX_BUCKETS = 1000  # so at most 2,000 points per line
 
 
-def curve_sql(y: str, loops: list[str], runs: list[str], provenance: str | None) -> str:
-    """``SELECT run_id, <loops>, y [, replay.y] FROM logs WHERE run_id IN (...) AND y IS NOT NULL``."""
-    cols = ["run_id", *loops, y] + ([provenance] if provenance else [])
-    sel = exp.select(*(exp.column(exp.to_identifier(c, quoted=True)) for c in cols)).from_("logs")
+def m4_sql(source: exp.Expression, loops: list[str], x: str, y: str, provenance: str | None, buckets: int,
+           x0: float | None = None, x1: float | None = None, runs: list[str] | None = None) -> str:
+    """One query: ``(run_id, x, y, replayed, total)``, at most ``2 * buckets`` rows per run, ordered by run and x.
+
+    ``source`` is ``logs`` (through the query API, so the catalog's rows never leave DuckDB)
+    or any table with ``run_id``, the loop columns and ``y``. ``x`` is a loop name, or
+    "global": a step counted across the loop levels, the innermost coordinate plus
+    the steps of the iterations before it (epoch 2, step 5 of 40-step epochs: 85).
+    That is a grouped sum, not a row number: no sort of every row.
+    A run with more than ``2 * buckets`` values keeps, per bucket of its x range, the
+    minimum and the maximum (M4-style): a spike one step wide stays visible.
+    """
+    buckets = max(1, min(int(buckets), MAX_BUCKETS))
+    q = lambda c: exp.to_identifier(c, quoted=True).sql("duckdb")  # noqa: E731
+    run = q("run_id")
     cond = exp.column(exp.to_identifier(y, quoted=True)).is_(exp.null()).not_()
     if runs:
-        in_runs = exp.column(exp.to_identifier("run_id", quoted=True)).isin(*(exp.Literal.string(r) for r in runs))
-        cond = exp.and_(in_runs, cond)
-    return sel.where(cond).sql(dialect="duckdb")
+        cond = exp.and_(exp.column(exp.to_identifier("run_id", quoted=True)).isin(
+            *(exp.Literal.string(r) for r in runs)), cond)
+    prov = f"{q(provenance)} IS NOT NULL" if provenance else "false"
+    cols = ", ".join([run, *(q(l) for l in loops)])
+    src = (f"src AS (SELECT {cols}, CAST({q(y)} AS DOUBLE) AS __y, {prov} AS __p"
+           f" FROM {source.sql('duckdb')} WHERE {cond.sql('duckdb')})")
+    if x in loops and x != "global":
+        ctes = [src, f"base AS (SELECT {run} AS r, CAST({q(x)} AS DOUBLE) AS x, __y AS y, __p AS p FROM src)"]
+    elif len(loops) >= 2:  # global: offset of the enclosing iteration + the innermost coordinate
+        outer, inner = ", ".join(q(l) for l in loops[:-1]), q(loops[-1])
+        ctes = [src,
+                f"offs AS (SELECT {run}, {outer}, coalesce(sum(max({inner}) + 1) OVER (PARTITION BY {run} ORDER BY"
+                f" {outer} ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS __off"
+                f" FROM src GROUP BY {run}, {outer})",
+                f"base AS (SELECT {run} AS r, CAST(__off + {inner} AS DOUBLE) AS x, __y AS y, __p AS p"
+                f" FROM src JOIN offs USING ({run}, {outer}))"]
+    else:  # one loop level, or none: the row's position in its run
+        order = f" ORDER BY {q(loops[0])}" if loops else ""
+        ctes = [src, f"base AS (SELECT {run} AS r, CAST(row_number() OVER (PARTITION BY {run}{order}) - 1 AS DOUBLE)"
+                     f" AS x, __y AS y, __p AS p FROM src)"]
+    keep = ["isfinite(y)"]
+    keep += [f"x >= {float(x0)!r}"] if x0 is not None else []
+    keep += [f"x <= {float(x1)!r}"] if x1 is not None else []
+    keep_sql = " AND ".join(keep)
+    # Runs as small integers (ri): grouping on one BIGINT (run, bucket) is several times faster
+    # than on (text, bucket).
+    return f"""
+    WITH {", ".join(ctes)},
+    stats AS (SELECT r, row_number() OVER (ORDER BY r) AS ri, count(*) AS total,
+                     count(*) FILTER (WHERE {keep_sql}) AS n,
+                     min(x) FILTER (WHERE {keep_sql}) AS lo, max(x) FILTER (WHERE {keep_sql}) AS hi
+              FROM base GROUP BY r),
+    kept AS (SELECT ri, x, y, p, n, lo, hi FROM base JOIN stats ON base.r = stats.r WHERE {keep_sql}),
+    big AS (SELECT k, arg_min(x, y) AS x1, min(y) AS y1, arg_min(p, y) AS p1,
+                   arg_max(x, y) AS x2, max(y) AS y2, arg_max(p, y) AS p2
+            FROM (SELECT CAST(ri * {buckets} + least(floor((x - lo) * {buckets} / greatest(hi - lo, 1e-300)),
+                                                    {buckets - 1}) AS BIGINT) AS k,
+                         x, y, p FROM kept WHERE n > {2 * buckets})
+            GROUP BY k),
+    out AS (SELECT ri, x, y, p FROM kept WHERE n <= {2 * buckets}
+            UNION ALL SELECT CAST(floor(k / {buckets}) AS BIGINT), x1, y1, p1 FROM big
+            UNION ALL SELECT CAST(floor(k / {buckets}) AS BIGINT), x2, y2, p2 FROM big WHERE x2 <> x1)
+    SELECT stats.r AS run_id, x, y, p AS replayed, total FROM out JOIN stats ON out.ri = stats.ri
+    ORDER BY out.ri, x
+    """
 
 
 def downsample(table: pa.Table, loops: list[str], x: str, buckets: int,
                x0: float | None = None, x1: float | None = None) -> pa.Table:
-    """(run_id, x, y, replayed) with at most ``2 * buckets`` rows per run, ordered by run and x.
-
-    ``x`` is a loop name, or "global" for a step counted across every loop
-    level (row order by the loop coordinates).
-    """
-    buckets = max(1, min(int(buckets), MAX_BUCKETS))
-    q = lambda c: exp.to_identifier(c, quoted=True).sql("duckdb")  # noqa: E731
+    """``m4_sql`` over an Arrow table ``(run_id, <loops>, y[, provenance])`` in a scratch DuckDB."""
     names = table.column_names
-    has_prov = len(names) > len(loops) + 2
-    # Runs as small integers (dictionary indices): grouping on (run, bucket) as one BIGINT is
-    # several times faster than on (text, bucket).
-    runs = pc.dictionary_encode(table.column("run_id")).combine_chunks()
-    cols = {"r": runs.indices, **{f"l{i}": table.column(l) for i, l in enumerate(loops)},
-            "y": table.column(names[len(loops) + 1])}
-    if has_prov:
-        cols["p"] = pc.is_valid(table.column(names[-1]))
-    if x == "global" or not loops:
-        cols["g"] = global_steps(runs.indices, [table.column(l) for l in loops])
-        xs = "g"
-    else:
-        xs = f"l{loops.index(x)}"
-    t = pa.table(cols)
-    rng = [f"x >= {float(x0)!r}"] if x0 is not None else []
-    rng += [f"x <= {float(x1)!r}"] if x1 is not None else []
-    where = " AND ".join(["isfinite(y)", *rng])
-    prov, p1, p2 = ("p", ", arg_min(p, y) AS p1", ", arg_max(p, y) AS p2") if has_prov else ("false", "", "")
-    sql = f"""
-    WITH base AS MATERIALIZED (SELECT * FROM (SELECT r, CAST({xs} AS DOUBLE) AS x, CAST(y AS DOUBLE) AS y,
-                                                     {prov} AS p FROM t) WHERE {where}),
-    stats AS MATERIALIZED (SELECT r, count(*) AS n, min(x) AS lo, max(x) AS hi FROM base GROUP BY r),
-    big AS MATERIALIZED (
-        SELECT k, arg_min(x, y) AS x1, min(y) AS y1{p1}, arg_max(x, y) AS x2, max(y) AS y2{p2}
-        FROM (SELECT r * {buckets} + CAST(least(floor((x - lo) * {buckets} / greatest(hi - lo, 1e-300)),
-                                                {buckets - 1}) AS BIGINT) AS k, x, y, p
-              FROM base JOIN stats USING (r) WHERE n > {2 * buckets})
-        GROUP BY k)
-    SELECT r, x, y, p FROM base JOIN stats USING (r) WHERE n <= {2 * buckets}
-    UNION ALL SELECT k // {buckets}, x1, y1, {"p1" if has_prov else "false"} FROM big
-    UNION ALL SELECT k // {buckets}, x2, y2, {"p2" if has_prov else "false"} FROM big WHERE x2 <> x1
-    ORDER BY 1, 2
-    """
-    with flor.scratch(t=t) as db:
-        out = db.sql(sql).to_arrow_table()
-    run_ids = pc.take(runs.dictionary, out.column(0))
-    return pa.table({"run_id": run_ids, "x": out.column(1), "y": out.column(2), "replayed": out.column(3)})
+    y = names[len(loops) + 1]
+    provenance = names[-1] if len(names) > len(loops) + 2 else None
+    with flor.scratch(t=table) as db:
+        return db.sql(m4_sql(exp.to_table("t"), loops, x, y, provenance, buckets, x0, x1)).to_arrow_table()
 
-def global_steps(runs: pa.Array, loops: list[pa.ChunkedArray]) -> np.ndarray:
-    """Each row's position within its run, in loop-coordinate order: a step counted across epochs."""
-    r = runs.to_numpy(zero_copy_only=False)
-    keys = [np.asarray(c.to_numpy()) for c in reversed(loops)] + [r]
-    order = np.lexsort(keys)
-    counts = np.bincount(r, minlength=int(r.max()) + 1 if len(r) else 0)
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    g = np.empty(len(r), dtype=np.int64)
-    g[order] = np.arange(len(r)) - starts[r[order]]
-    return g
+
+ENCODINGS = ("json", "f64")
+
+
+def columnar_lines(small: pa.Table, encoding: str = "json") -> dict[str, dict]:
+    """One ``{run_id, x, y, replayed: [indices]}`` per run of ``m4_sql``'s output.
+
+    Sliced with numpy at the run boundaries (the rows come ordered by run), so the cost
+    is one conversion per line, not per point. ``x`` and ``y`` are JSON lists (integral x
+    values as integers), or with ``encoding="f64"`` the base64 of little-endian float64
+    arrays, which the page reads as a ``Float64Array`` with no parsing of numbers on
+    either side (the page's own requests use it; scripts get lists).
+    """
+    if encoding not in ENCODINGS:
+        raise QueryError(f"encoding {encoding!r}: choose one of {', '.join(ENCODINGS)}")
+    n = small.num_rows
+    if n == 0:
+        return {}
+    run_ids = small.column("run_id").combine_chunks()
+    x = small.column("x").to_numpy().astype("<f8")
+    y = small.column("y").to_numpy().astype("<f8")
+    if encoding == "json":
+        if np.all(np.isfinite(x)) and np.all(x == np.round(x)) and np.abs(x).max() < 2 ** 53:
+            x = x.astype(np.int64)
+        enc = lambda a: a.tolist()  # noqa: E731
+    else:
+        enc = lambda a: base64.b64encode(a.tobytes()).decode("ascii")  # noqa: E731
+    rep = small.column("replayed").to_numpy(zero_copy_only=False).astype(bool)
+    totals = small.column("total").to_numpy()
+    ids = pc.dictionary_encode(run_ids).indices.to_numpy()
+    cuts = [0, *(np.flatnonzero(ids[1:] != ids[:-1]) + 1).tolist(), n]
+    out = {}
+    for a, b in zip(cuts[:-1], cuts[1:]):
+        run_id = run_ids[a].as_py()
+        out[run_id] = {"run_id": run_id, "x": enc(x[a:b]), "y": enc(y[a:b]), "n": b - a,
+                       "replayed": np.flatnonzero(rep[a:b]).tolist(), "total": int(totals[a])}
+    return out
 
 
 def curves(layout, y: str, runs: list[str], x: str | None = None, buckets: int = MAX_BUCKETS,
-           x0: float | None = None, x1: float | None = None, schema=None) -> dict:
+           x0: float | None = None, x1: float | None = None, schema=None, encoding: str = "json") -> dict:
     """One panel of the Curves page: a log column, one downsampled line per run.
 
     ``x`` that the column's loops do not offer falls back to its default.
@@ -113,21 +156,12 @@ def curves(layout, y: str, runs: list[str], x: str | None = None, buckets: int =
         x = "global" if len(loops) != 1 else loops[0]
     prov = flor.replay_prefix() + y
     provenance = prov if prov in sch.columns else None
-    table = flor.query_table(curve_sql(y, loops, runs, provenance), layout)
-    total = table.num_rows
-    small = downsample(table, loops, x, buckets, x0, x1)
-    lines: dict[str, dict] = {}
-    run_ids = small.column("run_id").to_pylist()
-    xs, ys, rs = (small.column(c).to_pylist() for c in ("x", "y", "replayed"))
-    for run_id, xv, yv, rv in zip(run_ids, xs, ys, rs):
-        line = lines.setdefault(run_id, {"run_id": run_id, "x": [], "y": [], "replayed": []})
-        if rv:
-            line["replayed"].append(len(line["x"]))  # indices of replayed points
-        line["x"].append(xv)
-        line["y"].append(yv)
+    small = flor.query_table(m4_sql(exp.to_table("logs"), loops, x, y, provenance, buckets, x0, x1, runs), layout)
+    lines = columnar_lines(small, encoding)
+    total = sum(line.pop("total") for line in lines.values())
     order = runs or sorted(lines)
     return {
-        "y": y, "x": x, "x_choices": choices, "rows": total, "buckets": min(buckets, MAX_BUCKETS),
+        "y": y, "x": x, "x_choices": choices, "encoding": encoding, "rows": total, "buckets": min(buckets, MAX_BUCKETS),
         "lines": [lines[r] for r in order if r in lines],
     }
 

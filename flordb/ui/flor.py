@@ -59,6 +59,14 @@ def list_runs(layout: Layout) -> list[dict]:
         return _list_runs(include_replays=False, layout=layout).to_pylist()
 
 
+def label_run(layout: Layout, run_id: str, kind: str, value: str, remove: bool = False) -> str:
+    """Add or remove a run's tag (or name): the code path of ``flordb tag``."""
+    from flordb.sql.runs import label_run as _label_run
+
+    with _lock:
+        return _label_run(run_id, kind, value, remove=remove, layout=layout)
+
+
 def schema(cat):
     """The columns of ``logs`` (name -> Column with kind, type and loop paths)."""
     from flordb.sql.schema import load_schema

@@ -40,6 +40,7 @@ class Jobs:
     def start(self, names: list[str], where: str | None) -> Job:
         job = Job(secrets.token_hex(6), list(names), where)
         self.jobs[job.job_id] = job
+        _import_what_replay_needs()
         threading.Thread(target=self._run, args=(job,), name=f"replay-{job.job_id}", daemon=True).start()
         return job
 
@@ -77,3 +78,25 @@ class Jobs:
         with self.changed:
             self.changed.wait_for(lambda: job.version != seen, timeout=timeout)
             return job.version
+
+
+# The modules a replay imports lazily, imported on the thread that starts a job rather than on the
+# job's thread: two threads importing the same packages can hand one a half-initialized module.
+_REPLAY_MODULES = (
+    "numpy", "pyarrow.parquet", "git",
+    "flordb.hindsight.api", "flordb.hindsight.plan", "flordb.hindsight.tasks", "flordb.hindsight.fill",
+    "flordb.hindsight.partial", "flordb.hindsight.executor", "flordb.hindsight.executors.local",
+    "flordb.hindsight.executors.scheduler", "flordb.hindsight.propagation",
+    "flordb.hindsight.propagation.check", "flordb.hindsight.propagation.preview",
+    "flordb.version", "flordb.version.repo", "flordb.version.sandbox", "flordb.sql.engine", "flordb.sql.schema",
+)
+
+
+def _import_what_replay_needs() -> None:
+    import importlib
+
+    for name in _REPLAY_MODULES:
+        try:
+            importlib.import_module(name)
+        except ImportError:  # an optional piece: the replay reports it if it needs it
+            pass

@@ -32,7 +32,9 @@ def serve(host: str = "127.0.0.1", port: int = 5000, open_browser: bool = False,
 
         hosts |= {socket.gethostname(), socket.getfqdn()}
     app = create_app(layout, token=token, hosts=hosts)
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
+    # open pages keep a change stream open: Ctrl-C closes them after 2 s rather than waiting for the browser
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
+                            timeout_graceful_shutdown=2)
     server = uvicorn.Server(config)
     address = url(host, port, token)
     print(f"FlorDB UI for {layout.work_tree}\n    {address}", file=sys.stderr, flush=True)
@@ -63,7 +65,8 @@ def start_in_thread(layout: Layout, host: str = "127.0.0.1", port: int = 0, toke
             port = s.getsockname()[1]
     token = token or secrets.token_urlsafe(24)
     app = create_app(layout, token=token)
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False))
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
+                                           timeout_graceful_shutdown=2))
     thread = threading.Thread(target=server.run, name="flordb-ui", daemon=True)
     thread.start()
     deadline = time.monotonic() + 20

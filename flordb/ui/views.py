@@ -7,15 +7,16 @@ strings, timestamps as ISO text), in one place.
 
 from __future__ import annotations
 
-import datetime as dt
 import difflib
 import math
-from decimal import Decimal
+import time
 from typing import Any
 
+import pyarrow as pa
 from sqlglot import exp
 
 from flordb.errors import FlorError, QueryError, UnknownColumnError
+from flordb.tabular import plain
 from flordb.ui import flor
 from flordb.ui import curves as curves_mod
 from flordb.ui.curves import check_predicate
@@ -24,26 +25,18 @@ MAX_ROWS = 10_000  # rows of a SQL result sent to the page
 MAX_DIFF_LINES = 2_000
 
 
+JS_NONFINITE = ("NaN", "Infinity", "-Infinity")  # as JavaScript's Number() reads them back
+
+
 def jsonable(v: Any) -> Any:
-    if isinstance(v, float):
-        if math.isnan(v):
-            return "NaN"
-        if math.isinf(v):
-            return "Infinity" if v > 0 else "-Infinity"
-        return v
-    if isinstance(v, (dt.datetime, dt.date, dt.time)):
-        return v.isoformat()
-    if isinstance(v, dt.timedelta):
-        return v.total_seconds()
-    if isinstance(v, Decimal):
-        return float(v)
-    if isinstance(v, (list, tuple)):
-        return [jsonable(x) for x in v]
-    if isinstance(v, dict):
-        return {str(k): jsonable(x) for k, x in v.items()}
-    if isinstance(v, bytes):
-        return v.hex()
-    return v
+    """A value for the page: the results' one JSON encoder, with JavaScript's spelling of NaN and infinities."""
+    return plain(v, JS_NONFINITE)
+
+
+def numeric_decimals(table: pa.Table) -> pa.Table:
+    """DECIMAL columns as doubles, so the page can sort and chart them as numbers."""
+    cols = [c.cast(pa.float64()) if pa.types.is_decimal(c.type) else c for c in table.columns]
+    return pa.table(cols, names=table.column_names)
 
 
 # -- runs ----------------------------------------------------------------------------------
@@ -81,7 +74,7 @@ def _columns(sch) -> dict:
 
 
 def curves_page(layout, ys: list[str], runs: list[str], x: str | None = None, width: int = 1000,
-                x0: float | None = None, x1: float | None = None) -> dict:
+                x0: float | None = None, x1: float | None = None, encoding: str = "json") -> dict:
     """The JSON twin of the Curves page: one panel per log column in ``ys``.
 
     No runs: the ten latest. No ``ys``: the log column of the deepest loop. Names that are not
@@ -91,6 +84,7 @@ def curves_page(layout, ys: list[str], runs: list[str], x: str | None = None, wi
     with flor.catalog(layout) as cat:
         sch = flor.schema(cat)
         versions, args, arg_names = _details(cat)
+        gen = news(cat)
         status = dict(cat.execute("SELECT run_id, status FROM runs").fetchall())
         if not runs:
             runs = [r for (r,) in cat.execute(
@@ -101,11 +95,12 @@ def curves_page(layout, ys: list[str], runs: list[str], x: str | None = None, wi
     if not ys and cols["log"]:  # the per-step metric (deepest loop) by default, as a person would pick
         ys = [min(cols["log"], key=lambda c: (-max((len(p) for p in c["paths"]), default=0), c["name"]))["name"]]
     missing = [y for y in ys if y not in logs]
-    panels = [curves_mod.curves(layout, y, runs, x, width, x0, x1, schema=sch) for y in ys if y in logs]
+    panels = [curves_mod.curves(layout, y, runs, x, width, x0, x1, schema=sch, encoding=encoding)
+              for y in ys if y in logs]
     meta = {r: {"version": versions.get(r), "status": status.get(r), "args": jsonable(args.get(r, {}))}
             for r in runs}
     return {"panels": panels, "missing": missing, "run_ids": runs, "runs": meta, "args": arg_names,
-            "columns": cols}
+            "columns": cols, "generation": gen}
 
 
 def last_values(layout, metric: str) -> dict[str, Any]:
@@ -123,12 +118,36 @@ def last_values(layout, metric: str) -> dict[str, Any]:
     return dict(zip(t.column("run_id").to_pylist(), (jsonable(v) for v in t.column("v").to_pylist())))
 
 
-def runs(layout, where: str | None = None, metric: str | None = None, status: str | None = None) -> dict:
-    """The JSON twin of the Runs page."""
+PAGE_SIZE = 200  # rows of the Runs page at a time
+SORTABLE = ("run_id", "name", "tags", "status", "version", "script", "started", "seconds", "metric")
+
+
+def sort_runs(rows: list[dict], key: str, desc: bool) -> list[dict]:
+    """Rows ordered by a column, an arg (``arg:lr``) or the chosen metric; empty values last either way."""
+    if key not in SORTABLE and not key.startswith("arg:"):
+        raise QueryError(f"cannot sort by {key!r}: use a column ({', '.join(SORTABLE)}) or arg:NAME")
+
+    def value(r):
+        return r["args"].get(key[4:]) if key.startswith("arg:") else r.get(key)
+
+    def rank(v):  # numbers before text, so a column of mixed types still sorts
+        if isinstance(v, (bool, int, float)) and not (isinstance(v, float) and math.isnan(v)):
+            return (0, float(v), "")
+        return (1, 0.0, str(v))
+
+    present = [r for r in rows if value(r) not in (None, "", "NaN")]
+    empty = [r for r in rows if value(r) in (None, "", "NaN")]
+    return sorted(present, key=lambda r: rank(value(r)), reverse=desc) + empty
+
+
+def runs(layout, where: str | None = None, metric: str | None = None, status: str | None = None,
+         sort: str = "started", desc: bool = True, offset: int = 0, limit: int = PAGE_SIZE) -> dict:
+    """The JSON twin of the Runs page: filtered, sorted and paged here, so a page shows ``limit`` rows at a time."""
     listing = flor.list_runs(layout)
     with flor.catalog(layout) as cat:  # one open for the details and the columns
         versions, args, arg_names = _details(cat)
         cols = _columns(flor.schema(cat))
+        gen = news(cat)
     keep = None
     if where and where.strip():
         cond = check_predicate(where)
@@ -149,8 +168,69 @@ def runs(layout, where: str | None = None, metric: str | None = None, status: st
             "seconds": jsonable(rec.get("seconds")), "error": rec.get("error") or "",
             "args": jsonable(args.get(run_id, {})), **({"metric": last.get(run_id)} if metric else {}),
         })
-    return {"runs": out, "args": arg_names, "metric": metric, "where": where or "", "total": len(listing),
-            "columns": cols}
+    out = sort_runs(out, sort or "started", desc)
+    offset, limit = max(0, int(offset)), max(1, int(limit))
+    return {"runs": out[offset:offset + limit], "count": len(out), "offset": offset, "limit": limit,
+            "sort": sort or "started", "desc": desc, "args": arg_names, "metric": metric, "where": where or "",
+            "total": len(listing), "columns": cols, "generation": gen}
+
+
+def tag(layout, run_id: str, tag: str, remove: bool = False, kind: str = "tag") -> dict:
+    """Add (or remove) a tag or the name of a run; answers with the run's labels as the Runs page shows them."""
+    if kind not in ("tag", "name"):
+        raise QueryError(f"cannot edit a run's {kind!r}: tag or name")
+    run_id = flor.label_run(layout, run_id, kind, tag, remove)
+    rec = next((r for r in flor.list_runs(layout) if r["run_id"] == run_id), {})
+    return {"run_id": run_id, "name": rec.get("name") or "", "tags": rec.get("tags") or ""}
+
+
+_WATCH: dict[str, tuple] = {}  # store -> (disk fingerprint, generation, when, run dirs still being written)
+RECHECK = 10.0  # seconds: look in the catalog at least this often (a silent run turns interrupted)
+
+
+def generation(layout) -> list:
+    """The catalog's change generation: it moves on new records, runs, tags, replays.
+
+    Called twice a second per open page, so it opens the catalog (and ingests) only when
+    the disk says something changed: the catalog file, the list of runs, or the directory
+    of a run still being written (a new segment, its end).
+    """
+    key = str(layout.home)
+    seen = _WATCH.get(key)
+    if seen is not None:
+        fp = fingerprint(layout, seen[3])
+        if fp == seen[0] and time.monotonic() - seen[2] < RECHECK:
+            return seen[1]
+    with flor.catalog(layout) as cat:
+        gen = news(cat)
+        live = [r for (r,) in cat.execute("SELECT run_id FROM runs WHERE NOT complete").fetchall()]
+    _WATCH[key] = (fingerprint(layout, live), gen, time.monotonic(), live)
+    return gen
+
+
+def news(cat) -> list[str]:
+    """What a page shows, in a few numbers: records, runs and their statuses, labels, replays.
+
+    Not the catalog's write counter, which also moves whenever a live run is looked at
+    (its row is refreshed): a page would then reload for nothing, over and over.
+    """
+    return [str(v) for v in cat.execute(
+        "SELECT (SELECT count(*) FROM records), (SELECT count(*) FROM runs),"
+        " (SELECT coalesce(hash(string_agg(run_id || ':' || coalesce(status, ''), ',' ORDER BY run_id)), 0) FROM runs),"
+        " (SELECT coalesce(hash(string_agg(run_id || kind || value, ',' ORDER BY run_id, kind, value)), 0)"
+        "  FROM run_labels), (SELECT count(*) FROM replays)").fetchone()]
+
+
+def fingerprint(layout, live: list[str]) -> tuple:
+    def mtime(path) -> int:
+        try:
+            return path.stat().st_mtime_ns
+        except OSError:
+            return 0
+
+    cat = layout.catalog
+    return (mtime(cat), mtime(cat.with_name(cat.name + ".wal")), mtime(layout.segments),
+            *(mtime(layout.segments / r) for r in live))
 
 
 # -- SQL -----------------------------------------------------------------------------------
@@ -171,7 +251,7 @@ def sql(layout, query: str) -> dict:
                 "where": where}
     names = table.column_names
     n = table.num_rows
-    table = table.slice(0, MAX_ROWS)
+    table = numeric_decimals(table.slice(0, MAX_ROWS))
     cols = [table.column(i).to_pylist() for i in range(len(names))]
     rows = [[jsonable(c[i]) for c in cols] for i in range(table.num_rows)]
     with flor.catalog(layout) as cat:

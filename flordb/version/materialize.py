@@ -13,7 +13,6 @@ import tempfile
 from pathlib import Path
 
 from flordb.errors import VersionError
-from flordb.version._git import GitFailed, git, repo_path, resolve_commit, split_nul
 
 
 def materialize(snap_git_dir, commit, dest) -> Path:
@@ -25,36 +24,44 @@ def materialize(snap_git_dir, commit, dest) -> Path:
     ``export-subst`` attributes and so change the files. Modes (executable
     bits, symlinks) are kept. On failure ``dest`` is removed again.
     """
+    from flordb.version.repo import open_repo, plumbing, resolve_commit
+
     dest = Path(dest).absolute()
-    commit = resolve_commit(snap_git_dir, commit)
-    existed = dest.exists()
-    if existed and (not dest.is_dir() or any(dest.iterdir())):
-        raise VersionError(f"cannot materialize into {dest}: it exists and is not an empty directory")
-    dest.mkdir(parents=True, exist_ok=True)
-    gitargs = ("-c", "core.sparseCheckout=false", "--git-dir", snap_git_dir, "--work-tree", dest)
-    try:
-        with tempfile.TemporaryDirectory(prefix="flordb-index-") as tmp:
-            env = {"GIT_INDEX_FILE": os.path.join(tmp, "index")}
-            git(*gitargs, "read-tree", commit, cwd=dest, env=env)
-            git(*gitargs, "checkout-index", "-a", "-f", cwd=dest, env=env)
-    except BaseException:
-        if existed:
-            for child in dest.iterdir():
-                shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
-        else:
-            shutil.rmtree(dest, ignore_errors=True)
-        raise
+    with open_repo(snap_git_dir) as repo:
+        commit = resolve_commit(repo, commit)
+        existed = dest.exists()
+        if existed and (not dest.is_dir() or any(dest.iterdir())):
+            raise VersionError(f"cannot materialize into {dest}: it exists and is not an empty directory")
+        dest.mkdir(parents=True, exist_ok=True)
+        try:
+            with tempfile.TemporaryDirectory(prefix="flordb-index-") as tmp:
+                with plumbing(repo, index=os.path.join(tmp, "index"), work_tree=dest) as g:
+                    g.read_tree(commit)
+                    g.checkout_index("-a", "-f")
+        except BaseException:
+            if existed:
+                for child in dest.iterdir():
+                    shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+            else:
+                shutil.rmtree(dest, ignore_errors=True)
+            raise
     return dest
 
 
 def read_file(snap_git_dir, commit, path) -> str:
     """The text (UTF-8) of the repository-relative ``path`` at ``commit``."""
+    from flordb.version.repo import open_repo, repo_path, resolve_commit
+
     rel = repo_path(path)
-    commit = resolve_commit(snap_git_dir, commit)
-    try:
-        data = git("--git-dir", snap_git_dir, "cat-file", "blob", f"{commit}:{rel}")
-    except GitFailed:
-        raise VersionError(f"{rel!r} is not a file in version {commit[:12]}") from None
+    with open_repo(snap_git_dir) as repo:
+        commit = resolve_commit(repo, commit)
+        try:
+            blob = repo.commit(commit).tree / rel
+        except KeyError:
+            blob = None
+        if blob is None or blob.type != "blob":
+            raise VersionError(f"{rel!r} is not a file in version {commit[:12]}")
+        data = blob.data_stream.read()
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
@@ -63,5 +70,8 @@ def read_file(snap_git_dir, commit, path) -> str:
 
 def list_files(snap_git_dir, commit) -> list[str]:
     """Repository-relative paths of every file in ``commit``, in git's order."""
-    commit = resolve_commit(snap_git_dir, commit)
-    return split_nul(git("--git-dir", snap_git_dir, "ls-tree", "-r", "-z", "--name-only", "--full-tree", commit))
+    from flordb.version.repo import failures, open_repo, resolve_commit, split_nul
+
+    with open_repo(snap_git_dir) as repo, failures():
+        commit = resolve_commit(repo, commit)
+        return split_nul(repo.git.ls_tree("-r", "-z", "--name-only", "--full-tree", commit, stdout_as_string=False))

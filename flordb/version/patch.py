@@ -13,7 +13,6 @@ import tempfile
 from collections.abc import Mapping
 
 from flordb.errors import VersionError
-from flordb.version._git import commit_tree, git, git_text, keep_ref, repo_path, resolve_commit
 
 PATCHED_REF = "refs/flordb/patched/"
 
@@ -26,34 +25,30 @@ def commit_patched(snap_git_dir, parent, files: Mapping[str, str], message) -> s
     what :func:`flordb.version.read_file` returns. Same parent, files and
     message give the same id. Returns the new commit id.
     """
-    parent = resolve_commit(snap_git_dir, parent)
-    texts = {repo_path(p): t for p, t in files.items()}
-    with tempfile.TemporaryDirectory(prefix="flordb-patch-") as tmp:
-        gitargs = ("--git-dir", snap_git_dir, "--work-tree", tmp)
-        env = {"GIT_INDEX_FILE": os.path.join(tmp, ".index")}
-        git(*gitargs, "read-tree", parent, cwd=tmp, env=env)
-        if texts:
-            paths = list(texts)
-            modes = _modes(gitargs, parent, paths, tmp)
-            blobs = []
-            for i, p in enumerate(paths):
-                blob = os.path.join(tmp, f"blob{i}")
-                with open(blob, "wb") as f:
-                    f.write(texts[p].encode("utf-8"))
-                blobs.append(blob)
-            ids = git_text(*gitargs, "hash-object", "-w", "--no-filters", "--stdin-paths",
-                           cwd=tmp, input="\n".join(blobs).encode()).split("\n")  # fmt: skip
-            info = b"".join(os.fsencode(f"{modes.get(p, '100644')} {oid}\t{p}") + b"\0" for p, oid in zip(paths, ids))
-            git(*gitargs, "update-index", "--add", "-z", "--index-info", cwd=tmp, env=env, input=info)
-        tree = git_text(*gitargs, "write-tree", cwd=tmp, env=env)
-    commit = commit_tree(snap_git_dir, tree, str(message), parents=(parent,))
-    keep_ref(snap_git_dir, PATCHED_REF + commit, commit)
+    from flordb.version.repo import keep_ref, open_repo, plumbing, repo_path, resolve_commit, stdin, write_blob
+    from flordb.version.repo import write_commit
+
+    with open_repo(snap_git_dir) as repo:
+        parent = resolve_commit(repo, parent)
+        texts = {repo_path(p): t for p, t in files.items()}
+        with tempfile.TemporaryDirectory(prefix="flordb-patch-") as tmp:
+            with plumbing(repo, index=os.path.join(tmp, ".index"), work_tree=tmp) as g:
+                g.read_tree(parent)
+                if texts:
+                    modes = _modes(g, parent, list(texts))
+                    ids = {p: write_blob(repo, t.encode("utf-8")) for p, t in texts.items()}
+                    info = b"".join(os.fsencode(f"{modes.get(p, '100644')} {oid}\t{p}") + b"\0"
+                                    for p, oid in ids.items())
+                    g.update_index("--add", "-z", "--index-info", istream=stdin(info))
+                tree = g.write_tree()
+        commit = write_commit(repo, tree, str(message), parents=(parent,))
+        keep_ref(repo, PATCHED_REF + commit, commit)
     return commit
 
 
-def _modes(gitargs, parent: str, paths: list[str], cwd) -> dict[str, str]:
-    """Modes of those ``paths`` that are regular files in ``parent``."""
-    out = git(*gitargs, "ls-tree", "-z", "--full-tree", parent, "--", *paths, cwd=cwd)
+def _modes(g, parent: str, paths: list[str]) -> dict[str, str]:
+    """Modes of those ``paths`` that are regular files in ``parent`` (``g``: plumbing)."""
+    out = g.ls_tree("-z", "--full-tree", parent, "--", *paths, stdout_as_string=False)
     modes = {}
     for entry in out.split(b"\0"):
         if not entry:

@@ -4,7 +4,8 @@ A snapshot is what is on disk at run start: tracked files with their
 uncommitted changes (deleted tracked files are absent), untracked files that
 .gitignore does not ignore, minus the FlorDB store (``.flordb/``) and untracked
 files over a size limit. It is written with plumbing only (``add`` into a
-temporary index, ``write-tree``, ``commit-tree``, ``update-ref``), so the
+temporary index, ``write-tree``, a commit written to the object database,
+``update-ref``), through GitPython (:mod:`flordb.version.repo`), so the
 user's branch, HEAD, index and files stay exactly as they were and no hook
 runs. The commit has no parent and a fixed identity and date: identical code
 gives the identical commit id, whatever the user's HEAD. It is kept alive by
@@ -26,7 +27,6 @@ from pathlib import Path
 
 from flordb.errors import VersionError
 from flordb.store.layout import find_git_top as layout_git_top
-from flordb.version._git import GitFailed, commit_tree, git, git_text, keep_ref, split_nul
 
 SNAPSHOT_REF = "refs/flordb/snapshots/"
 SNAPSHOT_MESSAGE = "flordb snapshot"
@@ -58,42 +58,12 @@ def find_git_top(path) -> Path | None:
     """The top level of the git work tree containing ``path``, else None.
 
     Decided by :func:`flordb.store.layout.find_git_top` (the store lives there
-    too, so the two can never disagree); ``snapshot`` then asks git for that
-    repository's directories, and a repository git refuses to use
+    too, so the two can never disagree); ``snapshot`` opens that top level
+    with GitPython for its directories, and a repository git refuses to use
     (``safe.directory``) is an error, not "no repository".
     """
     top = layout_git_top(Path(path).resolve())
     return None if top is None else top.resolve()
-
-
-def _locate(path: Path) -> tuple[str, str, str, str, str] | None:
-    """(top, git dir, common git dir, index path, info/exclude path) or None."""
-    path = path.resolve()
-    while not path.is_dir():  # a file, or a directory not made yet: ask its parent
-        if path.parent == path:
-            return None
-        path = path.parent
-    try:
-        out = git_text(
-            "rev-parse",
-            "--path-format=absolute",
-            "--show-toplevel",
-            "--absolute-git-dir",
-            "--git-common-dir",
-            "--git-path",
-            "index",
-            "--git-path",
-            "info/exclude",
-            cwd=path,
-        )
-    except GitFailed as e:
-        if "dubious ownership" in e.stderr or "safe.directory" in e.stderr:
-            raise VersionError(f"git refuses the repository at {path}: {e.stderr.strip()}") from None
-        return None  # not a repository, a bare one, or inside a .git directory
-    lines = out.split("\n")
-    if len(lines) != 5 or not lines[0]:
-        return None
-    return tuple(lines)  # type: ignore[return-value]
 
 
 def snapshot(
@@ -116,22 +86,29 @@ def snapshot(
     if not work_tree.is_dir():
         raise VersionError(f"cannot snapshot {work_tree}: not a directory")
     exclude = tuple(dict.fromkeys(exclude))
-    loc = _locate(work_tree)
-    if loc is None:
+    from flordb.version.repo import keep_ref, open_work_tree
+
+    top = find_git_top(work_tree)
+    repo = None if top is None else open_work_tree(top)
+    if repo is None:  # not a repository, a bare one, or inside a .git directory
         return _snapshot_private(work_tree, Path(private_git_dir).resolve(), max_untracked_bytes, exclude)
 
-    top, git_dir, common_dir, index, info_exclude = loc
-    ensure_excluded(Path(info_exclude), [f"{name}/" for name in exclude])
-    head, branch = _user_position(git_dir)
-    gitargs = ("--git-dir", git_dir, "--work-tree", top)
-    with tempfile.TemporaryDirectory(prefix="flordb-index-") as tmp:
-        tmp_index = os.path.join(tmp, "index")
-        commit, skipped = _write_commit(gitargs, top, index, tmp_index, exclude, max_untracked_bytes)
-    keep_ref(common_dir, SNAPSHOT_REF + commit, commit)
+    with repo:
+        top = os.path.abspath(repo.working_tree_dir)
+        git_dir, common_dir = os.path.abspath(repo.git_dir), os.path.abspath(repo.common_dir)
+        ensure_excluded(Path(common_dir) / "info" / "exclude", [f"{name}/" for name in exclude])
+        head, branch = _user_position(repo)
+        with tempfile.TemporaryDirectory(prefix="flordb-index-") as tmp:
+            tmp_index = os.path.join(tmp, "index")
+            commit, skipped = _write_commit(repo, top, os.path.join(git_dir, "index"), tmp_index, exclude,
+                                            max_untracked_bytes)  # fmt: skip
+        keep_ref(repo, SNAPSHOT_REF + commit, commit)
     return Snapshot(commit, common_dir, top, head, branch, skipped, False)
 
 
 def _snapshot_private(work_tree: Path, gdir: Path, max_bytes, exclude) -> Snapshot:
+    from flordb.version.repo import keep_ref, open_repo
+
     _init_private(gdir)
     ensure_excluded(gdir / "info" / "exclude", [f"{name}/" for name in exclude] + list(_PRIVATE_EXCLUDES))
     # A private git dir placed inside the work tree, but not under an excluded
@@ -141,56 +118,57 @@ def _snapshot_private(work_tree: Path, gdir: Path, max_bytes, exclude) -> Snapsh
         rel = gdir.relative_to(work_tree).as_posix()
         if rel != "." and rel.split("/", 1)[0] not in exclude:
             own = (rel,)
-    gitargs = ("--git-dir", gdir, "--work-tree", work_tree)
-    # The temporary index lives in the private dir, so that it can replace the
-    # persistent one atomically and keep git's stat cache warm for next time.
-    with tempfile.TemporaryDirectory(prefix="tmp-index-", dir=gdir) as tmp:
-        tmp_index = os.path.join(tmp, "index")
-        commit, skipped = _write_commit(gitargs, work_tree, gdir / "index", tmp_index, exclude, max_bytes, own)
-        os.replace(tmp_index, gdir / "index")
-    keep_ref(gdir, SNAPSHOT_REF + commit, commit)
+    with open_repo(gdir) as repo:
+        # The temporary index lives in the private dir, so that it can replace the
+        # persistent one atomically and keep git's stat cache warm for next time.
+        with tempfile.TemporaryDirectory(prefix="tmp-index-", dir=gdir) as tmp:
+            tmp_index = os.path.join(tmp, "index")
+            commit, skipped = _write_commit(repo, work_tree, gdir / "index", tmp_index, exclude, max_bytes, own)
+            os.replace(tmp_index, gdir / "index")
+        keep_ref(repo, SNAPSHOT_REF + commit, commit)
     return Snapshot(commit, str(gdir), str(work_tree), None, None, skipped, True)
 
 
-def _write_commit(gitargs, top, seed_index, tmp_index, exclude, max_bytes, own=()) -> tuple[str, tuple[str, ...]]:
-    """Add the work tree to a copy of ``seed_index``; return (commit id, skipped).
+def _write_commit(repo, top, seed_index, tmp_index, exclude, max_bytes, own=()) -> tuple[str, tuple[str, ...]]:
+    """Add the work tree ``top`` to a copy of ``seed_index``; return (commit id, skipped).
 
     Untracked files under ``exclude`` are already ignored through info/exclude
     (naming an ignored path in an exclude pathspec makes ``git add`` fail);
     tracked ones are removed from the temporary index after the add. ``own``
     are further untracked paths to leave out (a private git dir).
     """
+    from flordb.version.repo import plumbing, split_nul, stdin, write_commit
+
     if os.path.exists(seed_index):
         shutil.copy2(seed_index, tmp_index)  # keeps mtime: git's racy-entry check stays right
-    env = {"GIT_INDEX_FILE": tmp_index}
+    with plumbing(repo, index=tmp_index, work_tree=top) as g:
+        skipped: list[str] = []
+        if max_bytes is not None:
+            untracked = split_nul(g.ls_files("-z", "--others", "--exclude-standard", stdout_as_string=False))
+            for rel in untracked:
+                if rel.split("/", 1)[0] in exclude:
+                    continue
+                try:
+                    st = os.lstat(os.path.join(top, rel))
+                except FileNotFoundError:  # removed meanwhile
+                    continue
+                if stat.S_ISREG(st.st_mode) and st.st_size > max_bytes:
+                    skipped.append(rel)
 
-    skipped: list[str] = []
-    if max_bytes is not None:
-        untracked = split_nul(git(*gitargs, "ls-files", "-z", "--others", "--exclude-standard", cwd=top, env=env))
-        for rel in untracked:
-            if rel.split("/", 1)[0] in exclude:
-                continue
-            try:
-                st = os.lstat(os.path.join(top, rel))
-            except FileNotFoundError:  # removed meanwhile
-                continue
-            if stat.S_ISREG(st.st_mode) and st.st_size > max_bytes:
-                skipped.append(rel)
-
-    drop = [f":(top,exclude,literal){p}" for p in (*own, *skipped)]
-    spec = b"\0".join(map(os.fsencode, [":/", *drop]))
-    git(*gitargs, "add", "-A", "--pathspec-from-file=-", "--pathspec-file-nul", cwd=top, env=env, input=spec)
-    if exclude:  # tracked files under an excluded directory (seeded from the user's index)
-        spec = b"\0".join(os.fsencode(f":(top,literal){p}") for p in exclude)
-        git(*gitargs, "rm", "--cached", "-r", "-f", "-q", "--ignore-unmatch",
-            "--pathspec-from-file=-", "--pathspec-file-nul", cwd=top, env=env, input=spec)  # fmt: skip
-    _take_what_is_on_disk(gitargs, top, env)
-    tree = git_text(*gitargs, "write-tree", cwd=top, env=env)
-    commit = commit_tree(gitargs[1], tree, SNAPSHOT_MESSAGE)
+        drop = [f":(top,exclude,literal){p}" for p in (*own, *skipped)]
+        spec = b"\0".join(map(os.fsencode, [":/", *drop]))
+        g.add("-A", "--pathspec-from-file=-", "--pathspec-file-nul", istream=stdin(spec))
+        if exclude:  # tracked files under an excluded directory (seeded from the user's index)
+            spec = b"\0".join(os.fsencode(f":(top,literal){p}") for p in exclude)
+            g.rm("--cached", "-r", "-f", "-q", "--ignore-unmatch", "--pathspec-from-file=-", "--pathspec-file-nul",
+                 istream=stdin(spec))  # fmt: skip
+        _take_what_is_on_disk(g, top)
+        tree = g.write_tree()
+    commit = write_commit(repo, tree, SNAPSHOT_MESSAGE)
     return commit, tuple(skipped)
 
 
-def _take_what_is_on_disk(gitargs, top, env) -> None:
+def _take_what_is_on_disk(g, top) -> None:
     """Where the user's index hides the files on disk, the temporary index takes the files.
 
     ``git add`` leaves entries marked skip-worktree or assume-unchanged as
@@ -198,29 +176,40 @@ def _take_what_is_on_disk(gitargs, top, env) -> None:
     what is on disk. Flags are cleared (in the temporary index only) for
     files that exist, so a sparse checkout's absent files stay as committed;
     a submodule whose working tree has changes is stored as its files.
+    Runs inside the caller's :func:`~flordb.version.repo.plumbing` block.
     """
-    listed = split_nul(git(*gitargs, "ls-files", "-v", "-z", cwd=top, env=env))
-    flagged = [line[2:] for line in listed if line[:1] == "S" or line[:1].islower()]
+    from flordb.version.repo import split_nul
+
+    # One listing: "<tag> <mode> <id> <stage>\t<path>"; tag S = skip-worktree, lower case = assume-unchanged.
+    out = g.ls_files("-s", "-v", "-z", stdout_as_string=False)
+    listed = [(ln[:1], *ln[2:].split("\t", 1)) for ln in split_nul(out)]
+    flagged = [path for tag, _, path in listed if tag == "S" or tag.islower()]
     present = [p for p in flagged if os.path.lexists(os.path.join(top, p))]
     entries = [e for e in (_file_entry(top, p) for p in present) if e is not None]
     if entries:  # fresh index entries: the flags go, the content is what is on disk
-        _index_files(gitargs, top, env, entries, filters=True)
-    for line in split_nul(git(*gitargs, "ls-files", "-s", "-z", cwd=top, env=env)):
-        meta, _, path = line.partition("\t")
+        _index_files(g, entries, filters=True)
+    for _, meta, path in listed:
         if meta.startswith("160000 ") and os.path.exists(os.path.join(top, path, ".git")):
-            _embed_dirty_submodule(gitargs, top, path, env)
+            _embed_dirty_submodule(g, top, path)
 
 
-def _embed_dirty_submodule(gitargs, top, path: str, env) -> None:
+def _embed_dirty_submodule(g, top, path: str) -> None:
     """Replace the gitlink ``path`` by the files of its working tree, if they differ from its commit."""
-    sub = os.path.join(top, path)
-    status = git("-C", sub, "status", "--porcelain", "-z", "--untracked-files=normal", "--ignore-submodules=all")
-    if not status:
-        return  # clean: the commit pointer says exactly what is on disk
-    files = split_nul(git("-C", sub, "ls-files", "-z", "--cached", "--others", "--exclude-standard"))
+    from flordb.version.repo import failures, open_work_tree, split_nul
+
+    sub = open_work_tree(os.path.join(top, path))
+    if sub is None:
+        return
+    own_index = os.path.join(os.path.abspath(sub.git_dir), "index")  # read only: GIT_OPTIONAL_LOCKS=0
+    with sub, sub.git.custom_environment(GIT_INDEX_FILE=own_index), failures():
+        status = sub.git.status("--porcelain", "-z", "--untracked-files=normal", "--ignore-submodules=all",
+                                stdout_as_string=False)
+        if not status:
+            return  # clean: the commit pointer says exactly what is on disk
+        files = split_nul(sub.git.ls_files("-z", "--cached", "--others", "--exclude-standard", stdout_as_string=False))
     entries = [e for e in (_file_entry(top, f"{path}/{rel}") for rel in dict.fromkeys(files)) if e is not None]
     if entries:
-        _index_files(gitargs, top, env, entries, filters=False, remove=path)
+        _index_files(g, entries, filters=False, remove=path)
 
 
 def _file_entry(top, rel: str) -> tuple[str, str] | None:
@@ -234,25 +223,28 @@ def _file_entry(top, rel: str) -> tuple[str, str] | None:
     return rel, "100755" if st.st_mode & 0o111 else "100644"
 
 
-def _index_files(gitargs, top, env, entries, *, filters: bool, remove: str | None = None) -> None:
-    """Write the files' bytes into the object database and put them in the temporary index."""
-    args = ["hash-object", "-w", "--stdin-paths"] + ([] if filters else ["--no-filters"])
-    shas = git_text(*gitargs, *args, cwd=top, input="".join(f"{rel}\n" for rel, _ in entries).encode()).split("\n")
+def _index_files(g, entries, *, filters: bool, remove: str | None = None) -> None:
+    """Write the files' bytes into the object database and put them in the temporary index (``g``: plumbing)."""
+    from flordb.version.repo import stdin
+
+    args = ["-w", "--stdin-paths"] + ([] if filters else ["--no-filters"])
+    paths = "".join(f"{rel}\n" for rel, _ in entries).encode()
+    shas = g.hash_object(*args, istream=stdin(paths)).split("\n")
     info = [f"0 {'0' * 40}\t{remove}"] if remove else []
     info += [f"{mode} {sha}\t{rel}" for (rel, mode), sha in zip(entries, shas)]
-    git(*gitargs, "update-index", "--index-info", cwd=top, env=env, input="".join(f"{ln}\n" for ln in info).encode())
+    g.update_index("--index-info", istream=stdin("".join(f"{ln}\n" for ln in info).encode()))
 
 
-def _user_position(git_dir: str) -> tuple[str | None, str | None]:
-    """(HEAD commit, branch name) of the user's repository; None where absent."""
+def _user_position(repo) -> tuple[str | None, str | None]:
+    """(HEAD commit, branch name) of the user's repository; None where absent (read, never written)."""
     try:
-        head = git_text("--git-dir", git_dir, "rev-parse", "-q", "--verify", "HEAD^{commit}")
-    except GitFailed:
+        head = repo.head.commit.hexsha
+    except Exception:
         head = None  # no commit yet
     try:
-        branch = git_text("--git-dir", git_dir, "symbolic-ref", "-q", "--short", "HEAD")
-    except GitFailed:
-        branch = None  # detached
+        branch = None if repo.head.is_detached else repo.head.reference.name
+    except Exception:
+        branch = None
     return head, branch
 
 
@@ -267,7 +259,9 @@ def _init_private(gdir: Path) -> None:
     gdir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f"{gdir.name}.init-", dir=gdir.parent))
     try:
-        git("init", "-q", "--bare", "--template=", tmp)
+        from flordb.version.repo import init_bare
+
+        init_bare(tmp)
         (tmp / "info").mkdir(exist_ok=True)
         try:
             os.rename(tmp, gdir)

@@ -92,14 +92,19 @@ async function runsPage() {
   const info = el("span", { class: "muted", id: "count" });
   const wrap = el("div", { class: "tablewrap" });
   const err = el("div");
-  main.append(el("div", { class: "controls" }, where, el("button", { id: "filter", onclick: () => load() }, "Filter"), ...quick, metric, curvesBtn, compareBtn, info), err, wrap);
-  let data = null, status_ = p.get("status") || "";
+  main.append(el("div", { class: "controls" }, where, el("button", { id: "filter", onclick: () => { offset = 0; load(); } }, "Filter"), ...quick, metric, curvesBtn, compareBtn, info), err, wrap);
+  let data = null, status_ = p.get("status") || "", offset = Number(p.get("offset")) || 0;
+  const prev = el("button", { id: "prev-page" }, "‹ previous"), next = el("button", { id: "next-page" }, "next ›");
+  const pager = el("div", { class: "controls pager", hidden: true }, prev, next);
+  prev.addEventListener("click", () => { offset = Math.max(0, offset - data.limit); load(); });
+  next.addEventListener("click", () => { offset += data.limit; load(); });
+  main.append(pager);
 
-  where.addEventListener("keydown", e => { if (e.key === "Enter") load(); });
+  where.addEventListener("keydown", e => { if (e.key === "Enter") { offset = 0; load(); } });
   metric.addEventListener("change", () => load());
   quick.forEach(b => b.addEventListener("click", () => {
     status_ = b.dataset.status === "all" ? "" : b.dataset.status;
-    quick.forEach(q => q.classList.toggle("on", q === b)); load();
+    quick.forEach(q => q.classList.toggle("on", q === b)); offset = 0; load();
   }));
   curvesBtn.addEventListener("click", () => { location.href = "/curves?runs=" + [...selected].join(","); });
   compareBtn.addEventListener("click", () => { location.href = "/compare?runs=" + [...selected].join(","); });
@@ -109,16 +114,12 @@ async function runsPage() {
     return r[key];
   }
   function draw() {
-    const labels = data.runs.some(r => r.name || r.tags) ? [["name", "name"], ["tags", "tags"]] : [];
+    const labels = data.runs.some(r => r.name) ? [["name", "name"], ["tags", "tags"]] : [["tags", "tags"]];
     const cols = [["run_id", "run"], ...labels, ["status", "status"], ["version", "version"], ["script", "script"], ["started", "start"], ["seconds", "duration (s)"],
       ...data.args.map(a => ["arg:" + a, a]), ...(data.metric ? [["metric", data.metric + " (last)"]] : [])];
-    const rows = [...data.runs].sort((a, b) => {
-      const x = value(a, sortKey), y = value(b, sortKey);
-      if (x === y) return 0; if (x === undefined || x === null) return 1; if (y === undefined || y === null) return -1;
-      return (x < y ? -1 : 1) * sortDir;
-    });
-    const all = el("input", { type: "checkbox", title: "select all", onclick: e => { rows.forEach(r => e.target.checked ? selected.add(r.run_id) : selected.delete(r.run_id)); draw(); } });
-    const head = el("tr", {}, el("th", {}, all), cols.map(([k, label]) => el("th", { "data-key": k, onclick: () => { sortDir = sortKey === k ? -sortDir : 1; sortKey = k; draw(); } }, label + (sortKey === k ? (sortDir > 0 ? " ▲" : " ▼") : ""))));
+    const rows = data.runs;  // sorted, filtered and paged by the server
+    const all = el("input", { type: "checkbox", title: "select the runs on this page", onclick: e => { rows.forEach(r => e.target.checked ? selected.add(r.run_id) : selected.delete(r.run_id)); draw(); } });
+    const head = el("tr", {}, el("th", {}, all), cols.map(([k, label]) => el("th", { "data-key": k, onclick: () => { sortDir = sortKey === k ? -sortDir : 1; sortKey = k; offset = 0; load(); } }, label + (sortKey === k ? (sortDir > 0 ? " ▲" : " ▼") : ""))));
     const body = el("tbody");
     const frag = document.createDocumentFragment();
     for (const r of rows) {
@@ -130,6 +131,7 @@ async function runsPage() {
           const v = value(r, k);
           if (k === "status") return el("td", { title: r.error || "" }, el("span", { class: "dot " + v }), v);
           if (k === "version") return el("td", { title: v }, (v || "").slice(0, 7));
+          if (k === "tags") return tagCell(r);
           return el("td", { class: typeof v === "number" ? "num" : "" }, fmt(v));
         }));
       frag.append(tr);
@@ -138,54 +140,77 @@ async function runsPage() {
     wrap.replaceChildren(el("table", { id: "runs" }, el("thead", {}, head), body));
     sync();
   }
+  function tagCell(r) {  // each tag with a button that removes it, and one that adds a tag (POST, as `flordb tag`)
+    const td = el("td", { class: "tags" });
+    const edit = async (tag, remove) => {
+      try {
+        const out = await postJSON("/-/tag", { run: r.run_id, tag, remove });
+        r.tags = out.tags; r.name = out.name;
+        td.replaceWith(tagCell(r));
+      } catch (e) { err.replaceChildren(errorBox(e.message)); }
+    };
+    for (const t of (r.tags || "").split(",").filter(Boolean))
+      td.append(el("span", { class: "tag", "data-tag": t }, t, el("button", { class: "untag", title: `remove tag ${t}`, onclick: () => edit(t, true) }, "×")));
+    const plus = el("button", { class: "add-tag", title: "add a tag" }, "+");
+    plus.addEventListener("click", () => {
+      const input = el("input", { type: "text", class: "new-tag", placeholder: "tag, Enter", size: 10 });
+      input.addEventListener("keydown", e => { if (e.key === "Enter" && input.value.trim()) edit(input.value.trim(), false); if (e.key === "Escape") input.replaceWith(plus); });
+      plus.replaceWith(input); input.focus();
+    });
+    td.append(plus);
+    return td;
+  }
   function sync() {
-    info.textContent = `${data.runs.length} of ${data.total} runs, ${selected.size} selected`;
-    setParams({ where: where.value, status: status_, metric: metric.value, runs: [...selected].join(",") });
+    const last = data.offset + data.runs.length;
+    info.textContent = `${data.count} of ${data.total} runs` + (data.count > data.runs.length ? ` (${data.offset + 1}–${last} shown)` : "") + `, ${selected.size} selected`;
+    prev.disabled = data.offset === 0; next.disabled = last >= data.count;
+    pager.hidden = data.count <= data.limit;
+    setParams({ where: where.value, status: status_, metric: metric.value, runs: [...selected].join(","), sort: sortKey === "started" ? "" : sortKey,
+      dir: sortDir > 0 ? "asc" : "", offset: offset || "", limit: p.get("limit") || "" });
   }
   async function load() {
     err.replaceChildren();
     try {
-      data = await getJSON("/runs.json", { where: where.value, status: status_, metric: metric.value });
+      data = await getJSON("/runs.json", { where: where.value, status: status_, metric: metric.value, sort: sortKey, dir: sortDir > 0 ? "asc" : "desc", offset, limit: p.get("limit") || "" });
+      if (data.runs.length === 0 && data.count > 0 && offset > 0) { offset = Math.max(0, data.count - data.limit); return load(); }
       if (metric.options.length === 1) for (const c of data.columns.log) metric.append(el("option", { value: c.name }, c.name));
       metric.value = data.metric || "";
       draw(); painted();
       status("updated " + new Date().toLocaleTimeString());
-      if (!document.querySelector("link[rel=prefetch]")) document.head.append(el("link", { rel: "prefetch", href: "/-/static/plotly.min.js" }));
     } catch (e) { err.replaceChildren(errorBox(e.message)); painted(); }
   }
   if (p.get("metric")) metric.append(el("option", { value: p.get("metric") }, p.get("metric")));
   metric.value = p.get("metric") || "";
   await load();
-  setInterval(() => { if (data && data.runs.some(r => r.status === "running")) load(); }, 3000);
+  onChanges(() => data && data.generation, () => document.activeElement && document.activeElement.classList.contains("new-tag") ? null : load());
 }
 
 // ---------------------------------------------------------------- Curves
 
-function drawLines(div, panel, opts, runsMeta) {
+function f64(b64) {  // base64 of little-endian float64s -> Float64Array
+  const s = atob(b64), bytes = new Uint8Array(s.length);
+  for (let i = 0; i < s.length; i++) bytes[i] = s.charCodeAt(i);
+  return new Float64Array(bytes.buffer);
+}
+
+async function getCurves(p) {  // the curves as typed arrays: no number parsing on either side
+  const d = await getJSON("/curves.json", { ...p, encoding: "f64" });
+  for (const panel of d.panels) for (const l of panel.lines) { l.x = f64(l.x); l.y = f64(l.y); }
+  return d;
+}
+
+function drawLines(div, panel, opts, runsMeta, onZoom) {
   const key = r => opts.color === "run" ? r : opts.color === "version" ? (runsMeta[r] || {}).version : fmt(((runsMeta[r] || {}).args || {})[opts.color.slice(4)]);
   const colors = colorMap(panel.lines.map(l => key(l.run_id)));
-  // SVG draws up to the cap (100 lines x 2,000 points) faster than WebGL without a GPU; beyond it, WebGL.
-  const many = panel.lines.reduce((n, l) => n + l.x.length, 0) > 250000;
-  const traces = panel.lines.map(l => {
-    const rep = new Set(l.replayed), anyReplayed = rep.size > 0;
+  const lines = panel.lines.map(l => {
     const k = key(l.run_id);
-    const t = {
-      type: many ? "scattergl" : "scatter", mode: anyReplayed ? "lines+markers" : "lines", name: l.run_id + (opts.color !== "run" ? ` (${String(k).slice(0, 12)})` : ""),
-      x: l.x, y: smooth(l.y, opts.smooth), line: { color: colors.get(k), width: 1.5 }, legendgroup: String(k),
-      hovertemplate: `${l.run_id}<br>${panel.x}=%{x}<br>${panel.y}=%{y}${anyReplayed ? "<br>%{customdata}" : ""}<extra></extra>`,
-    };
-    if (anyReplayed) {  // replayed values are marked
-      t.marker = { size: l.x.map((_, i) => rep.has(i) ? 7 : 0), symbol: "diamond-open", color: colors.get(k) };
-      t.customdata = l.x.map((_, i) => rep.has(i) ? "replayed" : "recorded");
-    }
-    return t;
+    return { name: l.run_id, label: l.run_id + (opts.color !== "run" ? ` (${String(k).slice(0, 12)})` : ""), color: colors.get(k),
+      x: l.x, y: smooth(l.y, opts.smooth), replayed: l.replayed };
   });
-  const layout = {
-    title: { text: panel.y, font: { size: 14 } }, margin: { l: 55, r: 10, t: 36, b: 40 }, height: 360,
-    xaxis: opts.range ? { title: { text: panel.x }, range: opts.range } : { title: { text: panel.x } }, yaxis: { type: opts.log ? "log" : "linear" },
-    showlegend: panel.lines.length <= 12, legend: { font: { size: 10 } }, hovermode: "closest",
-  };
-  return Plotly.react(div, traces, layout, { displaylogo: false, responsive: true });
+  const chart = div.chart || new LineChart(div, onZoom);
+  chart.draw({ title: panel.y, xTitle: panel.x, yTitle: panel.y, logY: opts.log, range: opts.range || null, height: 320,
+    legend: panel.lines.length <= 12, lines });
+  return chart;
 }
 
 async function curvesPage() {
@@ -203,7 +228,6 @@ async function curvesPage() {
   let ys = (p.get("y") || "").split(",").filter(Boolean);
   log.checked = p.get("log") === "1";
   color.value = p.get("color") || "run";
-  loadPlotly();  // in parallel with the data
   let filled = false;
   function fillControls(d) {  // the pickers, from the first answer (one request, not three)
     if (filled) return;
@@ -219,37 +243,35 @@ async function curvesPage() {
   let data = null;
   const opts = () => ({ color: color.value, log: log.checked, smooth: Number(sm.value) });
   function render() {
-    const divs = data.panels.map(panel => el("div", { class: "panel", "data-y": panel.y }));
+    const old = new Map([...panelsDiv.children].map(d => [d.dataset.y, d]));  // kept: zoom, hidden lines
+    const divs = data.panels.map(panel => old.get(panel.y) || el("div", { class: "panel", "data-y": panel.y }));
     panelsDiv.replaceChildren(...divs);  // all in place first, so each plot takes its final width
-    data.panels.forEach((panel, i) => {
-      drawLines(divs[i], panel, opts(), data.runs);
-      divs[i].on("plotly_relayout", ev => zoom(divs[i], panel, ev));
-    });
+    data.panels.forEach((panel, i) => drawLines(divs[i], panel, { ...opts(), range: ranges[panel.y] }, data.runs, (x0, x1) => zoom(divs[i], panel.y, x0, x1)));
   }
-  async function zoom(div, panel, ev) {  // fetch more detail for the zoomed range, downsampled again
-    const x0 = ev["xaxis.range[0]"], x1 = ev["xaxis.range[1]"];
-    if (x0 === undefined && !ev["xaxis.autorange"]) return;
-    const q = { runs: runs.join(","), y: panel.y, x: xsel.value, width: Math.round(div.clientWidth) };
-    if (x0 !== undefined) Object.assign(q, { x0, x1 });
-    const more = await getJSON("/curves.json", q);
-    const i = data.panels.findIndex(pp => pp.y === panel.y);
+  const ranges = {};
+  async function zoom(div, y, x0, x1) {  // fetch more detail for the zoomed range, downsampled again
+    const q = { runs: runs.join(","), y, x: xsel.value, width: Math.round(div.clientWidth) - 74 };
+    if (x0 !== null) Object.assign(q, { x0, x1 });
+    const more = await getCurves(q);
+    const i = data.panels.findIndex(pp => pp.y === y);
     data.panels[i] = more.panels[0];
-    drawLines(div, more.panels[0], { ...opts(), range: x0 !== undefined ? [x0, x1] : null }, data.runs);
+    ranges[y] = x0 !== null ? [x0, x1] : null;
+    drawLines(div, more.panels[0], { ...opts(), range: ranges[y] }, data.runs);
   }
   function plotWidth() {  // pixels of one panel's plot area: one bucket per pixel
     const w = panelsDiv.clientWidth || 1000, perRow = Math.max(1, Math.min(ys.length || 1, Math.floor(w / 480)));
     return Math.max(50, Math.min(1000, Math.round(w / perRow) - 80));
   }
-  async function load() {
-    err.replaceChildren(); hs.replaceChildren();
+  async function load(refresh) {  // refresh: news from the store; the hindsight box (maybe replaying) stays
+    if (!refresh) { err.replaceChildren(); hs.replaceChildren(); }
     try {
-      const [d] = await Promise.all([getJSON("/curves.json", { runs: runs.join(","), y: ys.join(","), x: xsel.value, width: plotWidth() }), loadPlotly()]);
+      const d = await getCurves({ runs: runs.join(","), y: ys.join(","), x: xsel.value, width: plotWidth() });
       fillControls(d);
       data = d;
       setParams({ runs: runs.join(","), y: ys.join(","), x: xsel.value, color: color.value, log: log.checked ? "1" : "", smooth: sm.value === "0" ? "" : sm.value });
       render(); painted();
       status("updated " + new Date().toLocaleTimeString());
-      if (d.missing.length) {  // a chart naming a column no run recorded: offer hindsight
+      if (d.missing.length && !refresh) {  // a chart naming a column no run recorded: offer hindsight
         const q = `SELECT run_id, ${d.missing.map(quoteIdent).join(", ")} FROM logs WHERE run_id IN (${runs.map(r => `'${r.replace(/'/g, "''")}'`).join(", ")})`;
         const res = await getJSON("/sql.json", { q });
         if (res.plan) hs.append(hindsightBox(res, () => location.reload()));
@@ -258,12 +280,36 @@ async function curvesPage() {
     } catch (e) { err.append(errorBox(e.message)); painted(); }
   }
   ysel.addEventListener("change", () => { if (ysel.value && !ys.includes(ysel.value)) ys.push(ysel.value); ysel.value = ""; load(); });
-  xsel.addEventListener("change", load);
+  xsel.addEventListener("change", () => { for (const k of Object.keys(ranges)) delete ranges[k]; load(); });  // another axis
   for (const c of [color, log, sm]) c.addEventListener(c === sm ? "input" : "change", () => { if (data) render(); setParams({ runs: runs.join(","), y: ys.join(","), x: xsel.value, color: color.value, log: log.checked ? "1" : "", smooth: sm.value === "0" ? "" : sm.value }); });
   await load();
-  setInterval(() => {  // a running run's curves grow while the page is open
-    if (data && Object.values(data.runs).some(r => r.status === "running")) load();
-  }, 3000);
+  onChanges(() => data && data.generation, () => load(true));  // a running run's curves grow while the page is open
+}
+
+// Pages redraw when the store changes (new records of a running run, new runs, tags, replays): the server
+// streams a summary of the store (records, runs, statuses, labels, replays); a page reloads its data when it
+// differs from the one its data came with.
+function onChanges(shownGeneration, reload) {
+  let busy = false, again = false;
+  const run = async () => {
+    if (busy) { again = true; return; }
+    busy = true;
+    try { await reload(); } finally { busy = false; if (again) { again = false; run(); } }
+  };
+  let events = null;
+  const listen = () => {
+    events = new EventSource("/-/changes");
+    events.onmessage = m => {
+      const gen = JSON.parse(m.data).generation, shown = shownGeneration();
+      if (gen !== null && shown && JSON.stringify(gen) !== JSON.stringify(shown)) run();
+    };
+  };
+  // A browser keeps few connections per server: a tab in the background lets go of its stream
+  // (its first message on return says whether there was news meanwhile).
+  document.addEventListener("visibilitychange", () => {
+    if (document.hidden && events) { events.close(); events = null; } else if (!document.hidden && !events) listen();
+  });
+  if (!document.hidden) listen();
 }
 
 function quoteIdent(name) { return /^[A-Za-z_][A-Za-z0-9_]*$/.test(name) ? name : '"' + name.replace(/"/g, '""') + '"'; }
@@ -437,9 +483,11 @@ async function comparePage() {
   main.append(el("div", { class: "controls" }, ysel), plot);
   async function draw() {
     if (!ysel.value) return;
-    await loadPlotly();
-    const c = await getJSON("/curves.json", { runs: runs.join(","), y: ysel.value });
-    drawLines(plot, c.panels[0], { color: "run", log: false, smooth: 0 }, c.runs);
+    const c = await getCurves({ runs: runs.join(","), y: ysel.value, width: Math.max(50, plot.clientWidth - 74) });
+    drawLines(plot, c.panels[0], { color: "run", log: false, smooth: 0 }, c.runs, async (x0, x1) => {
+      const z = await getCurves({ runs: runs.join(","), y: ysel.value, width: Math.max(50, plot.clientWidth - 74), ...(x0 === null ? {} : { x0, x1 }) });
+      drawLines(plot, z.panels[0], { color: "run", log: false, smooth: 0, range: x0 === null ? null : [x0, x1] }, c.runs);
+    });
   }
   ysel.addEventListener("change", draw);
   await draw();
