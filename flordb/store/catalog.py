@@ -233,6 +233,14 @@ class Catalog:
         if seen is not None and seen[0] == stamp and time.monotonic() < seen[2] and self.generation() == seen[1]:
             return IngestStats()
         stats = self.ingest()
+        for _ in range(2):  # ingest itself may touch the directories (folding finished runs' segments)
+            after = _segments_stamp(self.layout.segments)
+            if after == stamp:
+                break
+            stamp, more = after, self.ingest()
+            stats = IngestStats(stats.segments + more.segments, stats.rows + more.rows, max(stats.runs, more.runs))
+        else:
+            stamp = None  # still changing: look again next time
         running = bool(stats.runs) and self.execute(
             "SELECT EXISTS (SELECT 1 FROM runs WHERE status = 'running')"
             " OR EXISTS (SELECT 1 FROM replay_workers WHERE status = 'running')").fetchone()[0]
