@@ -155,6 +155,7 @@ def main() -> int:
                   file=sys.stderr)
             server, base, token = start_in_thread(layout)
             q = f"runs={','.join(ids)}&y=loss&width=1000"
+            fetch_seconds(f"{base}/curves.json?{q}&token={token}", 1)  # warm-up: imports, first catalog open
             api, body = fetch_seconds(f"{base}/curves.json?{q}&encoding=f64&token={token}", args.reps)  # as the page
             lists, body = fetch_seconds(f"{base}/curves.json?{q}&token={token}", args.reps)  # as a script
             lines = body["panels"][0]["lines"]

@@ -72,9 +72,9 @@ _KIND_SD = "state_dict"  # capture kind; the format is chosen by serialize
 def _imported(name: str):
     """The module if the user's process imported it, fully initialized; else None.
 
-    Another thread may be importing it right now (FlorDB's own warm-up thread
-    imports pyarrow, which imports numpy): ``sys.modules`` then holds a
-    half-made module without ``ndarray``. ``import`` waits on that import's
+    Another thread of the user's may be importing it right now (FlorDB's own
+    threads import nothing): ``sys.modules`` then holds a half-made module
+    without ``ndarray``. ``import`` waits on that import's
     module lock, so what we return is always complete.
     """
     if name not in sys.modules:

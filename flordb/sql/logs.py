@@ -209,7 +209,8 @@ def _build_logs(schema: LogsSchema, names: Iterable[str]) -> exp.Select:
         keyed = exp.select(col("run_key"), col("run_id")).from_(raw("run_keys"))
         rel = exp.select("*").from_(join_groups(groups, taken_of).subquery(ident("coords")))
         rel = rel.join(keyed.subquery(ident("keys")), using=[ident("run_key")])
-        rel = rel.join(run_info.subquery(ident("run_info")), using=[ident("run_id")], join_type="LEFT")
+        if any(c.kind == "run" and c.source != "run_id" for c in wanted):  # at most one row per run: skippable
+            rel = rel.join(run_info.subquery(ident("run_info")), using=[ident("run_id")], join_type="LEFT")
     else:
         rel = exp.select("*").from_(run_info.subquery(ident("run_info")))
     if args:

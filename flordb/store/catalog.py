@@ -62,6 +62,7 @@ class IngestStats:
     segments: int = 0
     rows: int = 0
     runs: int = 0
+    folded: tuple = ()  # names of the run directories whose segments ingest folded
 
 
 class _BadSegments(Exception):
@@ -233,14 +234,10 @@ class Catalog:
         if seen is not None and seen[0] == stamp and time.monotonic() < seen[2] and self.generation() == seen[1]:
             return IngestStats()
         stats = self.ingest()
-        for _ in range(2):  # ingest itself may touch the directories (folding finished runs' segments)
+        if stats.folded:  # folding touched those runs' directories, and nothing else may have
             after = _segments_stamp(self.layout.segments)
-            if after == stamp:
-                break
-            stamp, more = after, self.ingest()
-            stats = IngestStats(stats.segments + more.segments, stats.rows + more.rows, max(stats.runs, more.runs))
-        else:
-            stamp = None  # still changing: look again next time
+            if _only_folded(stamp, after, stats.folded):
+                stamp = after
         running = bool(stats.runs) and self.execute(
             "SELECT EXISTS (SELECT 1 FROM runs WHERE status = 'running')"
             " OR EXISTS (SELECT 1 FROM replay_workers WHERE status = 'running')").fetchone()[0]
@@ -410,20 +407,24 @@ class Catalog:
             raise StoreError(f"could not ingest new records: {first_line(exc)}; run `flordb doctor`") from None
         del damaged[:]
         stats.segments, stats.runs = len(files), len(run_rows)
-        self._compact(finished)
+        stats.folded = self._compact(finished)
         return stats
 
-    def _compact(self, run_dirs: list[Path]) -> None:
+    def _compact(self, run_dirs: list[Path]) -> tuple:
         """Fold the segments of runs that just finished (:func:`flordb.store.segments.compact`).
 
         Their records are committed, so this only saves disk: a store that cannot
-        be written (read-only, full) keeps its segments as they are.
+        be written (read-only, full) keeps its segments as they are. Returns the
+        names of the directories it touched.
         """
+        folded = []
         for run_dir in run_dirs:
             try:
                 compact(run_dir, self.con)
+                folded.append(run_dir.name)
             except (OSError, duckdb.Error):
                 continue
+        return tuple(folded)
 
     def _find_bad_segments(self, files: list[str], owners: list[tuple]) -> list[tuple[str, str, str]]:
         """Load each file alone to name the ones the batch load failed on."""
@@ -908,15 +909,22 @@ def close_readers() -> None:
             _close_reader(key)
 
 
-def _segments_stamp(root: Path) -> int:
+def _segments_stamp(root: Path) -> tuple:
     """A cheap fingerprint of the segments directory: its and each run directory's mtime."""
     try:
         top = os.stat(root).st_mtime_ns
         with os.scandir(root) as it:
-            runs = sorted((e.name, e.stat().st_mtime_ns) for e in it if e.is_dir())
+            runs = tuple(sorted((e.name, e.stat().st_mtime_ns) for e in it if e.is_dir()))
     except OSError:
-        return 0
-    return hash((top, tuple(runs)))
+        return (0, ())
+    return (top, runs)
+
+
+def _only_folded(before: tuple, after: tuple, folded: tuple) -> bool:
+    """Did only the folded runs' directories change between the two stamps (no new file elsewhere)?"""
+    if before[0] != after[0] or [n for n, _ in before[1]] != [n for n, _ in after[1]]:
+        return False
+    return all(b == a or b[0] in folded for b, a in zip(before[1], after[1]))
 
 
 HEARTBEAT_FILE = "heartbeat"

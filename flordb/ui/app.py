@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import secrets
 from importlib import resources
 from pathlib import Path
@@ -134,6 +135,8 @@ def create_app(layout, token: str | None = None, hosts: set[str] | None = None) 
             width = int(p.get("width") or curves_mod.MAX_BUCKETS)
             x0 = float(p["x0"]) if p.get("x0") else None
             x1 = float(p["x1"]) if p.get("x1") else None
+            if not all(math.isfinite(v) for v in (x0, x1) if v is not None):
+                raise ValueError("x0 and x1 must be finite numbers")
         except ValueError as exc:
             return JSONResponse({"error": f"bad parameter: {exc}"}, status_code=400)
         ys = [y for y in (p.get("y") or "").split(",") if y]

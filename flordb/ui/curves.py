@@ -25,13 +25,16 @@ def m4_sql(source: exp.Expression, loops: list[str], x: str, y: str, provenance:
            x0: float | None = None, x1: float | None = None, runs: list[str] | None = None) -> str:
     """One query: ``(run_id, x, y, replayed, total)``, at most ``2 * buckets`` rows per run, ordered by run and x.
 
+    ``total`` summed over a run's rows is the number of values it drew from.
+
     ``source`` is ``logs`` (through the query API, so the catalog's rows never leave DuckDB)
     or any table with ``run_id``, the loop columns and ``y``. ``x`` is a loop name, or
     "global": a step counted across the loop levels, the innermost coordinate plus
-    the steps of the iterations before it (epoch 2, step 5 of 40-step epochs: 85).
+    the steps of the iterations before it (epoch 2, step 5 of 40-step epochs: 85;
+    an iteration's steps as far as the column's values show: its last step + 1).
     That is a grouped sum, not a row number: no sort of every row.
-    A run with more than ``2 * buckets`` values keeps, per bucket of its x range, the
-    minimum and the maximum (M4-style): a spike one step wide stays visible.
+    Each run keeps, per bucket of the x range (one bucket per pixel), the minimum and the
+    maximum (M4-style): a spike one step wide stays visible.
     """
     buckets = max(1, min(int(buckets), MAX_BUCKETS))
     q = lambda c: exp.to_identifier(c, quoted=True).sql("duckdb")  # noqa: E731
@@ -62,26 +65,22 @@ def m4_sql(source: exp.Expression, loops: list[str], x: str, y: str, provenance:
     keep += [f"x >= {float(x0)!r}"] if x0 is not None else []
     keep += [f"x <= {float(x1)!r}"] if x1 is not None else []
     keep_sql = " AND ".join(keep)
-    # Runs as small integers (ri): grouping on one BIGINT (run, bucket) is several times faster
-    # than on (text, bucket).
+    lo = f"CAST({float(x0)!r} AS DOUBLE)" if x0 is not None else "NULL"
+    hi = f"CAST({float(x1)!r} AS DOUBLE)" if x1 is not None else "NULL"
+    # Buckets split the x range all lines share (the plot's width), so a short run spans few of
+    # them; a bucket holding one value keeps it as it is.
     return f"""
     WITH {", ".join(ctes)},
-    stats AS (SELECT r, row_number() OVER (ORDER BY r) AS ri, count(*) AS total,
-                     count(*) FILTER (WHERE {keep_sql}) AS n,
-                     min(x) FILTER (WHERE {keep_sql}) AS lo, max(x) FILTER (WHERE {keep_sql}) AS hi
-              FROM base GROUP BY r),
-    kept AS (SELECT ri, x, y, p, n, lo, hi FROM base JOIN stats ON base.r = stats.r WHERE {keep_sql}),
-    big AS (SELECT k, arg_min(x, y) AS x1, min(y) AS y1, arg_min(p, y) AS p1,
+    kept AS (SELECT r, x, y, p FROM base WHERE {keep_sql}),
+    rng AS (SELECT coalesce({lo}, min(x)) AS lo, coalesce({hi}, max(x)) AS hi FROM kept),  -- one row
+    big AS (SELECT r, k, count(*) AS c, arg_min(x, y) AS x1, min(y) AS y1, arg_min(p, y) AS p1,
                    arg_max(x, y) AS x2, max(y) AS y2, arg_max(p, y) AS p2
-            FROM (SELECT CAST(ri * {buckets} + least(floor((x - lo) * {buckets} / greatest(hi - lo, 1e-300)),
-                                                    {buckets - 1}) AS BIGINT) AS k,
-                         x, y, p FROM kept WHERE n > {2 * buckets})
-            GROUP BY k),
-    out AS (SELECT ri, x, y, p FROM kept WHERE n <= {2 * buckets}
-            UNION ALL SELECT CAST(floor(k / {buckets}) AS BIGINT), x1, y1, p1 FROM big
-            UNION ALL SELECT CAST(floor(k / {buckets}) AS BIGINT), x2, y2, p2 FROM big WHERE x2 <> x1)
-    SELECT stats.r AS run_id, x, y, p AS replayed, total FROM out JOIN stats ON out.ri = stats.ri
-    ORDER BY out.ri, x
+            FROM (SELECT r, least(floor((x - lo) * {buckets} / greatest(hi - lo, 1e-300)), {buckets - 1}) AS k,
+                         x, y, p FROM kept, rng)
+            GROUP BY r, k)
+    SELECT r AS run_id, x1 AS x, y1 AS y, p1 AS replayed, c AS total FROM big
+    UNION ALL SELECT r, x2, y2, p2, 0 FROM big WHERE x2 <> x1
+    ORDER BY 1, 2
     """
 
 
@@ -129,7 +128,7 @@ def columnar_lines(small: pa.Table, encoding: str = "json") -> dict[str, dict]:
     for a, b in zip(cuts[:-1], cuts[1:]):
         run_id = run_ids[a].as_py()
         out[run_id] = {"run_id": run_id, "x": enc(x[a:b]), "y": enc(y[a:b]), "n": b - a,
-                       "replayed": np.flatnonzero(rep[a:b]).tolist(), "total": int(totals[a])}
+                       "replayed": np.flatnonzero(rep[a:b]).tolist(), "total": int(totals[a:b].sum())}
     return out
 
 

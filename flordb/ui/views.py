@@ -1,8 +1,8 @@
 """The JSON twins of the pages: plain functions from (layout, parameters) to dicts.
 
 The page of the same name fetches these; tests call them through the app
-without a browser. Values are made JSON-safe here (NaN and infinities as
-strings, timestamps as ISO text), in one place.
+without a browser. Values are made JSON-safe by the results' one encoder
+(``flordb.tabular.plain``), with JavaScript's spelling of NaN and infinities.
 """
 
 from __future__ import annotations
@@ -34,8 +34,12 @@ def jsonable(v: Any) -> Any:
 
 
 def numeric_decimals(table: pa.Table) -> pa.Table:
-    """DECIMAL columns as doubles, so the page can sort and chart them as numbers."""
-    cols = [c.cast(pa.float64()) if pa.types.is_decimal(c.type) else c for c in table.columns]
+    """DECIMAL columns with a fraction as doubles, so the page can sort and chart them as numbers.
+
+    Integral ones (DuckDB's HUGEINT arrives as DECIMAL(38,0)) stay exact: the encoder makes them ints.
+    """
+    cols = [c.cast(pa.float64()) if pa.types.is_decimal(c.type) and c.type.scale > 0 else c
+            for c in table.columns]
     return pa.table(cols, names=table.column_names)
 
 

@@ -1,6 +1,6 @@
 // FlorDB's own line chart on a <canvas>: the Curves and Compare pages draw with it.
-// Why not the plotting library: 100 lines x 2,000 points as SVG paths take over a second to lay out
-// in a browser without a GPU, while one canvas path per line takes a few milliseconds. It keeps what
+// Why not the plotting library: 100 lines x 2,000 points as SVG paths take several times longer to lay
+// out in a browser without a GPU than one canvas path per line (benchmarks/bench_ui.py prints both). It keeps what
 // a person uses on a curve: hover values, drag to zoom (double-click to reset), log scale, a legend
 // that hides a line on click, and a mark on each replayed value.
 "use strict";
