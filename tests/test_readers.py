@@ -125,7 +125,10 @@ def test_warm_queries_reuse_the_reader_and_still_see_new_runs(project, monkeypat
     assert (opened, ingests) == ([], [])  # nothing changed: no ingest, no new connection
     record(project, TRAIN, "--kwargs", "tag=b", check=True)
     assert len(q(project, "SELECT epoch, step, loss FROM logs")) == 24
-    assert len(ingests) == 1 and len(opened) == 1
+    assert ingests and len(opened) == 1  # ingested (and looked once more after folding the run's segments)
+    del ingests[:], opened[:]
+    assert len(q(project, "SELECT epoch, step, loss FROM logs WHERE tag = 'b'")) == 12
+    assert (opened, ingests) == ([], [])  # settled again
     # a write in this process (a tag) is seen by the next query too
     from flordb.store.catalog import open_catalog
 
@@ -147,3 +150,45 @@ def test_the_reader_still_cannot_write_after_reuse(project):
         q(project, "COPY (SELECT 1) TO 'x.csv'")
     assert len(q(project, "SELECT loss FROM logs")) == 12
     assert not (project / "x.csv").exists()
+
+
+def test_a_shell_reads_without_writing_and_lets_go_while_the_prompt_waits(project, monkeypatch):
+    from flordb.cli.shell import Shell, execute
+    from flordb.store import catalog
+
+    record(project, TRAIN, check=True)
+    monkeypatch.chdir(project)
+    sh = Shell(interactive=True)
+    assert len(execute(sh.state, "SELECT loss FROM logs").df.rows) == 12
+    sh.refresh()
+    sh.wait_for_refresh(timeout=30)
+    opened, attached = [], []
+    real_connect, real_attach = catalog.connect_reader, catalog._attach
+    monkeypatch.setattr(catalog, "connect_reader", lambda *a, **k: opened.append(1) or real_connect(*a, **k))
+    monkeypatch.setattr(catalog, "_attach", lambda *a, **k: attached.append(1) or real_attach(*a, **k))
+    for _ in range(2):
+        assert len(execute(sh.state, "SELECT epoch, loss FROM logs").df.rows) == 12
+        sh.refresh()
+        sh.wait_for_refresh(timeout=30)
+        assert "loss" in sh.completer.vocab.tables["logs"]
+        # the prompt waits: a plain DuckDB client may even open the catalog for writing
+        probe = f"import duckdb; duckdb.connect({str(locate(project).catalog)!r}).close()"
+        subprocess.run([sys.executable, "-c", probe], check=True, timeout=60)
+    assert attached == []  # nothing new: neither a statement nor a refresh attached the writer
+    assert len(opened) == 2  # one read-only connection per statement, released after it
+
+
+def test_an_interrupted_run_does_not_make_every_query_ingest(project, monkeypatch):
+    from flordb.store import catalog
+
+    monkeypatch.setattr(catalog, "UNFINISHED_RECHECK_S", 0.0)  # what a running run would get: no grace
+    killed = record(project, "import os, signal\nimport flordb as flor\nfor e in flor.loop('epoch', range(5)):\n"
+                             "    flor.log('loss', e)\n    if e == 2:\n        os.kill(os.getpid(), signal.SIGKILL)\n")
+    assert killed.returncode != 0
+    assert q(project, "SELECT status FROM runs")["status"].tolist() == ["interrupted"]
+    ingests = []
+    real_ingest = catalog.Catalog.ingest
+    monkeypatch.setattr(catalog.Catalog, "ingest", lambda self: ingests.append(1) or real_ingest(self))
+    for _ in range(2):
+        assert q(project, "SELECT max(epoch) AS e FROM logs")["e"][0] >= 1
+    assert ingests == []  # interrupted stays interrupted: nothing to look at again

@@ -90,10 +90,17 @@ class ShellState:
         """The catalog, opened (and new segments ingested) for the length of a ``with`` block."""
         from flordb.store.catalog import open_catalog
 
-        kwargs = {"create": False} if timeout is None else {"timeout": timeout, "create": False}
+        kwargs = {"create": False, "lazy": True, **({} if timeout is None else {"timeout": timeout})}
         with self.lock, open_catalog(self.layout, **kwargs) as cat:
-            cat.ingest()
+            cat.ingest_if_changed()  # and a refresh that finds nothing new keeps the query connection open
             yield cat
+
+    def release(self) -> None:
+        """While the prompt waits, not even the read-only query connection holds the catalog open."""
+        from flordb.store.catalog import close_readers
+
+        with self.lock:
+            close_readers()
 
     @property
     def replay(self) -> str:
@@ -378,6 +385,7 @@ class Shell:
                 self.completer = _Completer(build_vocabulary(self.state))
             except Exception:  # busy or broken catalog: keep the completer we have
                 pass
+            self.state.release()
 
     def wait_for_refresh(self, timeout: float | None = None) -> None:
         thread = self._refresh_thread

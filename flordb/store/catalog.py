@@ -224,9 +224,9 @@ class Catalog:
         "Nothing changed": the modification times of ``segments/`` and of each run's
         directory are as they were (segments, ``run.json`` and ``end.json`` appear by
         rename, which touches their directory) and the catalog is at the generation
-        that ingest left. While some run is unfinished its status may still change
+        that ingest left. While some run is still running its status may change
         without a file appearing (its process dies), so then the check expires after
-        a moment.
+        a moment; a run already interrupted stays so.
         """
         key = str(self.path)
         stamp = _segments_stamp(self.layout.segments)
@@ -238,7 +238,10 @@ class Catalog:
             after = _segments_stamp(self.layout.segments)
             if _only_folded(stamp, after, stats.folded):
                 stamp = after
-        ttl = UNFINISHED_RECHECK_S if stats.runs else float("inf")
+        running = bool(stats.runs) and self.execute(
+            "SELECT EXISTS (SELECT 1 FROM runs WHERE status = 'running')"
+            " OR EXISTS (SELECT 1 FROM replay_workers WHERE status = 'running')").fetchone()[0]
+        ttl = UNFINISHED_RECHECK_S if running else float("inf")
         _SEEN[key] = (stamp, self.generation(), time.monotonic() + ttl)
         return stats
 
