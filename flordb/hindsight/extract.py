@@ -188,7 +188,7 @@ def extract(cat: Catalog, name: str, pattern: str | None = None, ex: Extraction 
     statement = json.dumps({name: f"console: {ex.pattern}"})
     ex_ = cat.execute
     ex_(
-        f"""CREATE OR REPLACE TEMP TABLE extracted AS
+        """CREATE OR REPLACE TEMP TABLE extracted AS
             SELECT run_id, path, coord, seq, CAST(raw AS DOUBLE) AS num, $1 || '-' || left(md5(run_id), 6) AS replay_id
             FROM ext_scan WHERE run_id NOT IN
                 (SELECT run_id FROM log_names WHERE lower(name) = lower($2) AND NOT replayed)""",
