@@ -65,6 +65,8 @@ def m4_sql(source: exp.Expression, loops: list[str], x: str, y: str, provenance:
     keep += [f"x >= {float(x0)!r}"] if x0 is not None else []
     keep += [f"x <= {float(x1)!r}"] if x1 is not None else []
     keep_sql = " AND ".join(keep)
+    # no provenance column: every point is recorded, and two aggregates over every row are saved
+    p1, p2 = ("arg_min(p, y)", "arg_max(p, y)") if provenance else ("false", "false")
     lo = f"CAST({float(x0)!r} AS DOUBLE)" if x0 is not None else "NULL"
     hi = f"CAST({float(x1)!r} AS DOUBLE)" if x1 is not None else "NULL"
     # Buckets split the x range all lines share (the plot's width), so a short run spans few of
@@ -73,8 +75,8 @@ def m4_sql(source: exp.Expression, loops: list[str], x: str, y: str, provenance:
     WITH {", ".join(ctes)},
     kept AS (SELECT r, x, y, p FROM base WHERE {keep_sql}),
     rng AS (SELECT coalesce({lo}, min(x)) AS lo, coalesce({hi}, max(x)) AS hi FROM kept),  -- one row
-    big AS (SELECT r, k, count(*) AS c, arg_min(x, y) AS x1, min(y) AS y1, arg_min(p, y) AS p1,
-                   arg_max(x, y) AS x2, max(y) AS y2, arg_max(p, y) AS p2
+    big AS (SELECT r, k, count(*) AS c, arg_min(x, y) AS x1, min(y) AS y1, {p1} AS p1,
+                   arg_max(x, y) AS x2, max(y) AS y2, {p2} AS p2
             FROM (SELECT r, least(floor((x - lo) * {buckets} / greatest(hi - lo, 1e-300)), {buckets - 1}) AS k,
                          x, y, p FROM kept, rng)
             GROUP BY r, k)
