@@ -36,12 +36,17 @@ def query_table(sql: str, layout: Layout) -> pa.Table:
 
 @contextmanager
 def catalog(layout: Layout):
-    """The catalog, freshly ingested, for the length of one read."""
+    """The catalog, ingested if the disk changed, for the length of one read (the writer attached only if used)."""
     from flordb.store.catalog import open_catalog
 
-    with _lock, open_catalog(layout, create=False) as cat:
-        cat.ingest()
+    with _lock, open_catalog(layout, create=False, lazy=True) as cat:
+        cat.ingest_if_changed()
         yield cat
+
+
+def rows(cat, sql: str) -> list[tuple]:
+    """A read's rows on the shared read-only connection: no writer attached for a page that only reads."""
+    return cat.read(sql, "rows")[1]
 
 
 def scratch(**tables):

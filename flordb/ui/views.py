@@ -53,8 +53,8 @@ def run_details(layout) -> tuple[dict[str, str], dict[str, dict], list[str]]:
 
 
 def _details(cat) -> tuple[dict[str, str], dict[str, dict], list[str]]:
-    versions = dict(cat.execute("SELECT run_id, version FROM runs").fetchall())
-    rows = cat.execute("SELECT run_id, name, vtype, num, txt FROM args ORDER BY rowid").fetchall()
+    versions = dict(flor.rows(cat, "SELECT run_id, version FROM runs"))
+    rows = flor.rows(cat, "SELECT run_id, name, vtype, num, txt FROM args ORDER BY rowid")
     args: dict[str, dict] = {}
     names: list[str] = []
     for run_id, name, vtype, num, txt in rows:
@@ -89,7 +89,7 @@ def curves_page(layout, ys: list[str], runs: list[str], x: str | None = None, wi
         sch = flor.schema(cat)
         versions, args, arg_names = _details(cat)
         gen = news(cat)
-        status = dict(cat.execute("SELECT run_id, status FROM runs").fetchall())
+        status = dict(flor.rows(cat, "SELECT run_id, status FROM runs"))
         if not runs:
             runs = [r for (r,) in cat.execute(
                 "SELECT run_id FROM runs WHERE mode = 'record' ORDER BY started DESC, run_id DESC LIMIT 10"
@@ -218,11 +218,11 @@ def news(cat) -> list[str]:
     Not the catalog's write counter, which also moves whenever a live run is looked at
     (its row is refreshed): a page would then reload for nothing, over and over.
     """
-    return [str(v) for v in cat.execute(
-        "SELECT (SELECT count(*) FROM records), (SELECT count(*) FROM runs),"
+    return [str(v) for v in flor.rows(
+        cat, "SELECT (SELECT count(*) FROM records), (SELECT count(*) FROM runs),"
         " (SELECT coalesce(hash(string_agg(run_id || ':' || coalesce(status, ''), ',' ORDER BY run_id)), 0) FROM runs),"
         " (SELECT coalesce(hash(string_agg(run_id || kind || value, ',' ORDER BY run_id, kind, value)), 0)"
-        "  FROM run_labels), (SELECT count(*) FROM replays)").fetchone()]
+        "  FROM run_labels), (SELECT count(*) FROM replays)")[0]]
 
 
 def fingerprint(layout, live: list[str]) -> tuple:
