@@ -109,6 +109,26 @@ def spawn(project, script, *args, env=None, **kwargs) -> subprocess.Popen:
     )
 
 
+def put(text: str, **marks: str) -> str:
+    """``text`` with each ``# @mark`` line replaced by its statement, at that line's indentation."""
+    for mark, line in marks.items():
+        indent = next(l[: len(l) - len(l.lstrip())] for l in text.splitlines() if l.strip() == f"# @{mark}")
+        text = text.replace(f"{indent}# @{mark}", indent + line)
+    return text
+
+
+# A run that stops after epoch 0 until a file named `go` appears: a live run for pages that grow.
+LIVE = """
+import os, time
+import flordb as flor
+for epoch in flor.loop("epoch", range(2)):
+    while epoch == 1 and not os.path.exists("go"):  # epoch 0 is on disk once epoch 1 starts
+        time.sleep(0.05)
+    for step in flor.loop("step", range(10)):
+        flor.log("loss", 1.0 / (1 + step))
+"""
+
+
 def q(project, sql):
     """``flordb.api.query(sql)`` on the project's store, never replaying."""
     from flordb.api import query

@@ -17,7 +17,7 @@ import textwrap
 
 import pytest
 
-from conftest import make_project, q, record
+from conftest import make_project, put, q, record
 from flordb.hindsight.api import replay
 from flordb.record import carry
 from flordb.store.catalog import open_catalog
@@ -53,13 +53,6 @@ def in_main(text: str) -> str:
     """The same script with the main loop inside ``main()``: the carried variables are its locals."""
     head, body = text.split("w = np.ones(3)\n")
     return head + "\n\ndef main():\n" + textwrap.indent("w = np.ones(3)\n" + body, "    ") + "\n\nmain()\n"
-
-
-def put(text: str, **marks: str) -> str:
-    for mark, line in marks.items():
-        indent = next(l[: len(l) - len(l.lstrip())] for l in text.splitlines() if l.strip() == f"# @{mark}")
-        text = text.replace(f"{indent}# @{mark}", indent + line)
-    return text
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import base_env, make_project, q, record
+from conftest import base_env, make_project, put, q, record
 from flordb.hindsight.api import replay
 from flordb.api import query
 from flordb.store.catalog import open_catalog
@@ -61,13 +61,6 @@ with flor.checkpointing(state=state):
         flor.log("total", t)
         # @post
 '''
-
-
-def put(text: str, **marks: str) -> str:
-    for mark, line in marks.items():
-        indent = next(l[: len(l) - len(l.lstrip())] for l in text.splitlines() if l.strip() == f"# @{mark}")
-        text = text.replace(f"{indent}# @{mark}", indent + line)
-    return text
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ import pytest
 pytest.importorskip("starlette")
 from starlette.testclient import TestClient  # noqa: E402
 
-from conftest import base_env, make_project, record, write_script  # noqa: E402
+from conftest import LIVE, base_env, make_project, record, write_script  # noqa: E402
 from flordb.store.layout import locate  # noqa: E402
 from flordb.ui.app import create_app  # noqa: E402
 from flordb.ui.curves import downsample  # noqa: E402
@@ -381,15 +381,6 @@ def test_flordb_ui_prints_a_token_url_and_binds_localhost(store):
         proc.wait(10)
 
 
-LIVE = """
-import os, time
-import flordb as flor
-for epoch in flor.loop("epoch", range(2)):
-    while epoch == 1 and not os.path.exists("go"):  # epoch 0 is on disk once epoch 1 starts
-        time.sleep(0.05)
-    for step in flor.loop("step", range(10)):
-        flor.log("loss", 1.0 / (1 + step))
-"""
 
 
 def test_a_running_run_is_live_and_its_curve_grows(tmp_path):

@@ -22,7 +22,7 @@ import pytest
 pytest.importorskip("starlette")
 sync_api = pytest.importorskip("playwright.sync_api")
 
-from conftest import base_env, make_project, record, write_script  # noqa: E402
+from conftest import LIVE, base_env, make_project, record, write_script  # noqa: E402
 from flordb.store.layout import locate  # noqa: E402
 from flordb.ui.server import start_in_thread  # noqa: E402
 
@@ -272,15 +272,6 @@ def test_tags_are_added_and_removed_in_the_page(page, project):
     assert cli_tags() == ""
 
 
-LIVE = """
-import os, time
-import flordb as flor
-for epoch in flor.loop("epoch", range(2)):
-    while epoch == 1 and not os.path.exists("go"):  # epoch 0 is on disk once epoch 1 starts
-        time.sleep(0.05)
-    for step in flor.loop("step", range(10)):
-        flor.log("loss", 1.0 / (1 + step))
-"""
 
 
 def test_a_running_runs_curve_grows_in_the_open_page(browser, tmp_path):
