@@ -12,6 +12,7 @@ before ``start`` that the worker executes only rebuild state and log nothing.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from contextlib import contextmanager
@@ -110,8 +111,7 @@ class ReplayRun(Run):
         self.skip_nested = False
         self.live[0] = bool(t.get("suffix"))
         if not t.get("suffix"):
-            self.finish()
-            sys.exit(0)
+            self.stop_early()
 
     @contextmanager
     def outer_iteration(self, path: tuple, base: int, i: int) -> Iterator[None]:
@@ -128,8 +128,7 @@ class ReplayRun(Run):
             return
         start, stop = t["start"], t["stop"]
         if i >= stop and not t.get("suffix"):
-            self.finish()
-            sys.exit(0)
+            self.stop_early()
         self.outer_path = path
         from flordb.record.carry import user_frame
 
@@ -148,6 +147,21 @@ class ReplayRun(Run):
         self.events.append({"kind": "iter", "path": path, "coord": (i,), "t0": t0, "t1": time.perf_counter(),
                             "t2": None})
         self.flush()
+
+    def stop_early(self) -> None:
+        """The task's last iteration is done: write everything, then leave at once.
+
+        Nothing after this point is replayed, so the interpreter's teardown is
+        skipped: with torch loaded it takes about a second, more than a short
+        replay's own work. Every value is on disk (``finish``) before the exit.
+        """
+        self.finish()
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:  # a closed or broken stream: nothing left to keep
+                pass
+        os._exit(0)
 
     def inner_loop(self, path: tuple, parent: int, coord: tuple, iterable: Iterable) -> Iterator:
         if len(path) == 2 and self.skip_nested:
