@@ -1,21 +1,63 @@
 """Console capture and extraction figures (issue 14), measured side by side in one run.
 
-    python benchmarks/bench_capture.py              # full sizes, 21 pairs, a few minutes
-    python benchmarks/bench_capture.py --quick      # smaller sizes, 3 pairs, a smoke test
-    python benchmarks/bench_capture.py --pairs 31   # more pairs, a finer figure
+    python benchmarks/bench_capture.py              # full sizes, a few minutes
+    python benchmarks/bench_capture.py --quick      # smaller sizes, a smoke test (not the figures)
+    python benchmarks/bench_capture.py --pairs 21   # more whole-run pairs for the cross-check (default 11)
 
-1. Whole-process overhead of console capture: a training-like script that prints
-   one line per step (numpy work per step, 1 thread), run as a subprocess with
-   capture on and with ``FLORDB_CAPTURE=0``. Pairs of runs, the side that goes
-   first alternating (ABBA...), after one warm-up run per side; per pair the
-   ratio on/off of the child's CPU time (user + sys, from ``wait4``) and of its
-   wall time; the figure is the median of the per-pair ratios. Target: at most
-   1 % slower. Judged on CPU time: capture adds no thread and no waiting, so
-   every cost it adds is CPU time of the training process, and the child's CPU
-   time does not count the time other processes of a shared machine take from
-   it, which wall time does (pairs of wall times on a loaded 2-core machine
-   spread by several %, CPU times by well under 1 %). The wall-time median is
-   printed next to it; on a quiet machine the two agree.
+1. Whole-process overhead of console capture on a training-like script that
+   prints one line per step (numpy work per step, 1 thread: OMP/OPENBLAS/MKL
+   at 1; capture adds no thread, and everything it does runs on the script's
+   own thread). The overhead is tens of ms in a run of a few s of CPU, and
+   the CPU time of whole runs of it varies by several % from run to run on a
+   shared machine (at times far more), so comparing whole runs cannot resolve
+   1 %. The overhead is therefore measured in parts, each where it happens:
+
+   a. The print path, per printed line, in one process: a child runs the same
+      script with capture on, and its loop switches ``sys.stdout`` between
+      the capture's stream (its tee, ``Capture.tees``) and the stream the
+      capture replaced (``Capture.saved``) every B = 10 steps, in the order
+      on off off on on off ... within each epoch, timing each block with
+      ``time.thread_time()`` (the script's thread: the heartbeat thread, the
+      same on both sides, stays out). The replaced stream is flushed before
+      every block, outside the timing, so that the tee's lines come out in
+      order and both sides start after the same system call. Adjacent blocks
+      form a pair, the side that goes first alternating, so drift slower than
+      a block (a few ms) cancels; the cost per line is the mean over all pairs
+      of (on - off) / B, with its standard error. The mean, not the median:
+      an occasional cost of the print path counts too (per pair the spread is
+      wide, so the median is printed next to it). Work of the capture inside
+      a block that is not the print path (a ``take`` every 4,096 lines) is
+      timed and taken out of that block: it is counted in (b). A control run
+      switches between the replaced stream and itself: its figure is the
+      method's own bias, which should be 0 within its standard error.
+   b. Bulk work, off the print path, in whole runs of the unchanged script
+      with capture on: ``Capture.take`` (cutting chunks into lines, sampling),
+      ``Capture.drain`` (the rest of it), the console rows' share of each
+      segment write (``SegmentWriter.write`` timed with them, less the mean of
+      the same segment written without them to a scratch directory just
+      before and after; ``_console_columns``, converting them, is printed as
+      a part of it), ``Capture.close``, and installing capture at start
+      (``capture.start``). Each is wrapped with a thread-time accumulator in
+      the child; they run a few times per run, so wrapping costs nothing
+      measurable. Median over the runs of their sum.
+   c. The figure: (cost per line x lines printed + bulk + install) / CPU time
+      (user + sys, from ``wait4``) of the whole script with
+      ``FLORDB_CAPTURE=0``, median of its runs in (d); its uncertainty, the
+      per-line standard error scaled the same way (the spread of the bulk
+      sums over the runs is printed too). Target: at most 1 %.
+   d. Cross-check: whole runs of the unchanged script, capture on and
+      ``FLORDB_CAPTURE=0`` in pairs (the side that goes first alternating)
+      after one warm-up run per side; the median and interquartile range of
+      the per-pair ratios of CPU time (and of wall time, printed). The output
+      says whether the figure of (c) lies inside that interquartile range;
+      the judged figure is (c).
+
+   Every child runs alone, pinned to one core (``os.sched_setaffinity``). Its
+   work tree holds only the scripts; the stores are outside it, since a run
+   snapshots its work tree and would otherwise snapshot every earlier run's
+   segments (each run then costs more than the one before). Not counted: the
+   interpreter freeing the captured lines at exit (at most
+   FLORDB_CAPTURE_MAX_LINES strings).
 2. Extraction of one printed metric from 100 runs x 1,000 captured lines: the
    runs' segments are written with the runtime's own writer, ingested, then
    ``flordb.hindsight.extract.extract`` (scan in DuckDB, write the values as
@@ -27,6 +69,7 @@ Exit status 1 when a figure misses its target (``run_all.py`` reports it).
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import statistics
@@ -35,11 +78,14 @@ import sys
 import tempfile
 import textwrap
 import time
+from collections import defaultdict
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(REPO))
 
+# The script of every run; the block runs of 1a fill in the two hooks, the others leave them empty.
 PRINTING = textwrap.dedent(
     """
     import numpy as np
@@ -50,34 +96,188 @@ PRINTING = textwrap.dedent(
     x = rng.standard_normal((64, 64))
     for epoch in flor.loop("epoch", range({epochs})):
         for step in flor.loop("step", range({steps})):
+            {at_step}
             for _ in range(4):
                 x = np.tanh(x @ w * 0.1)
             loss = float((x ** 2).mean())
             print(f"| epoch {{epoch}} | step {{step}} | lr 0.0010 | loss {{loss:.4f}} | ppl {{np.exp(loss):.2f}}")
+        {after_steps}
+    """
+)
+
+# Put in front of the script in the runs of 1a and 1b: the probe wraps capture's bulk work before the run starts.
+PROBE = textwrap.dedent(
+    """
+    import sys
+    sys.path.insert(0, {here!r})
+    import bench_capture
+    probe = bench_capture.Probe({out!r}, {scratch!r}, control={control!r})
     """
 )
 
 THREADS = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+CORE = max(os.sched_getaffinity(0))  # every child runs on this one core
 
 
-def _child(script: Path, work: Path, side: str) -> tuple[float, float]:
-    """(wall seconds, CPU seconds user + sys) of one run of the script."""
-    env = dict(os.environ, FLORDB_HOME=str(work / f"home{side}"), FLORDB_PROGRESS="0",
+# -- inside a child -------------------------------------------------------------------------
+
+
+class Probe:
+    """Thread-time accumulators around capture's bulk work, and the on/off blocks of 1a.
+
+    Created before the script's first FlorDB call, so its wrappers are in place
+    when the run installs capture; writes what it measured to ``out`` at exit
+    (its ``atexit`` runs after the run's, which was registered later).
+    """
+
+    def __init__(self, out: str, scratch: str, control: bool = False):
+        from flordb.record import capture
+        from flordb.store import segments
+
+        self.out, self.scratch = out, Path(scratch)
+        self.clock = time.thread_time
+        self.acc: dict[str, float] = defaultdict(float)  # category -> seconds, exclusive of nested categories
+        self.calls: dict[str, int] = defaultdict(int)
+        self.stack: list[float] = []  # nested time of the wrapped calls in progress
+        self.bulk = 0.0  # all accounted time: taken out of the block it fell in
+        self.blocks: list[list] = []  # per epoch: [side, seconds] of each block
+        self.side: str | None = None
+        self.streams = None
+        self.control = control  # switch between the replaced stream and itself: the method's own bias, nil
+        self._wrap(capture.Capture, "take", "take")
+        self._wrap(capture.Capture, "drain", "drain")
+        self._wrap(capture.Capture, "close", "close")
+        self._wrap(capture, "start", "install")
+        self._wrap_write(segments)
+        columns = segments._console_columns
+
+        def console_columns(*a, **k):  # a part of the segment difference, printed on its own
+            t0 = self.clock()
+            try:
+                return columns(*a, **k)
+            finally:
+                self.acc["console columns"] += self.clock() - t0
+
+        segments._console_columns = console_columns
+        atexit.register(self.dump)
+
+    def _account(self, category: str, seconds: float, nested: float) -> None:
+        self.acc[category] += seconds - nested
+        self.calls[category] += 1
+        if self.stack:
+            self.stack[-1] += seconds
+        else:
+            self.bulk += seconds
+
+    def _wrap(self, owner, attr: str, category: str) -> None:
+        fn, clock, stack = getattr(owner, attr), self.clock, self.stack
+
+        def wrapped(*a, **k):
+            stack.append(0.0)
+            t0 = clock()
+            try:
+                return fn(*a, **k)
+            finally:
+                self._account(category, clock() - t0, stack.pop())
+
+        setattr(owner, attr, wrapped)
+
+    def _wrap_write(self, segments) -> None:
+        """Each segment write with console rows: its time, less that of the same segment without them."""
+        write, clock = segments.SegmentWriter.write, self.clock
+        scratch = segments.SegmentWriter(self.scratch)
+        self.scratch.mkdir(parents=True, exist_ok=True)
+
+        def wrapped(writer, logs, args, events, blocks=None, console=None):
+            if not console:
+                return write(writer, logs, args, events, blocks, console=console)
+            if not scratch.count:  # the first write imports pyarrow, with capture or without: not timed
+                write(scratch, logs, args, events, blocks)
+            t0 = clock()
+            write(scratch, logs, args, events, blocks)  # without, before and after: warm caches either way
+            t1 = clock()
+            out = write(writer, logs, args, events, blocks, console=console)
+            t2 = clock()
+            write(scratch, logs, args, events, blocks)
+            t3 = clock()
+            self._account("segment write", (t2 - t1) - ((t1 - t0) + (t3 - t2)) / 2, 0.0)
+            return out
+
+        segments.SegmentWriter.write = wrapped
+
+    def switch(self) -> None:
+        """Called every B steps in the block runs: end the block in progress, start the next on the other stream."""
+        t = self.clock()
+        if self.streams is None:
+            from flordb.record import api
+
+            cap = api.current_run().capture
+            for tee, (name, stream) in zip(cap.tees, cap.saved):
+                if name == "stdout":
+                    self.streams = (stream if self.control else tee, stream)
+            self.blocks.append([])
+        elif self.side is not None:
+            self.blocks[-1].append((self.side, t - self.t0 - (self.bulk - self.bulk0)))
+        else:
+            self.blocks.append([])
+        tee, stream = self.streams
+        k = len(self.blocks[-1])
+        self.side = "on" if k % 4 in (0, 3) else "off"  # on off off on on off ...: pairs alternate their order
+        # What the stream holds goes out before the tee writes to its buffer. Before every block,
+        # so that both sides start after the same system call (its cache and TLB misses).
+        stream.flush()
+        sys.stdout = tee if self.side == "on" else stream
+        self.bulk0 = self.bulk
+        self.t0 = self.clock()
+
+    def epoch_end(self) -> None:
+        t = self.clock()
+        if self.side is not None:
+            self.blocks[-1].append((self.side, t - self.t0 - (self.bulk - self.bulk0)))
+            self.side = None
+        if self.streams is not None:
+            sys.stdout = self.streams[0]  # the run's own state again: capture closes it at the end
+
+    def dump(self) -> None:
+        Path(self.out).write_text(json.dumps({"acc": self.acc, "calls": self.calls, "blocks": self.blocks}))
+
+
+# -- the parent -----------------------------------------------------------------------------
+
+
+def _pin() -> None:
+    os.sched_setaffinity(0, {CORE})
+
+
+def _child(script: Path, work: Path, side: str, home: str | None = None) -> tuple[float, float]:
+    """(wall seconds, CPU seconds user + sys) of one run of the script.
+
+    The script's directory (its work tree, snapshotted by every run) holds
+    nothing else: the stores are next to it, not in it, so that no run
+    snapshots the segments of the runs before it.
+    """
+    env = dict(os.environ, FLORDB_HOME=str(work / (home or f"home{side}")), FLORDB_PROGRESS="0",
                FLORDB_CAPTURE=side, PYTHONPATH=str(REPO), **THREADS)
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, str(script)], cwd=work, env=env,
+    proc = subprocess.Popen([sys.executable, str(script)], cwd=script.parent, env=env, preexec_fn=_pin,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t0
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode:
-        raise SystemExit(f"the printing script failed (FLORDB_CAPTURE={side}, exit {proc.returncode})")
+        raise SystemExit(f"{script.name} failed (FLORDB_CAPTURE={side}, exit {proc.returncode})")
     return wall, usage.ru_utime + usage.ru_stime
 
 
-def figure_capture(epochs: int, steps: int, pairs: int, work: Path) -> dict:
-    script = work / "printing.py"
-    script.write_text(PRINTING.format(epochs=epochs, steps=steps))
+def _quartiles(xs: list[float]) -> tuple[float, float, float]:
+    if len(xs) < 2:
+        return xs[0], xs[0], xs[0]
+    q = statistics.quantiles(xs, n=4, method="inclusive")
+    return q[0], q[1], q[2]
+
+
+def direct_pairs(script: Path, pairs: int, work: Path) -> dict:
+    """1d: whole runs, capture on and off, in pairs."""
     for side in ("1", "0"):  # warm-up: file caches, bytecode, the private git repository
         _child(script, work, side)
     on: list[tuple[float, float]] = []
@@ -87,19 +287,107 @@ def figure_capture(epochs: int, steps: int, pairs: int, work: Path) -> dict:
         got = {side: _child(script, work, side) for side in order}
         on.append(got["1"])
         off.append(got["0"])
-    cpu = [a[1] / b[1] for a, b in zip(on, off)]
-    wall = [a[0] / b[0] for a, b in zip(on, off)]
-    q = statistics.quantiles(cpu, n=4) if len(cpu) >= 2 else [cpu[0]] * 3
+    cpu = [100.0 * (a[1] / b[1] - 1.0) for a, b in zip(on, off)]
+    wall = [100.0 * (a[0] / b[0] - 1.0) for a, b in zip(on, off)]
     return {
-        "pairs": pairs, "lines": epochs * steps,
-        "cpu_on_s": statistics.median(x[1] for x in on), "cpu_off_s": statistics.median(x[1] for x in off),
+        "pairs": pairs, "cpu_on_s": statistics.median(x[1] for x in on),
+        "cpu_off_s": statistics.median(x[1] for x in off), "cpu_off_runs_s": [x[1] for x in off],
         "wall_on_s": statistics.median(x[0] for x in on), "wall_off_s": statistics.median(x[0] for x in off),
-        "cpu_overhead_pct": 100.0 * (statistics.median(cpu) - 1.0),
-        "wall_overhead_pct": 100.0 * (statistics.median(wall) - 1.0),
-        "cpu_ratio_iqr_pct": 100.0 * (q[2] - q[0]),
-        "wall_ratio_iqr_pct": 100.0 * (statistics.quantiles(wall, n=4)[2] - statistics.quantiles(wall, n=4)[0])
-        if len(wall) >= 2 else 0.0,
+        "cpu_pct_quartiles": _quartiles(cpu), "wall_pct_quartiles": _quartiles(wall),
     }
+
+
+def probed(script: Path, work: Path, tag: str, control: bool = False) -> dict:
+    out, scratch = work / "probe" / f"{tag}.json", work / "probe" / f"scratch-{tag}"
+    text = script.read_text()
+    probed_script = script.with_name(f"probed-{tag}.py")
+    probed_script.write_text(PROBE.format(here=str(HERE), out=str(out), scratch=str(scratch), control=control) + text)
+    _child(probed_script, work, "1", home="home-probe")
+    return json.loads(out.read_text())
+
+
+def block_pairs(runs: list[dict]) -> list[float]:
+    """Per-line cost (seconds) of each pair of adjacent blocks: (on - off) / B."""
+    costs = []
+    for got in runs:
+        for epoch in got["blocks"]:
+            for first, second in zip(epoch[0::2], epoch[1::2]):
+                t = dict((first, second))
+                if set(t) == {"on", "off"}:
+                    costs.append((t["on"] - t["off"]) / got["block"])
+    return costs
+
+
+def _per_line(runs: list[dict], block: int) -> dict:
+    for got in runs:
+        got["block"] = block
+    costs = block_pairs(runs)
+    q1, median, q3 = _quartiles(costs)
+    return {"pairs": len(costs), "mean_ns": 1e9 * statistics.fmean(costs),
+            "se_ns": 1e9 * statistics.stdev(costs) / len(costs) ** 0.5 if len(costs) > 1 else 0.0,
+            "median_ns": 1e9 * median, "iqr_ns": (1e9 * q1, 1e9 * q3)}
+
+
+BULK = ("take", "drain", "segment write", "close")
+
+
+def figure_capture(epochs: int, steps: int, block: int, block_runs: int, bulk_runs: int, pairs: int,
+                   work: Path) -> dict:
+    lines = epochs * steps
+    (work / "tree").mkdir()
+    (work / "probe").mkdir()
+    plain = work / "tree" / "printing.py"
+    plain.write_text(PRINTING.format(epochs=epochs, steps=steps, at_step="", after_steps=""))
+    blocks = work / "tree" / "blocks.py"
+    blocks.write_text(PRINTING.format(epochs=epochs, steps=steps, at_step=f"if step % {block} == 0: probe.switch()",
+                                      after_steps="probe.epoch_end()"))
+    line = _per_line([probed(blocks, work, f"blocks{r}") for r in range(block_runs)], block)
+    control = _per_line([probed(blocks, work, "control", control=True)], block)
+    bulk = [probed(plain, work, f"bulk{r}") for r in range(bulk_runs)]
+    direct = direct_pairs(plain, pairs, work)
+
+    parts = {k: statistics.median(b["acc"].get(k, 0.0) for b in bulk) for k in (*BULK, "console columns", "install")}
+    calls = {k: statistics.median(b["calls"].get(k, 0) for b in bulk) for k in ("take", "drain", "segment write")}
+    totals = sorted(sum(b["acc"].get(k, 0.0) for k in (*BULK, "install")) for b in bulk)  # per run, with install
+    fixed_s = statistics.median(totals)
+    cpu_off = direct["cpu_off_s"]
+    print_path_s = 1e-9 * line["mean_ns"] * lines
+    overhead = 100.0 * (print_path_s + fixed_s) / cpu_off
+    lo, hi = direct["cpu_pct_quartiles"][0], direct["cpu_pct_quartiles"][2]
+    return {
+        "lines": lines, "block": block, "block_runs": block_runs, "per_line": line, "control": control,
+        "print_path_ms": 1e3 * print_path_s, "bulk_runs": bulk_runs,
+        "bulk_ms": 1e3 * (fixed_s - parts["install"]), "bulk_range_ms": (1e3 * totals[0], 1e3 * totals[-1]),
+        "parts_ms": {k: 1e3 * v for k, v in parts.items()}, "calls": calls, "install_ms": 1e3 * parts["install"],
+        "cpu_off_s": cpu_off, "overhead_pct": overhead,
+        "overhead_se_pct": 100.0 * 1e-9 * line["se_ns"] * lines / cpu_off,
+        "direct": direct, "inside_direct_iqr": lo <= overhead <= hi,
+    }
+
+
+def print_capture(cap: dict) -> None:
+    p, d, line, ctl = cap["parts_ms"], cap["direct"], cap["per_line"], cap["control"]
+    print(f"   a. print path: {line['mean_ns']:.0f} +- {line['se_ns']:.0f} ns per line (mean +- standard error over"
+          f" {line['pairs']} pairs of {cap['block']}-line blocks from {cap['block_runs']} runs; median"
+          f" {line['median_ns']:.0f} ns, one pair's interquartile range {line['iqr_ns'][0]:.0f} .."
+          f" {line['iqr_ns'][1]:.0f} ns) x {cap['lines']} lines = {cap['print_path_ms']:.2f} ms;"
+          f" control (stdout switched between the same stream, {ctl['pairs']} pairs):"
+          f" {ctl['mean_ns']:.0f} +- {ctl['se_ns']:.0f} ns per line", flush=True)
+    print(f"   b. bulk (median of {cap['bulk_runs']} runs): take {p['take']:.2f} ms ({cap['calls']['take']:.0f} calls)"
+          f" + drain {p['drain']:.2f} ({cap['calls']['drain']:.0f}) + console rows in segment writes"
+          f" {p['segment write']:.2f} ({cap['calls']['segment write']:.0f}; converting them {p['console columns']:.2f})"
+          f" + close {p['close']:.2f} = {cap['bulk_ms']:.2f} ms; install {cap['install_ms']:.2f} ms; together"
+          f" {cap['bulk_ms'] + cap['install_ms']:.2f} ms (runs: {cap['bulk_range_ms'][0]:.2f} .."
+          f" {cap['bulk_range_ms'][1]:.2f})", flush=True)
+    print(f"   c. CPU of the script with FLORDB_CAPTURE=0: {cap['cpu_off_s']:.3f} s (median of {d['pairs']} runs);"
+          f" overhead ({cap['print_path_ms']:.2f} + {cap['bulk_ms']:.2f} + {cap['install_ms']:.2f} ms)"
+          f" / {cap['cpu_off_s']:.3f} s = {cap['overhead_pct']:+.3f} % +- {cap['overhead_se_pct']:.3f}"
+          f" (the print path's standard error)   <- judged", flush=True)
+    c, w = d["cpu_pct_quartiles"], d["wall_pct_quartiles"]
+    print(f"   d. cross-check, whole runs, {d['pairs']} pairs: CPU on {d['cpu_on_s']:.3f} s"
+          f" off {d['cpu_off_s']:.3f} s, median of pair ratios {c[1]:+.2f} %, interquartile range"
+          f" {c[0]:+.2f} .. {c[2]:+.2f} %; wall {w[1]:+.2f} % ({w[0]:+.2f} .. {w[2]:+.2f} %); the figure of c is"
+          f" {'inside' if cap['inside_direct_iqr'] else 'OUTSIDE'} the CPU interquartile range", flush=True)
 
 
 def build_console_store(home: Path, runs: int, lines: int) -> None:
@@ -153,29 +441,27 @@ def figure_extract(runs: int, lines: int, work: Path) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke test")
-    ap.add_argument("--pairs", type=int, help="pairs of runs for the capture figure (default 21, --quick 3)")
+    ap.add_argument("--pairs", type=int, help="pairs of whole runs for the cross-check (default 11, --quick 2)")
     a = ap.parse_args()
-    epochs, steps = (2, 1000) if a.quick else (5, 4000)
-    pairs = a.pairs or (3 if a.quick else 21)
+    epochs, steps, block = (2, 1000, 10) if a.quick else (5, 4000, 10)
+    block_runs, bulk_runs = (1, 1) if a.quick else (3, 3)
+    pairs = a.pairs or (2 if a.quick else 11)
     runs, lines = (20, 200) if a.quick else (100, 1000)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        print(f"1. capture: {epochs * steps} printed lines per run, {pairs} pairs of runs (capture on, off; the side"
-              " that goes first alternates) after one warm-up run per side; threads: 1 per side"
-              " (OMP/OPENBLAS/MKL_NUM_THREADS=1), the two sides never run at the same time", flush=True)
-        cap = figure_capture(epochs, steps, pairs, work)
-        print(f"   CPU (user+sys): on {cap['cpu_on_s']:.3f} s  off {cap['cpu_off_s']:.3f} s  median of pair ratios"
-              f" {1 + cap['cpu_overhead_pct'] / 100:.4f} ({cap['cpu_overhead_pct']:+.2f} %),"
-              f" interquartile range of the ratios {cap['cpu_ratio_iqr_pct']:.2f} points   <- judged", flush=True)
-        print(f"   wall:           on {cap['wall_on_s']:.3f} s  off {cap['wall_off_s']:.3f} s  median of pair ratios"
-              f" {1 + cap['wall_overhead_pct'] / 100:.4f} ({cap['wall_overhead_pct']:+.2f} %),"
-              f" interquartile range of the ratios {cap['wall_ratio_iqr_pct']:.2f} points", flush=True)
+        print(f"1. capture: a script printing {epochs * steps} lines, one per step; threads: 1 per run"
+              " (OMP/OPENBLAS/MKL_NUM_THREADS=1), capture adds none; runs one at a time, each pinned to core"
+              f" {CORE}; {block_runs} runs switching stdout every {block} steps and one control run (a), {bulk_runs}"
+              f" runs timing the bulk work (b), {pairs} pairs of whole runs, capture on and off, after one warm-up run per side (d)",
+              flush=True)
+        cap = figure_capture(epochs, steps, block, block_runs, bulk_runs, pairs, work)
+        print_capture(cap)
         print(f"2. extraction: {runs} runs x {lines} captured lines, one metric (DuckDB, its default threads:"
               f" {os.cpu_count()})", flush=True)
         ext = figure_extract(runs, lines, work)
         print(f"   {ext['values']} values from {ext['lines']} lines of {ext['runs']} runs in {ext['seconds']:.3f} s",
               flush=True)
-    rows = [("capture overhead, print per step (CPU, median of pair ratios)", cap["cpu_overhead_pct"], "%", 1.0),
+    rows = [("capture overhead, print per step (parts, CPU)", cap["overhead_pct"], "%", 1.0),
             (f"extract 1 metric, {runs} runs x {lines} lines", ext["seconds"], "s", 1.0)]
     print("\n| figure | measured | target | verdict |\n|---|---|---|---|")
     failed = False
@@ -184,7 +470,7 @@ def main() -> int:
         failed |= not ok
         print(f"| {name} | {value:.3f} {unit} | <= {target:g} {unit} | {'pass' if ok else 'FAIL'} |")
     if a.quick:
-        print("(--quick: smaller sizes and 3 pairs; not the figures)")
+        print("(--quick: smaller sizes, one run each for a and b, 2 pairs; not the figures)")
     print(json.dumps({"capture": cap, "extract": ext}))
     return 1 if failed else 0
 
