@@ -57,7 +57,9 @@
    snapshots its work tree and would otherwise snapshot every earlier run's
    segments (each run then costs more than the one before). Not counted: the
    interpreter freeing the captured lines at exit (at most
-   FLORDB_CAPTURE_MAX_LINES strings).
+   FLORDB_CAPTURE_MAX_LINES strings), and any effect of the lines capture
+   holds between flushes on the speed of the script's own work (the same on
+   both sides of (a); the cross-check (d) would show a large one).
 2. Extraction of one printed metric from 100 runs x 1,000 captured lines: the
    runs' segments are written with the runtime's own writer, ingested, then
    ``flordb.hindsight.extract.extract`` (scan in DuckDB, write the values as
@@ -452,7 +454,8 @@ def main() -> int:
         print(f"1. capture: a script printing {epochs * steps} lines, one per step; threads: 1 per run"
               " (OMP/OPENBLAS/MKL_NUM_THREADS=1), capture adds none; runs one at a time, each pinned to core"
               f" {CORE}; {block_runs} runs switching stdout every {block} steps and one control run (a), {bulk_runs}"
-              f" runs timing the bulk work (b), {pairs} pairs of whole runs, capture on and off, after one warm-up run per side (d)",
+              f" runs timing the bulk work (b), {pairs} pairs of whole runs, capture on and off, after one warm-up"
+              " run per side (d)",
               flush=True)
         cap = figure_capture(epochs, steps, block, block_runs, bulk_runs, pairs, work)
         print_capture(cap)
