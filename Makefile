@@ -10,6 +10,7 @@ BIN := $(VENV)/bin
 $(BIN)/flordb: pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q -c constraints.txt -e '.[torch,dev,ray,ui]'
+	$(BIN)/python -m compileall -q flordb  # an editable install compiles nothing: each command would
 	touch $(BIN)/flordb
 
 install: $(BIN)/flordb

@@ -35,6 +35,21 @@ if TYPE_CHECKING:
 INTO = ("pandas", "polars", "arrow")
 
 
+def preload() -> None:
+    """Import now what the first query in a process would, so that query answers as fast as the next.
+
+    Called by ``import flordb`` in an interactive session (a notebook, IPython,
+    the Python prompt), whose next step is a query; never in a training script,
+    whose import stays light.
+    """
+    import pandas  # noqa: F401  the default result type (pulls in numpy)
+    import pyarrow  # noqa: F401
+    import sqlglot.dialects.duckdb  # noqa: F401  loaded by the first parse otherwise
+
+    import flordb.hindsight.fill  # noqa: F401  the check for missing and stale columns
+    import flordb.hindsight.partial  # noqa: F401
+
+
 def query(sql: str, replay: str = "ask", layout: Layout | None = None, into: str = "pandas",
           allow_files=()) -> Any:
     """Run SQL over the catalog; ``logs`` is the wide view of every run.

@@ -106,3 +106,18 @@ def test_first_query_does_not_load_hindsight_when_nothing_was_replayed(proj):
     out = subprocess.run([sys.executable, "-c", code], cwd=proj, env=base_env(proj), capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("flags, eager", [(["-i"], True), ([], False)])
+def test_import_loads_the_query_side_only_in_an_interactive_session(proj, flags, eager):
+    """A notebook's (here `python -i`'s) first query does not pay for duckdb and pandas; a training script never loads them."""
+    code = (
+        "import sys, flordb as flor\n"
+        "print([m in sys.modules for m in ('duckdb', 'pandas', 'flordb.api')])\n"
+        "print(len(flor.query('SELECT DISTINCT run_id FROM logs')))\n"
+    )
+    out = subprocess.run([sys.executable, *flags, "-c", code], cwd=proj, env=base_env(proj), capture_output=True,
+                         text=True, stdin=subprocess.DEVNULL)
+    assert out.returncode == 0, out.stderr
+    loaded, runs = out.stdout.split("\n")[:2]
+    assert loaded == str([eager] * 3) and runs == "2"

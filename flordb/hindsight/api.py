@@ -145,8 +145,19 @@ def replay(names, where: str | None = None, workers: int | None = None, yes: boo
     kind = executor_name(executor)
     runner = make_executor(kind, layout, {}, workers, progress=progress, address=address)
     since = time.time()
+    try:
+        return _replay(names, where, workers, yes, layout, only_missing, confirm_mode, quiet_if_nothing, kind,
+                       runner, since)
+    finally:
+        runner.close()
+
+
+def _replay(names, where, workers, yes, layout, only_missing, confirm_mode, quiet_if_nothing, kind, runner,
+            since) -> ReplayReport:
     with open_catalog(layout) as cat:
         cat.ingest()
+        if confirm_mode == "yes" or (yes and confirm_mode is None):
+            _prestart(cat, runner)  # it imports the script's libraries while the plan is made
         plan = plan_replay(cat, names, where=where, workers=workers, only_missing=only_missing,
                            capacity=runner.capacity, executor=kind,
                            where_word=runner.where)
@@ -188,10 +199,21 @@ def replay(names, where: str | None = None, workers: int | None = None, yes: boo
             claims.wait(run_id, plan.names)
     finally:
         claims.release()
-        runner.close()
     if report.waited:
         say(f"  {len(report.waited)} run(s) were being replayed by another process: using its values.")
     return report
+
+
+def _prestart(cat: Catalog, runner) -> None:
+    """Start a worker ahead of the plan for the latest recorded run's script (most replays are of it)."""
+    row = cat.execute(
+        "SELECT script, threads FROM runs WHERE replay_of IS NULL AND script IS NOT NULL ORDER BY started DESC LIMIT 1"
+    ).fetchone()
+    if row is None:
+        return
+    script = cat.layout.work_tree / row[0]
+    if script.is_file():
+        runner.prestart(script, row[1])
 
 
 def _claim(claims: Claims, plan: ReplayPlan, report: ReplayReport, since: float) -> None:

@@ -240,17 +240,21 @@ def _refresh_stale(cat: Catalog, names: list[str], where: Where, mode: str) -> b
     """Replayed values come from an older statement than the current code's: ask."""
     from flordb.hindsight.plan import locate_statements
 
-    key = f"replayed_statements:{sorted(names)}:{where.sql('duckdb') if isinstance(where, exp.Expression) else where}"
-    before = cat.cached(key, lambda: replayed_statements(cat, names, where))
-    if not before:
+    def stale_in(before: dict[str, list[str]]) -> dict[str, tuple[str, str]]:
+        now = locate_statements(cat.layout.work_tree, list(before))
+        return {n: (next(t for t in before[n] if t != now[n].text.strip()), now[n].text.strip())
+                for n in before if n in now and any(t != now[n].text.strip() for t in before[n])}
+
+    # Over every row first (one cheap scan); only when something is stale there does
+    # it matter which of the rows ``where`` selects still hold the older values.
+    stale = stale_in(cat.cached(f"replayed_statements:{sorted(names)}", lambda: replayed_statements(cat, names)))
+    if stale and where is not None:
+        key = f"replayed_statements:{sorted(names)}:{where.sql('duckdb') if isinstance(where, exp.Expression) else where}"
+        stale = stale_in(cat.cached(key, lambda: replayed_statements(cat, names, where)))
+    if not stale:
         return False
     from flordb.hindsight.api import ConfirmationRequired, confirm, replay, say
 
-    now = locate_statements(cat.layout.work_tree, list(before))
-    stale = {n: (next(t for t in before[n] if t != now[n].text.strip()), now[n].text.strip())
-             for n in before if n in now and any(t != now[n].text.strip() for t in before[n])}
-    if not stale:
-        return False
     for n, (old, new) in stale.items():
         say(f"{n} was replayed from `{old}`, but the current code logs `{new}`.")
     try:

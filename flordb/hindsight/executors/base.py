@@ -54,6 +54,9 @@ class Executor:
     def cancel(self, handles: list) -> None:
         raise NotImplementedError
 
+    def prestart(self, script: Path, threads: int | None) -> None:
+        """Optionally start a worker for the first task before the plan is made (local: see ``.host``)."""
+
     def discard(self, task) -> None:
         """Before a retry: drop what the failed attempt wrote, so its values are not ingested twice."""
 

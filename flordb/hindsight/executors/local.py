@@ -38,6 +38,7 @@ class LocalExecutor(Executor):
         self.git_dirs = git_dirs  # patched version -> git dir holding it
         self._capacity = capacity
         self.gpus_free: list[int] = []
+        self.host: tuple[subprocess.Popen, int] | None = None  # (process, threads): see prestart
 
     def capacity(self) -> Resources:
         if self._capacity is None:
@@ -64,6 +65,26 @@ class LocalExecutor(Executor):
         cwd = (src / task.cwd).resolve() if task.cwd not in ("", ".") else src
         return [sys.executable, str(src / task.script), *task.argv], cwd, env, task_dir / f"{task.task_id}.log"
 
+    def prestart(self, script: Path, threads: int | None) -> None:
+        """Start a host for the first task while the plan is made: it imports ``script``'s libraries.
+
+        See :mod:`.host`. Used by the first task with the same thread count;
+        stopped unused otherwise (``close``).
+        """
+        from flordb.hindsight.executors.host import library_imports
+
+        if self.host is not None or os.environ.get("FLORDB_PRESTART", "1").strip().lower() in ("0", "false", "no", "off"):
+            return
+        modules = library_imports(script, self.layout.work_tree)
+        if not modules:
+            return
+        env = {**os.environ, "FLORDB_HOME": str(self.layout.home), "FLORDB_PROGRESS": "0", "PYTHONUNBUFFERED": "1",
+               **thread_env(threads or 1)}
+        proc = subprocess.Popen([sys.executable, "-m", "flordb.hindsight.executors.host", *modules],
+                                cwd=self.layout.work_tree, env=env, stdin=subprocess.PIPE,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.host = (proc, threads or 1)
+
     def start(self, task, attempt: int):
         cmd, cwd, env, log = self.command(task)
         gpu = None
@@ -71,9 +92,33 @@ class LocalExecutor(Executor):
             gpu = self.gpus_free.pop(0)
             env["CUDA_VISIBLE_DEVICES"] = str(gpu)
         fh = open(log, "w" if attempt == 1 else "a")
-        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=fh, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL)
+        proc = self._hand_to_host(cmd, cwd, env, log, task.threads or 1)
+        if proc is None:
+            proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=fh, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL)
         return _Handle(proc, fh, log, time.perf_counter(), gpu)
+
+    def _hand_to_host(self, cmd: list[str], cwd: Path, env: dict, log: Path, threads: int):
+        """The prestarted host running this task, or None (none, used, dead, or another thread count)."""
+        if self.host is None:
+            return None
+        proc, host_threads = self.host
+        self.host = None
+        try:
+            if host_threads != threads or proc.poll() is not None:
+                raise OSError("not usable for this task")
+            proc.stdin.write(json.dumps({"argv": cmd[1:], "cwd": str(cwd), "env": env, "log": str(log)}).encode()
+                             + b"\n")
+            proc.stdin.close()
+            return proc
+        except (OSError, ValueError):
+            _stop(proc)
+            return None
+
+    def close(self) -> None:
+        if self.host is not None:
+            _stop(self.host[0])
+            self.host = None
 
     def wait(self, handles: list, timeout: float) -> list:
         deadline = time.perf_counter() + timeout
@@ -107,6 +152,16 @@ class LocalExecutor(Executor):
         for h in handles:
             h.proc.wait()
             h.fh.close()
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    proc.kill()
+    proc.wait()
+    if proc.stdin is not None:
+        try:
+            proc.stdin.close()
+        except OSError:
+            pass
 
 
 class _Handle:
