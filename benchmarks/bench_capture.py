@@ -216,6 +216,7 @@ class Probe:
             cap = api.current_run().capture
             for tee, (name, stream) in zip(cap.tees, cap.saved):
                 if name == "stdout":
+                    self.tee = tee
                     self.streams = (stream if self.control else tee, stream)
             self.blocks.append([])
         elif self.side is not None:
@@ -238,7 +239,7 @@ class Probe:
             self.blocks[-1].append((self.side, t - self.t0 - (self.bulk - self.bulk0)))
             self.side = None
         if self.streams is not None:
-            sys.stdout = self.streams[0]  # the run's own state again: capture closes it at the end
+            sys.stdout = self.tee  # the run's own state again: capture closes it at the end
 
     def dump(self) -> None:
         Path(self.out).write_text(json.dumps({"acc": self.acc, "calls": self.calls, "blocks": self.blocks}))
