@@ -140,6 +140,43 @@ def test_logging_record_written_through_the_tee_is_one_row():
     assert cap.lines == [0, "stderr", "flordb-test-capture", logging.WARNING, "WARNING acc=0.93"]
 
 
+def test_sampling_whole_runs_at_once_keeps_what_one_by_one_keeps(monkeypatch):
+    """take() drops runs of plain lines of one loop in bulk; every kept line, count and note is as before."""
+    import flordb.record.capture as capture
+
+    def feed(cap, blocks, cur):
+        out = io.StringIO()
+        tee = _Tee.over(out, "stdout", cap)
+        epoch = blocks.open(("epoch",), ())
+        for e in range(6):
+            step = blocks.open(("epoch", "step"), (e,))
+            for i in range(3000):
+                cur[0] = step + i
+                if i % 997 == 5:
+                    tee.write(f"two\nlines {i}\n")
+                elif i % 1499 == 7:
+                    tee.write(f"partial {i} ")  # completed by the next print
+                elif i % 1201 == 3:
+                    cap.pending.extend((b"", cur[0], ("logging", f"record {i}", "train", 20)))
+                else:
+                    tee.write(f"step {e} {i}\n")
+            cur[0] = epoch + e
+            tee.write(f"epoch {e} done\n")
+        tee.flush()
+        lines, notes = cap.drain(final=True)
+        return lines, notes, (cap.seen, cap.kept, cap.dropped, cap.unkept)
+
+    def run():
+        blocks, cur = Blocks(), [0]
+        return feed(Capture(cur, blocks, max_lines=2000, line_chars=50), blocks, cur)
+
+    bulk = run()
+    monkeypatch.setattr(capture, "_plain_lines", lambda *a: False)
+    assert run() == bulk
+    lines, _, (seen, kept, dropped, _) = bulk
+    assert 0 < kept < seen and dropped > 0 and "epoch 5 done" in lines[4::5]
+
+
 # -- extraction ----------------------------------------------------------------------------------
 
 @pytest.fixture

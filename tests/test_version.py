@@ -162,6 +162,22 @@ def test_untracked_included_ignored_and_store_excluded(git_repo, tmp_path):
     assert lines.count(".flordb/") == 1
 
 
+@pytest.mark.parametrize("home", ["store", "lib/store"])
+def test_a_store_kept_in_the_project_under_another_name_is_left_out(git_repo, tmp_path, home):
+    """FLORDB_HOME inside the work tree: its segments are not code (each run would snapshot all earlier ones)."""
+    write(git_repo, {f"{home}/segments/r1/seg-000001.parquet": "data", f"{home}/flor.duckdb": "db",
+                     "src/store/model.py": "M = 1\n"})  # a package of the same name elsewhere is code
+    before = git_state(git_repo)
+    snap = snapshot(git_repo, tmp_path / "unused", keep_out=(git_repo / home, tmp_path / "elsewhere", git_repo))
+    files = list_files(snap.git_dir, snap.commit)
+    assert not any(f.startswith(f"{home}/") for f in files)
+    assert "src/store/model.py" in files and "train.py" in files and "notes.txt" in files
+    assert f"/{home}/" in (git_repo / ".git" / "info" / "exclude").read_text().splitlines()
+    after = git_state(git_repo)  # the store now shows as ignored, as .flordb does; nothing else moved
+    assert {k: after[k] for k in ("index", "head_file", "refs", "files", "head")} == \
+        {k: before[k] for k in ("index", "head_file", "refs", "files", "head")}
+
+
 def test_info_exclude_created_when_missing_and_anchored_line_respected(git_repo, tmp_path):
     info = git_repo / ".git" / "info"
     for p in info.iterdir():

@@ -241,14 +241,14 @@ def leave(code) -> None:
 
     Tearing down a process that loaded duckdb, pyarrow and pandas takes 0.1-0.2 s,
     a third of a small query's time; nothing of ours needs it (connections are
-    closed by then, exit handlers still run). With other threads alive, the
-    ordinary exit waits for them as usual.
+    closed by then, exit handlers still run). With other threads alive (not
+    daemons), the ordinary exit waits for them as usual.
     """
     import atexit
     import threading
 
-    if threading.active_count() > 1:
-        sys.exit(code)
+    if any(t is not threading.main_thread() and not t.daemon for t in threading.enumerate()):
+        sys.exit(code)  # the ordinary exit joins them
     if code is None:
         code = 0
     elif not isinstance(code, int):

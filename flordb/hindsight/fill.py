@@ -107,7 +107,7 @@ def _serving_replays(cat: Catalog, names: list[str], where: Where) -> set[tuple[
 
     if where is None:
         return everywhere(names)
-    from flordb.sql.engine import prepare, run_table
+    from flordb.sql.engine import prepare, run
     from flordb.sql.logs import ident
     from flordb.sql.schema import REPLAY_PREFIX, load_schema
 
@@ -117,7 +117,7 @@ def _serving_replays(cat: Catalog, names: list[str], where: Where) -> set[tuple[
         out: set[tuple[str, str]] = set()
         for n in replayed:
             sel = exp.select(exp.column(ident(REPLAY_PREFIX + n))).distinct().from_("logs").where(cond.copy())
-            for rid in run_table(cat, prepare(cat, sel)[0]).column(0).to_pylist():
+            for (rid,) in run(cat, prepare(cat, sel)[0], fetch="rows").rows:
                 if isinstance(rid, str):
                     out.add((rid, n))
         return out

@@ -31,7 +31,7 @@ from flordb.hindsight.tasks import (  # noqa: F401  (the plan types stay importa
     Calibration, ReplayPlan, RunFacts, RunPlan, Statement, Task, _useful_chunks, _worth_splitting, calibrate,
     make_tasks,
 )
-from flordb.sql.engine import prepare, run_table
+from flordb.sql.engine import prepare, run
 from flordb.sql.logs import ident
 from flordb.sql.schema import LogsSchema, load_schema
 from flordb.store.catalog import Catalog
@@ -144,9 +144,9 @@ def selected_iterations(cat: Catalog, cond: exp.Expression | None, main_loop: st
     if cond is not None:
         select = select.where(cond.copy())
     p, _ = prepare(cat, select)
-    table = run_table(cat, p)  # Arrow, not pandas: the CLI never pays pandas' import
+    rows = run(cat, p, fetch="rows").rows  # plain rows: planning needs neither pandas nor pyarrow
     out: dict[str, list[int]] = {r: [] for r in run_ids}
-    for run_id, i in zip(table.column(0).to_pylist(), table.column(1).to_pylist()):
+    for run_id, i in rows:
         if run_id in out and i is not None and not (isinstance(i, float) and math.isnan(i)):
             out[run_id].append(int(i))
     return {r: sorted(v) for r, v in out.items()}
@@ -272,7 +272,7 @@ def _plan_script(cat: Catalog, plan: ReplayPlan, script: str, statements: list[S
         its = selected_iterations(cat, cond, main_loop, [r[0] for r in candidates])
     elif cond is not None:
         sel = exp.select(exp.column(ident("run_id"))).distinct().from_("logs").where(cond.copy())
-        chosen = set(run_table(cat, prepare(cat, sel)[0]).column(0).to_pylist())
+        chosen = {row[0] for row in run(cat, prepare(cat, sel)[0], fetch="rows").rows}
         candidates = [r for r in candidates if r[0] in chosen]
 
     store = ObjectStore(cat.layout.objects)

@@ -27,6 +27,7 @@ import io
 import logging
 import os
 import sys
+from itertools import repeat
 from typing import Any
 
 from flordb.record.context import SHIFT
@@ -96,19 +97,26 @@ class Capture:
         """
         items = self.pending[:]
         del self.pending[: len(items)]
-        chunks = items[0::3]
+        chunks, ctxs, channels = items[0::3], items[1::3], items[2::3]
         self.seen += b"".join(chunks).count(b"\n")
         partial, paths, shift, encoding = self.partial, self.paths, SHIFT, self.encoding
         lines_extend, limit = self.lines.extend, self.line_chars
         last_block, st = -1, None
-        for chunk, ctx, channel in zip(chunks, items[1::3], items[2::3]):
+        i, n = -1, len(chunks)
+        while i + 1 < n:
+            i += 1
+            chunk, ctx, channel = chunks[i], ctxs[i], channels[i]
             if chunk[-1:] == b"\n" and channel not in partial:
                 block = ctx >> shift
                 if block != last_block:
                     st, last_block = paths.get(block) or self._path_state(block), block
                 st[0] += 1
-                if st[0] <= st[1]:
-                    continue  # not sampled: dropped, without looking at its text
+                if st[0] <= st[1]:  # not sampled: dropped, without looking at its text
+                    k = min(st[1] - st[0], n - i - 1)  # how many more of this path are dropped
+                    if k >= 4 and not partial and _plain_lines(chunks, ctxs, i + 1, k, block):
+                        st[0] += k  # all of them at once: whole lines of this block, nothing pending
+                        i += k
+                    continue
                 self._sampled(st)
                 text = str(chunk, encoding.get(channel, "utf-8"), "replace")[:-1]
                 if ("\n" in text or "\r" in text or self.expect is not None or text.startswith(OWN_PREFIX)
@@ -248,6 +256,23 @@ class Capture:
                 setattr(sys, name, stream)
         if self.handler is not None:
             logging.getLogger().removeHandler(self.handler)
+
+
+def _plain_lines(chunks: list, ctxs: list, i: int, k: int, block: int) -> bool:
+    """Chunks ``i .. i+k-1`` are each one whole line, printed in loop block ``block`` (checked in C, no Python loop).
+
+    Then sampling may drop them as a run: none completes a pending line, none is a
+    logging record (an empty chunk), and all belong to the same loop path.
+    """
+    seg = ctxs[i:i + k]
+    low = block << SHIFT
+    if min(seg) < low or max(seg) >= low + (1 << SHIFT):
+        return False
+    part = chunks[i:i + k]
+    try:
+        return b"".join(part).count(b"\n") == k and all(map(bytes.endswith, part, repeat(b"\n", k)))
+    except TypeError:  # a chunk that is not bytes: the one-by-one path decides
+        return False
 
 
 def raw(stream: Any) -> Any:

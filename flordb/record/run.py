@@ -153,7 +153,7 @@ class Run:
         try:
             from flordb.version import snapshot
 
-            snap = snapshot(self.layout.work_tree, self.layout.private_git)
+            snap = snapshot(self.layout.work_tree, self.layout.private_git, keep_out=(self.layout.home,))
             return {
                 "version": snap.commit,
                 "git_dir": snap.git_dir,

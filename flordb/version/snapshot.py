@@ -72,6 +72,7 @@ def snapshot(
     *,
     max_untracked_bytes: int | None = 10 * 2**20,
     exclude=(".flordb",),
+    keep_out=(),
 ) -> Snapshot:
     """Write the working tree as a commit on ``refs/flordb/snapshots/<id>``.
 
@@ -80,7 +81,9 @@ def snapshot(
     into ``private_git_dir`` (created on first use). Paths whose first
     component is in ``exclude`` and untracked files larger than
     ``max_untracked_bytes`` (None: no limit) are left out; the latter are
-    listed in ``Snapshot.skipped``.
+    listed in ``Snapshot.skipped``. ``keep_out`` are directories to leave out
+    wherever they are inside the tree (a store kept in the project under
+    another name than ``.flordb``: its segments are not code).
     """
     work_tree = Path(work_tree).resolve()
     if not work_tree.is_dir():
@@ -91,26 +94,46 @@ def snapshot(
     top = find_git_top(work_tree)
     repo = None if top is None else open_work_tree(top)
     if repo is None:  # not a repository, a bare one, or inside a .git directory
-        return _snapshot_private(work_tree, Path(private_git_dir).resolve(), max_untracked_bytes, exclude)
+        paths = _inside(keep_out, work_tree, exclude)
+        return _snapshot_private(work_tree, Path(private_git_dir).resolve(), max_untracked_bytes, exclude, paths)
 
     with repo:
         top = os.path.abspath(repo.working_tree_dir)
+        paths = _inside(keep_out, Path(top), exclude)
         git_dir, common_dir = os.path.abspath(repo.git_dir), os.path.abspath(repo.common_dir)
-        ensure_excluded(Path(common_dir) / "info" / "exclude", [f"{name}/" for name in exclude])
+        ensure_excluded(Path(common_dir) / "info" / "exclude", _patterns(exclude, paths))
         head, branch = _user_position(repo)
         with tempfile.TemporaryDirectory(prefix="flordb-index-") as tmp:
             tmp_index = os.path.join(tmp, "index")
-            commit, skipped = _write_commit(repo, top, os.path.join(git_dir, "index"), tmp_index, exclude,
+            commit, skipped = _write_commit(repo, top, os.path.join(git_dir, "index"), tmp_index, exclude + paths,
                                             max_untracked_bytes)  # fmt: skip
         keep_ref(repo, SNAPSHOT_REF + commit, commit)
     return Snapshot(commit, common_dir, top, head, branch, skipped, False)
 
 
-def _snapshot_private(work_tree: Path, gdir: Path, max_bytes, exclude) -> Snapshot:
+def _inside(paths, root: Path, exclude: tuple[str, ...]) -> tuple[str, ...]:
+    """``paths`` that lie strictly inside ``root`` and not under ``exclude``, relative to it."""
+    out = []
+    for p in paths:
+        try:
+            rel = Path(p).resolve().relative_to(root.resolve()).as_posix()
+        except (ValueError, OSError):
+            continue
+        if rel != "." and rel.split("/", 1)[0] not in exclude:
+            out.append(rel)
+    return tuple(out)
+
+
+def _patterns(exclude: tuple[str, ...], paths: tuple[str, ...]) -> list[str]:
+    """Exclude-file lines: a name in ``exclude`` is left out anywhere, each of ``paths`` only there (anchored)."""
+    return [f"{name}/" for name in exclude] + [f"/{p}/" for p in paths]
+
+
+def _snapshot_private(work_tree: Path, gdir: Path, max_bytes, exclude, paths=()) -> Snapshot:
     from flordb.version.repo import keep_ref, open_repo
 
     _init_private(gdir)
-    ensure_excluded(gdir / "info" / "exclude", [f"{name}/" for name in exclude] + list(_PRIVATE_EXCLUDES))
+    ensure_excluded(gdir / "info" / "exclude", _patterns(exclude, paths) + list(_PRIVATE_EXCLUDES))
     # A private git dir placed inside the work tree, but not under an excluded
     # directory, must not snapshot itself.
     own: tuple[str, ...] = ()
@@ -123,7 +146,7 @@ def _snapshot_private(work_tree: Path, gdir: Path, max_bytes, exclude) -> Snapsh
         # persistent one atomically and keep git's stat cache warm for next time.
         with tempfile.TemporaryDirectory(prefix="tmp-index-", dir=gdir) as tmp:
             tmp_index = os.path.join(tmp, "index")
-            commit, skipped = _write_commit(repo, work_tree, gdir / "index", tmp_index, exclude, max_bytes, own)
+            commit, skipped = _write_commit(repo, work_tree, gdir / "index", tmp_index, exclude + paths, max_bytes, own)
             os.replace(tmp_index, gdir / "index")
         keep_ref(repo, SNAPSHOT_REF + commit, commit)
     return Snapshot(commit, str(gdir), str(work_tree), None, None, skipped, True)
