@@ -63,6 +63,43 @@ def test_a_statement_in_an_imported_module_replays_against_a_full_run(tmp_path):
     assert (project / "model.py").read_text() == NOW  # the user's file is untouched
 
 
+REPORTS = '''\
+"""Reports, called before and after the training loop."""
+import flordb as flor
+
+
+def summary(m):
+    n = float(len(m.w))
+    # @before
+    return n
+
+
+def report(m):
+    final = float(m.w.sum())
+    # @after
+    return final
+'''
+TRAIN_REPORTS = TRAIN.replace("from model import Model\n", "from model import Model\nfrom reports import report, summary\n") \
+    .replace("m = Model()\n", "m = Model()\nsummary(m)\n") + "report(m)\n"
+
+
+def test_helper_statements_before_and_after_the_main_loop_are_logged(tmp_path):
+    """The place of a helper's statement is not analysed: the replay logs it in the prefix and the suffix too."""
+    now = REPORTS.replace("# @before", 'flor.log("n_params", n)').replace("# @after", 'flor.log("final", final)')
+    project, gt = make_project(tmp_path / "p"), make_project(tmp_path / "gt")
+    for p, reports in ((project, REPORTS), (gt, now)):
+        (p / "model.py").write_text(MODEL)
+        (p / "reports.py").write_text(reports)
+        record(p, TRAIN_REPORTS, check=True)
+    (project / "reports.py").write_text(now)
+    rep = replay(["n_params", "final"], yes=True, layout=locate(project), progress=False, workers=1)
+    assert not rep.failed, [r.log.read_text()[-800:] for r in rep.failed]
+    assert not rep.diverged and not rep.plan.refused, rep.plan.refused
+    sql = "SELECT n_params, final FROM logs WHERE n_params IS NOT NULL OR final IS NOT NULL ORDER BY ALL"
+    got, want = list(q(project, sql).itertuples(index=False)), list(q(gt, sql).itertuples(index=False))
+    assert [tuple(map(str, r)) for r in got] == [tuple(map(str, r)) for r in want] and len(want) == 1  # one row: both outside any loop
+
+
 def test_imports_are_followed_through_project_modules(tmp_path):
     (tmp_path / "pkg").mkdir()
     (tmp_path / "pkg" / "__init__.py").write_text("")

@@ -87,3 +87,13 @@ def test_library_imports_are_the_top_level_imports_from_outside_the_project(tmp_
     )
     assert library_imports(script, tmp_path) == ["json", "os.path", "numpy", "collections", "decimal"]
     assert library_imports(tmp_path / "missing.py", tmp_path) == []
+
+
+def test_a_query_that_needs_no_replay_leaves_no_worker_behind(proj):
+    """`--yes` starts a worker before the query knows what it lacks; unused, it is stopped at exit."""
+    env = base_env(proj)
+    out = subprocess.run([sys.executable, "-m", "flordb", "query", "SELECT count(w) AS n FROM logs", "--yes",
+                          "-f", "csv"], cwd=proj, env=env, capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.split() == ["n", "12"], out.stderr
+    hosts = subprocess.run(["pgrep", "-f", "flordb.hindsight.executors.host"], capture_output=True, text=True)
+    assert hosts.stdout.strip() == ""

@@ -90,6 +90,8 @@ def query(sql: str, fmt: str, replay: str | None, allow_files: tuple[str, ...], 
     from flordb.tabular import render
 
     _executor_settings(executor, address)
+    if replay == "yes":
+        _warm_worker()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", PartialAnswerWarning)
         df = query_rows(sql, replay=replay or "ask", allow_files=allow_files)
@@ -100,6 +102,20 @@ def query(sql: str, fmt: str, replay: str | None, allow_files: tuple[str, ...], 
             warnings.showwarning(w.message, w.category, w.filename, w.lineno)
     if partial:  # the summary is already on stderr: a partial answer is a negative verdict
         sys.exit(1)
+
+
+def _warm_worker() -> None:
+    """A query allowed to replay starts a local worker before it plans (see executors.local.prestart_early)."""
+    from flordb.hindsight.executors import executor_name
+
+    try:
+        if executor_name() == "local":
+            from flordb.hindsight.executors.local import prestart_early
+            from flordb.store.layout import locate
+
+            prestart_early(locate())
+    except Exception:  # only a head start: the replay starts its workers itself
+        pass
 
 
 @cli.command()

@@ -6,7 +6,9 @@ Net``). Such a statement belongs to the runs of every recorded script that
 imports its file, directly or through other project modules. Its file is
 patched in each historical version like the script would be; the analysis does
 not follow calls into other files, so the plan re-executes (the nested loop
-runs) and says so.
+runs) and says so, and the statement is logged wherever it runs: a replay
+that starts at the first iteration logs the code before the main loop too,
+and one that reaches the last iteration runs and logs the code after it.
 """
 
 from __future__ import annotations

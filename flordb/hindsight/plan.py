@@ -356,7 +356,7 @@ def _plan_script(cat: Catalog, plan: ReplayPlan, script: str, statements: list[S
             checkpoints=(len(facts.checkpoints), len(facts.iterations)), estimate=0.0,
             replay_id=f"{stamp}-{secrets.token_hex(2)}", patched=commit, note=note,
             facts=facts, placement=place, warm_skip=warm_skip, carried=carried, statements=statements,
-            carry=carry if carry_ok else {}, carry_ok=carry_ok,
+            carry=carry if carry_ok else {}, carry_ok=carry_ok, anywhere=bool(helper),
         )
         plan.runs.append(rp)
 

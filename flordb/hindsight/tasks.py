@@ -86,6 +86,7 @@ class RunPlan:
     carry: dict = field(default_factory=dict)  # carried variables restored from checkpoints (record/carry.py)
     carry_ok: set = field(default_factory=set)  # checkpoints whose saved variables hold all of ``carry``
     statements: list = field(default_factory=list)  # this run's script's statements (default: the plan's)
+    anywhere: bool = False  # a statement the analysis cannot place (in a helper module): logged wherever it runs
 
 
 @dataclass
@@ -264,11 +265,15 @@ def make_tasks(run: RunPlan, facts: RunFacts, st_place, statements: list[Stateme
                                         for i in range(warm, b))
         if restore_before is not None:
             cost += facts.ckpt_bytes.get(restore_before, 0) / LOAD_BYTES_PER_SECOND
-        if strategy == "suffix":
+        # A statement whose place is unknown may run before or after the main loop too:
+        # the task from the first iteration logs the prefix, the one to the last the suffix.
+        suffix = strategy == "suffix" or (run.anywhere and b == total)
+        prefix_live = (k == 0 and strategy == "prefix") or (run.anywhere and a == 0)
+        if suffix:
             cost += suffix_cost(facts)
         tasks.append(Task(
             task_id=f"{run.replay_id}-{k}", start=a, stop=b, warm=warm, restore_before=restore_before,
-            strategy=strategy, suffix=strategy == "suffix", prefix_live=(k == 0 and strategy == "prefix"),
+            strategy=strategy, suffix=suffix, prefix_live=prefix_live,
             checkpoints=needed, estimate=cost, model=cost, warm_skip=run.warm_skip,
             carry=run.carry if carry_at is not None else {}, carry_at=carry_at, **base,
         ))

@@ -8,6 +8,7 @@ task leaves its log file and does not stop the others.
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import subprocess
@@ -38,7 +39,7 @@ class LocalExecutor(Executor):
         self.git_dirs = git_dirs  # patched version -> git dir holding it
         self._capacity = capacity
         self.gpus_free: list[int] = []
-        self.host: tuple[subprocess.Popen, int] | None = None  # (process, threads): see prestart
+        self.host: tuple[subprocess.Popen, int] | None = _EARLY.pop(str(layout.home), None)  # see prestart
 
     def capacity(self) -> Resources:
         if self._capacity is None:
@@ -69,21 +70,11 @@ class LocalExecutor(Executor):
         """Start a host for the first task while the plan is made: it imports ``script``'s libraries.
 
         See :mod:`.host`. Used by the first task with the same thread count;
-        stopped unused otherwise (``close``).
+        stopped unused otherwise (``close``). A host started earlier for this
+        store (:func:`prestart_early`) is adopted instead.
         """
-        from flordb.hindsight.executors.host import library_imports
-
-        if self.host is not None or os.environ.get("FLORDB_PRESTART", "1").strip().lower() in ("0", "false", "no", "off"):
-            return
-        modules = library_imports(script, self.layout.work_tree)
-        if not modules:
-            return
-        env = {**os.environ, "FLORDB_HOME": str(self.layout.home), "FLORDB_PROGRESS": "0", "PYTHONUNBUFFERED": "1",
-               **thread_env(threads or 1)}
-        proc = subprocess.Popen([sys.executable, "-m", "flordb.hindsight.executors.host", *modules],
-                                cwd=self.layout.work_tree, env=env, stdin=subprocess.PIPE,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.host = (proc, threads or 1)
+        if self.host is None:
+            self.host = _EARLY.pop(str(self.layout.home), None) or _spawn_host(self.layout, script, threads)
 
     def start(self, task, attempt: int):
         cmd, cwd, env, log = self.command(task)
@@ -152,6 +143,60 @@ class LocalExecutor(Executor):
         for h in handles:
             h.proc.wait()
             h.fh.close()
+
+
+_EARLY: dict[str, tuple[subprocess.Popen, int]] = {}  # store home -> host started before its executor
+
+
+def prestart_early(layout: Layout) -> None:
+    """Start a worker host as soon as a command that may replay begins (``flordb query --yes``).
+
+    The query has not found what it lacks yet, but a replay is likely once
+    allowed up front, and the host imports libraries on another core
+    meanwhile. It is for the latest recorded run's script (read from its
+    segment directory: no catalog needed); the executor the replay makes
+    adopts it, and an unused one is stopped at exit.
+    """
+    from flordb.store.segments import iter_run_dirs, read_json
+
+    if str(layout.home) in _EARLY:
+        return
+    for run_dir in sorted(iter_run_dirs(layout.segments), key=lambda d: d.name, reverse=True)[:64]:
+        meta = read_json(run_dir / "run.json") or {}
+        if meta.get("mode") != "record" or not isinstance(meta.get("script"), str):
+            continue
+        script = layout.work_tree / meta["script"]
+        threads = (read_json(run_dir / "end.json") or {}).get("threads")
+        host = _spawn_host(layout, script, threads if isinstance(threads, int) else None) if script.is_file() else None
+        if host is not None:
+            _EARLY[str(layout.home)] = host
+            atexit.register(_stop_early)
+        return
+
+
+def _stop_early() -> None:
+    while _EARLY:
+        _stop(_EARLY.popitem()[1][0])
+
+
+def _spawn_host(layout: Layout, script: Path, threads: int | None) -> tuple[subprocess.Popen, int] | None:
+    """A host for ``script`` with the run's thread count (:mod:`.host`), or None (turned off, nothing to import)."""
+    from flordb.hindsight.executors.host import library_imports
+
+    if os.environ.get("FLORDB_PRESTART", "1").strip().lower() in ("0", "false", "no", "off"):
+        return None
+    modules = library_imports(script, layout.work_tree)
+    if not modules:
+        return None
+    env = {**os.environ, "FLORDB_HOME": str(layout.home), "FLORDB_PROGRESS": "0", "PYTHONUNBUFFERED": "1",
+           **thread_env(threads or 1)}
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "flordb.hindsight.executors.host", *modules],
+                                cwd=layout.work_tree, env=env, stdin=subprocess.PIPE,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    except OSError:
+        return None
+    return proc, threads or 1
 
 
 def _stop(proc: subprocess.Popen) -> None:
