@@ -100,35 +100,53 @@ class Capture:
         chunks, ctxs, channels = items[0::3], items[1::3], items[2::3]
         self.seen += b"".join(chunks).count(b"\n")
         partial, paths, shift, encoding = self.partial, self.paths, SHIFT, self.encoding
-        lines_extend, limit = self.lines.extend, self.line_chars
+        lines_extend, limit, max_lines = self.lines.extend, self.line_chars, self.max_lines
+        phase, per_path, kept = self.phase, self.per_path, self.kept
         last_block, st = -1, None
         i, n = -1, len(chunks)
-        while i + 1 < n:
-            i += 1
-            chunk, ctx, channel = chunks[i], ctxs[i], channels[i]
-            if chunk[-1:] == b"\n" and channel not in partial:
-                block = ctx >> shift
-                if block != last_block:
-                    st, last_block = paths.get(block) or self._path_state(block), block
-                st[0] += 1
-                if st[0] <= st[1]:  # not sampled: dropped, without looking at its text
-                    k = min(st[1] - st[0], n - i - 1)  # how many more of this path are dropped
-                    if k >= 4 and not partial and _plain_lines(chunks, ctxs, i + 1, k, block):
-                        st[0] += k  # all of them at once: whole lines of this block, nothing pending
-                        i += k
-                    continue
-                self._sampled(st)
-                text = str(chunk, encoding.get(channel, "utf-8"), "replace")[:-1]
-                if ("\n" in text or "\r" in text or self.expect is not None or text.startswith(OWN_PREFIX)
-                        or not text or text.isspace() or self.kept >= self.max_lines):
-                    self.cut(chunk, ctx, channel)
-                    continue
-                self.kept += 1  # the common case: one printed line, kept as it is (see add)
-                lines_extend((ctx, channel, None, None, text if len(text) <= limit else text[:limit] + "…"))
-            elif type(channel) is tuple:
-                self.record(channel[1], ctx, channel[2], channel[3])
-            else:
-                self.cut(chunk, ctx, channel)
+        try:
+            while i + 1 < n:
+                i += 1
+                chunk, ctx, channel = chunks[i], ctxs[i], channels[i]
+                if chunk[-1:] == b"\n" and channel not in partial:
+                    block = ctx >> shift
+                    if block != last_block:
+                        st, last_block = paths.get(block) or self._path_state(block), block
+                    st[0] += 1
+                    if st[0] <= st[1]:  # not sampled: dropped, without looking at its text
+                        k = st[1] - st[0]  # how many more of this path will be dropped
+                        if k >= 8 and not partial:
+                            k = min(k, n - i - 1)
+                            if k >= 8 and _plain_lines(chunks, ctxs, i + 1, k, block):
+                                st[0] += k  # all at once: whole lines of this block, nothing pending
+                                i += k
+                        continue
+                    st[3] += 1  # sampled: as _sampled, inlined (this runs for every kept line)
+                    if st[3] >= phase:
+                        st[2] *= 2
+                        st[3] = 0
+                    st[1] = st[0] + st[2] - 1
+                    st[4] += 1
+                    if st[4] >= per_path:
+                        st[1] = 1 << 62  # this path's share is full
+                    text = str(chunk, encoding.get(channel, "utf-8"), "replace")[:-1]
+                    if (kept >= max_lines or self.expect is not None or not text or "\n" in text or "\r" in text
+                            or text.startswith(OWN_PREFIX) or text.isspace()):
+                        self.kept = kept
+                        self.cut(chunk, ctx, channel)
+                        kept = self.kept
+                        continue
+                    kept += 1  # the common case: one printed line, kept as it is (see add)
+                    lines_extend((ctx, channel, None, None, text if len(text) <= limit else text[:limit] + "…"))
+                else:
+                    self.kept = kept
+                    if type(channel) is tuple:
+                        self.record(channel[1], ctx, channel[2], channel[3])
+                    else:
+                        self.cut(chunk, ctx, channel)
+                    kept = self.kept
+        finally:
+            self.kept = kept
 
     def _path_state(self, block: int) -> list[int]:
         st = self.by_path.setdefault(self.blocks.table[block][0], [0, 0, 1, 0, 0])
@@ -251,7 +269,7 @@ class Capture:
                 pass
         self.open = False
         for tee, (name, stream) in zip(self.tees, self.saved):
-            tee.sink.capture = None  # a reference kept to the tee writes through, uncaptured
+            tee.sink.stop()  # a reference kept to the tee writes through, uncaptured
             if getattr(sys, name, None) is tee:
                 setattr(sys, name, stream)
         if self.handler is not None:
@@ -313,6 +331,10 @@ class _Sink(io.RawIOBase):
                 self._take()
         return len(b)
 
+    def stop(self) -> None:
+        """Write through from now on, capturing nothing (the run ended; a reference to the tee may remain)."""
+        self.capture = None
+
     def _take(self) -> None:
         try:
             self.capture.take()
@@ -346,16 +368,40 @@ class _BytesSink(_Sink):
         self._bwrite = stream.buffer.write
         self._bflush = stream.buffer.flush
         self.each_line = bool(getattr(stream, "line_buffering", False) or getattr(stream, "write_through", False))
+        self.write = self._capturing()  # the text layer looks ``write`` up on the instance first
 
-    def write(self, b) -> int:
-        self._bwrite(b)
+    def _capturing(self):
+        """``write`` as a closure over what it uses: no attribute lookups on the per-print path."""
+        bwrite, bflush, extend, cur, channel = self._bwrite, self._bflush, self._extend, self._cur, self.channel
+        pending, take = self.capture.pending, self._take
         if self.each_line:
-            self._bflush()
-        if self.capture is not None:
-            self._extend((b, self._cur[0], self.channel))
-            if len(self.capture.pending) >= BATCH:
-                self._take()
-        return len(b)
+            def write(b) -> int:
+                bwrite(b)
+                bflush()
+                extend((b, cur[0], channel))
+                if len(pending) >= BATCH:
+                    take()
+                return len(b)
+        else:
+            def write(b) -> int:
+                bwrite(b)
+                extend((b, cur[0], channel))
+                if len(pending) >= BATCH:
+                    take()
+                return len(b)
+        return write
+
+    def stop(self) -> None:
+        super().stop()
+        bwrite, bflush, each_line = self._bwrite, self._bflush, self.each_line
+
+        def write(b) -> int:
+            bwrite(b)
+            if each_line:
+                bflush()
+            return len(b)
+
+        self.write = write
 
 
 class _Tee(io.TextIOWrapper):
