@@ -83,15 +83,15 @@ def query(sql: str, fmt: str, replay: str | None, allow_files: tuple[str, ...], 
     \b
     flordb query "SELECT epoch, avg(loss) FROM logs GROUP BY ALL ORDER BY ALL"
     """
+    _executor_settings(executor, address)
+    if replay == "yes":
+        _warm_worker()  # first: it imports libraries while this process imports the query side
     import warnings
 
     from flordb.api import query_rows
     from flordb.hindsight.partial import PartialAnswerWarning
     from flordb.tabular import render
 
-    _executor_settings(executor, address)
-    if replay == "yes":
-        _warm_worker()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", PartialAnswerWarning)
         df = query_rows(sql, replay=replay or "ask", allow_files=allow_files)
