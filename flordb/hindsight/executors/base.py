@@ -74,11 +74,15 @@ class Executor:
         running: dict[object, object] = {}  # handle -> task
         results: list[TaskResult] = []
         bar = _Progress(len(tasks), self.progress, self.name)
+        warmed = False
         try:
             while pending or running:
                 for task in pool.admit(pending):
                     attempts[task.task_id] = attempts.get(task.task_id, 0) + 1
                     running[self.start(task, attempts[task.task_id])] = task
+                if not warmed:
+                    warmed = True
+                    _load_for_ingest()
                 bar.show(running=len(running), queued=len(pending))
                 for handle, rc, seconds, log in self.wait(list(running), timeout=0.05):
                     task = running.pop(handle)
@@ -96,6 +100,14 @@ class Executor:
         finally:
             bar.close()
         return results
+
+
+def _load_for_ingest() -> None:
+    """Import what checking and ingesting the results needs while the first tasks run, not after."""
+    try:
+        import pyarrow.parquet  # noqa: F401  (flordb.store.validate reads each new segment's footer)
+    except ImportError:
+        pass
 
 
 class _Progress:
