@@ -327,3 +327,20 @@ def test_disabled_still_applies_kwargs_overrides(project):
         print(flor.arg("lr", 0.1), flor.arg("epochs", 2))
     """, "--kwargs", "lr=0.5", env={"FLORDB_DISABLE": "1"})
     assert proc.returncode == 0 and proc.stdout.strip() == "0.5 2"
+
+
+def test_a_run_that_never_uses_pandas_does_not_load_it(project):
+    """pyarrow would import pandas at the first segment write; a training process that never did stays without it,
+    and pandas still works when the script imports it afterwards."""
+    script = (
+        "import sys\n"
+        "import flordb as flor\n"
+        "for epoch in flor.loop('epoch', range(2)):\n"
+        "    flor.log('loss', 1.0 / (epoch + 1))\n"
+        "print('pandas loaded:', 'pandas' in sys.modules)\n"
+        "import pandas as pd, pyarrow as pa\n"
+        "print(pa.Table.from_pandas(pd.DataFrame({'a': [1, 2]})).num_rows, pa.array(pd.Series([1.5])).type)\n"
+    )
+    out = record(project, script, check=True)
+    assert out.stdout.splitlines() == ["pandas loaded: False", "2 double"]
+    assert list(q(project, "SELECT epoch, loss FROM logs ORDER BY epoch").itertuples(index=False)) == [(0, 1.0), (1, 0.5)]

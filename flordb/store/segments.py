@@ -32,6 +32,7 @@ import re
 from operator import itemgetter
 import os
 import sys
+import threading
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -195,6 +196,45 @@ def write_json_atomic(path: Path, payload: dict) -> None:
     os.replace(tmp, path)
 
 
+_ARROW_READY: list = []  # set once pyarrow decided, in this process, whether pandas is there
+
+
+class _NoPandasHere:
+    """A meta-path finder that makes ``import pandas`` fail on one thread only (see below)."""
+
+    def __init__(self) -> None:
+        self.thread = threading.get_ident()
+
+    def find_spec(self, name, path=None, target=None):
+        if name == "pandas" and threading.get_ident() == self.thread:
+            raise ImportError("not while FlorDB writes a segment")
+        return None
+
+
+def _arrow_without_pandas() -> None:
+    """Let pyarrow's first conversion see no pandas unless the process already imported it.
+
+    pyarrow checks whether its input is a pandas object by importing pandas,
+    once per process: a quarter of a second and tens of MB in a training run
+    (or replay worker) that never used pandas. The check fails fast on this
+    thread only; pandas stays importable everywhere else, and pyarrow's own
+    pandas functions (``to_pandas``, ``from_pandas``) import it when called.
+    """
+    import pyarrow as pa
+
+    _ARROW_READY.append(True)
+    if "pandas" in sys.modules:
+        return
+    finder = _NoPandasHere()
+    sys.meta_path.insert(0, finder)
+    try:
+        pa.array([0])  # pyarrow's one check, answered here
+    except Exception:
+        pass
+    finally:
+        sys.meta_path.remove(finder)
+
+
 class SegmentWriter:
     """Turns buffered events of one run into numbered, atomically renamed files."""
 
@@ -220,6 +260,9 @@ class SegmentWriter:
         import numpy as np
         import pyarrow as pa
         import pyarrow.parquet as pq
+
+        if not _ARROW_READY:
+            _arrow_without_pandas()
 
         parts = []
         if logs:
