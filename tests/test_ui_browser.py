@@ -157,11 +157,11 @@ def test_runs_are_sorted_and_paged_by_the_server(page, server):
 
 def test_two_selected_runs_draw_two_curves_with_every_point(page, server):
     base, _ = server
-    runs = page.locator("#runs tbody tr")
-    lrs = {}
-    for i in range(runs.count()):
-        lrs[runs.nth(i).get_attribute("data-run")] = runs.nth(i)
-    picked = [r for r in lrs][:2]
+    # One run of each version (lr 0.05 is the only run of the second), whatever order the table shows
+    listed = json.loads(page.evaluate("fetch('/runs.json').then(r => r.text())"))["runs"]
+    by_lr = {r["args"]["lr"]: r["run_id"] for r in listed}
+    picked = [by_lr[0.05], by_lr[0.01]]
+    page.wait_for_selector(f"input.pick[data-run='{picked[0]}']")
     for run_id in picked:
         page.check(f"input.pick[data-run='{run_id}']")
     page.click("#to-curves")
