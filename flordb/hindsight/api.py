@@ -154,10 +154,10 @@ def replay(names, where: str | None = None, workers: int | None = None, yes: boo
 
 def _replay(names, where, workers, yes, layout, only_missing, confirm_mode, quiet_if_nothing, kind, runner,
             since) -> ReplayReport:
+    if confirm_mode == "yes" or (yes and confirm_mode is None):
+        runner.prestart()  # a worker imports the script's libraries while the plan is made
     with open_catalog(layout) as cat:
         cat.ingest()
-        if confirm_mode == "yes" or (yes and confirm_mode is None):
-            _prestart(cat, runner)  # it imports the script's libraries while the plan is made
         plan = plan_replay(cat, names, where=where, workers=workers, only_missing=only_missing,
                            capacity=runner.capacity, executor=kind,
                            where_word=runner.where)
@@ -202,18 +202,6 @@ def _replay(names, where, workers, yes, layout, only_missing, confirm_mode, quie
     if report.waited:
         say(f"  {len(report.waited)} run(s) were being replayed by another process: using its values.")
     return report
-
-
-def _prestart(cat: Catalog, runner) -> None:
-    """Start a worker ahead of the plan for the latest recorded run's script (most replays are of it)."""
-    row = cat.execute(
-        "SELECT script, threads FROM runs WHERE replay_of IS NULL AND script IS NOT NULL ORDER BY started DESC LIMIT 1"
-    ).fetchone()
-    if row is None:
-        return
-    script = cat.layout.work_tree / row[0]
-    if script.is_file():
-        runner.prestart(script, row[1])
 
 
 def _claim(claims: Claims, plan: ReplayPlan, report: ReplayReport, since: float) -> None:

@@ -54,7 +54,7 @@ class Executor:
     def cancel(self, handles: list) -> None:
         raise NotImplementedError
 
-    def prestart(self, script: Path, threads: int | None) -> None:
+    def prestart(self) -> None:
         """Optionally start a worker for the first task before the plan is made (local: see ``.host``)."""
 
     def discard(self, task) -> None:

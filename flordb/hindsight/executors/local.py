@@ -66,15 +66,15 @@ class LocalExecutor(Executor):
         cwd = (src / task.cwd).resolve() if task.cwd not in ("", ".") else src
         return [sys.executable, str(src / task.script), *task.argv], cwd, env, task_dir / f"{task.task_id}.log"
 
-    def prestart(self, script: Path, threads: int | None) -> None:
-        """Start a host for the first task while the plan is made: it imports ``script``'s libraries.
+    def prestart(self) -> None:
+        """Start a host for the first task while the plan is made (see :func:`latest_run_host`).
 
-        See :mod:`.host`. Used by the first task with the same thread count;
-        stopped unused otherwise (``close``). A host started earlier for this
-        store (:func:`prestart_early`) is adopted instead.
+        Used by the first task with the same thread count; stopped unused
+        otherwise (``close``). A host started earlier for this store
+        (:func:`prestart_early`) is adopted instead.
         """
         if self.host is None:
-            self.host = _EARLY.pop(str(self.layout.home), None) or _spawn_host(self.layout, script, threads)
+            self.host = _EARLY.pop(str(self.layout.home), None) or latest_run_host(self.layout)
 
     def start(self, task, attempt: int):
         cmd, cwd, env, log = self.command(task)
@@ -153,25 +153,32 @@ def prestart_early(layout: Layout) -> None:
 
     The query has not found what it lacks yet, but a replay is likely once
     allowed up front, and the host imports libraries on another core
-    meanwhile. It is for the latest recorded run's script (read from its
-    segment directory: no catalog needed); the executor the replay makes
-    adopts it, and an unused one is stopped at exit.
+    meanwhile. The executor the replay makes adopts it; an unused one is
+    stopped at exit.
+    """
+    if str(layout.home) in _EARLY:
+        return
+    host = latest_run_host(layout)
+    if host is not None:
+        _EARLY[str(layout.home)] = host
+        atexit.register(_stop_early)
+
+
+def latest_run_host(layout: Layout) -> tuple[subprocess.Popen, int] | None:
+    """A host for the latest recorded run's script and threads (most replays are of it), or None.
+
+    Read from the run's segment directory: no catalog needed.
     """
     from flordb.store.segments import iter_run_dirs, read_json
 
-    if str(layout.home) in _EARLY:
-        return
     for run_dir in sorted(iter_run_dirs(layout.segments), key=lambda d: d.name, reverse=True)[:64]:
         meta = read_json(run_dir / "run.json") or {}
         if meta.get("mode") != "record" or not isinstance(meta.get("script"), str):
             continue
         script = layout.work_tree / meta["script"]
         threads = (read_json(run_dir / "end.json") or {}).get("threads")
-        host = _spawn_host(layout, script, threads if isinstance(threads, int) else None) if script.is_file() else None
-        if host is not None:
-            _EARLY[str(layout.home)] = host
-            atexit.register(_stop_early)
-        return
+        return _spawn_host(layout, script, threads if isinstance(threads, int) else None) if script.is_file() else None
+    return None
 
 
 def _stop_early() -> None:
