@@ -6,54 +6,69 @@
 
 1. Whole-process overhead of console capture on a training-like script that
    prints one line per step (numpy work per step, 1 thread: OMP/OPENBLAS/MKL
-   at 1; capture adds no thread, and everything it does runs on the script's
-   own thread). The overhead is tens of ms in a run of a few s of CPU, and
-   the CPU time of whole runs of it varies by several % from run to run on a
-   shared machine (at times far more), so comparing whole runs cannot resolve
-   1 %. The overhead is therefore measured in parts, each where it happens:
+   at 1), with Python's own stdout buffering: the children's stdout is a file
+   (``/dev/null``) and ``PYTHONUNBUFFERED`` is unset, so stdout is
+   block-buffered, as in a training job whose output goes to a log
+   (``--unbuffered``: as ``python -u`` runs it). Capture adds one thread, which
+   wakes every half second and works only when nothing else sent the text out
+   for that long (never here: the loop and the run's flushes do, on the
+   script's thread); its CPU time is counted in (c). The overhead is tens of
+   ms in a run of a few s of CPU, and the CPU time of whole runs of it varies
+   by several % from run to run on a shared machine (at times far more), so
+   comparing whole runs cannot resolve 1 %. The overhead is therefore measured
+   in parts, each where it happens:
 
    a. The print path, per printed line, in one process: a child runs the same
       script with capture on, and its loop switches ``sys.stdout`` between
-      the capture's stream (its tee, ``Capture.tees``) and the stream the
-      capture replaced (``Capture.saved``) every B = 10 steps, in the order
-      on off off on on off ... within each epoch, timing each block with
-      ``time.thread_time()`` (the script's thread: the heartbeat thread, the
-      same on both sides, stays out). The replaced stream is flushed before
-      every block, outside the timing, so that the tee's lines come out in
-      order and both sides start after the same system call. Adjacent blocks
-      form a pair, the side that goes first alternating, so drift slower than
-      a block (a few ms) cancels; the cost per line is the interquartile
-      mean (the mean of the middle half) over all pairs of (on - off) / B,
-      with its standard error. Not the plain mean: now and then something
-      outside the script slows one block of a pair by tens of percent, which
-      moves the mean by more than the effect (the control shows it; mean and
-      median are printed next to it). The print path has no occasional cost
-      of its own left to miss: what capture does now and then is (b). Work of the capture inside
-      a block that is not the print path (a ``take`` every 4,096 lines) is
-      timed and taken out of that block: it is counted in (b). A control run
-      switches between the replaced stream and itself: its figure is the
-      method's own bias, which should be 0 within its standard error.
-   b. Bulk work, off the print path, in whole runs of the unchanged script
-      with capture on: ``Capture.take`` (cutting chunks into lines, sampling),
-      ``Capture.drain`` (the rest of it), the console rows' share of each
-      segment write (``SegmentWriter.write`` timed with them, less the mean of
-      the same segment written without them to a scratch directory just
-      before and after; ``_console_columns``, converting them, is printed as
-      a part of it), ``Capture.close``, and installing capture at start
-      (``capture.start``). Each is wrapped with a thread-time accumulator in
-      the child; they run a few times per run, so wrapping costs nothing
-      measurable. Median over the runs of their sum.
-   c. The figure: (cost per line x lines printed + bulk + install) / CPU time
-      (user + sys, from ``wait4``) of the whole script with
-      ``FLORDB_CAPTURE=0``, median of its runs in (d); its uncertainty, the
-      per-line standard error scaled the same way (the spread of the bulk
-      sums over the runs is printed too). Target: at most 1 %.
-   d. Cross-check: whole runs of the unchanged script, capture on and
+      the capture's stream (``Capture.tees``) and the stream it replaced
+      (``Capture.saved``) every B = 10 steps, in the order on off off on on
+      off ... within each epoch, timing each block with ``time.thread_time()``
+      (the script's thread). The replaced stream is flushed before every
+      block, outside the timing, so that both sides start after the same
+      system call. Adjacent blocks form a pair, the side that goes first
+      alternating, so drift slower than a block (a few ms) cancels; the cost
+      per line is the interquartile mean (the mean of the middle half) over
+      all pairs of (on - off) / B, with its standard error. Not the plain
+      mean: now and then something outside the script slows one block of a
+      pair by tens of percent, which moves the mean by more than the effect
+      (the control shows it; mean and median are printed next to it). Work of
+      the capture inside a block that is not the print path (cutting what
+      waits, every 4,096 lines) is timed and taken out of that block: it is
+      counted in (c). Where stdout is block-buffered, a print appends to a
+      list and the stream's own encoding and writing move to (c), so this
+      part can be below 0. A control run switches between the replaced stream
+      and itself: its figure is the method's own bias, which should be 0
+      within its standard error.
+   b. The marks, per change of loop context: where its iteration changes, a
+      loop appends a mark to the captured text (a block-buffered stdout only;
+      the sides of (a) both have them). At the end of each epoch of the runs
+      of (a), empty nested ``flor.loop`` s of 500 iterations run with the
+      marks on and off (``Capture.marking``, read when a loop starts), in the
+      same alternating order; the cost per change is the interquartile mean of
+      the pairs' (on - off) / 500, times the changes of context in the script
+      (one per step, three per epoch, one at the end).
+   c. Bulk work, off the print path, in whole runs of the unchanged script
+      with capture on: ``Capture.take`` (sending the text out, cutting it into
+      lines, sampling), ``Capture.drain`` (the rest of it), the console rows'
+      share of each segment write (``SegmentWriter.write`` timed with them,
+      less the mean of the same segment written without them to a scratch
+      directory just before and after; ``_console_columns``, converting them,
+      is printed as a part of it), ``Capture.close``, the watcher thread's
+      own CPU time less what it spent in ``take``, and installing capture at
+      start (``capture.start``). Each is wrapped with a thread-time
+      accumulator in the child, per thread; they run a few times per run, so
+      wrapping costs nothing measurable. Median over the runs of their sum.
+   d. The figure: (a x lines printed + b x changes + c) / CPU time (user +
+      sys, from ``wait4``) of the whole script with ``FLORDB_CAPTURE=0``,
+      median of its runs in (e); its uncertainty, the standard errors of (a)
+      and (b) scaled the same way (the spread of the bulk sums over the runs
+      is printed too). Target: at most 1 %.
+   e. Cross-check: whole runs of the unchanged script, capture on and
       ``FLORDB_CAPTURE=0`` in pairs (the side that goes first alternating)
       after one warm-up run per side; the median and interquartile range of
       the per-pair ratios of CPU time (and of wall time, printed). The output
-      says whether the figure of (c) lies inside that interquartile range;
-      the judged figure is (c).
+      says whether the figure of (d) lies inside that interquartile range;
+      the judged figure is (d).
 
    Every child runs alone, pinned to one core (``os.sched_setaffinity``). Its
    work tree holds only the scripts; the stores are outside it, since a run
@@ -62,7 +77,7 @@
    interpreter freeing the captured lines at exit (at most
    FLORDB_CAPTURE_MAX_LINES strings), and any effect of the lines capture
    holds between flushes on the speed of the script's own work (the same on
-   both sides of (a); the cross-check (d) would show a large one).
+   both sides of (a); the cross-check (e) would show a large one).
 2. Extraction of one printed metric from 100 runs x 1,000 captured lines: the
    runs' segments are written with the runtime's own writer, ingested, then
    ``flordb.hindsight.extract.extract`` (scan in DuckDB, write the values as
@@ -82,6 +97,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -121,6 +137,7 @@ PROBE = textwrap.dedent(
 )
 
 THREADS = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+UNBUFFERED = False  # --unbuffered: the children run as ``python -u`` would (each write goes out at once)
 CORE = max(os.sched_getaffinity(0))  # every child runs on this one core
 
 
@@ -128,7 +145,7 @@ CORE = max(os.sched_getaffinity(0))  # every child runs on this one core
 
 
 class Probe:
-    """Thread-time accumulators around capture's bulk work, and the on/off blocks of 1a.
+    """Thread-time accumulators around capture's bulk work, and the on/off blocks of 1a and 1b.
 
     Created before the script's first FlorDB call, so its wrappers are in place
     when the run installs capture; writes what it measured to ``out`` at exit
@@ -143,8 +160,11 @@ class Probe:
         self.clock = time.thread_time
         self.acc: dict[str, float] = defaultdict(float)  # category -> seconds, exclusive of nested categories
         self.calls: dict[str, int] = defaultdict(int)
-        self.stack: list[float] = []  # nested time of the wrapped calls in progress
-        self.bulk = 0.0  # all accounted time: taken out of the block it fell in
+        self.local = threading.local()  # per thread: the nested time of the wrapped calls in progress
+        self.main = threading.get_ident()
+        self.bulk = 0.0  # accounted time on the script's thread: taken out of the block it fell in
+        self.watcher_wrapped = 0.0  # accounted time on capture's watcher thread
+        self.marks_blocks: list = []  # per epoch: [side, seconds per iteration] of each empty-loop block (1b)
         self.blocks: list[list] = []  # per epoch: [side, seconds] of each block
         self.side: str | None = None
         self.streams = None
@@ -164,20 +184,40 @@ class Probe:
                 self.acc["console columns"] += self.clock() - t0
 
         segments._console_columns = console_columns
+        run = threading.Thread.run
+
+        def thread_run(thread):  # the watcher's whole CPU time, when it ends (capture closes it)
+            try:
+                run(thread)
+            finally:
+                if thread.name == "flordb-capture":
+                    self.acc["watcher idle"] += self.clock() - self.watcher_wrapped
+
+        threading.Thread.run = thread_run
         atexit.register(self.dump)
+
+    def _stack(self) -> list:
+        stack = getattr(self.local, "stack", None)
+        if stack is None:
+            stack = self.local.stack = []
+        return stack
 
     def _account(self, category: str, seconds: float, nested: float) -> None:
         self.acc[category] += seconds - nested
         self.calls[category] += 1
-        if self.stack:
-            self.stack[-1] += seconds
-        else:
+        stack = self._stack()
+        if stack:
+            stack[-1] += seconds
+        elif threading.get_ident() == self.main:
             self.bulk += seconds
+        else:
+            self.watcher_wrapped += seconds
 
     def _wrap(self, owner, attr: str, category: str) -> None:
-        fn, clock, stack = getattr(owner, attr), self.clock, self.stack
+        fn, clock = getattr(owner, attr), self.clock
 
         def wrapped(*a, **k):
+            stack = self._stack()
             stack.append(0.0)
             t0 = clock()
             try:
@@ -244,8 +284,31 @@ class Probe:
         if self.streams is not None:
             sys.stdout = self.tee  # the run's own state again: capture closes it at the end
 
+    def marks(self, loops: int = 8, iterations: int = 500) -> None:
+        """1b, at the end of an epoch: empty nested loops with capture's marks on and off, alternating."""
+        import flordb as flor
+        from flordb.record import api
+
+        cap = api.current_run().capture
+        marking, got = cap.marking, []
+        try:
+            for k in range(2 * loops):
+                side = "on" if k % 4 in (0, 3) else "off"
+                cap.marking = marking if side == "on" else None  # read when a loop starts
+                t0 = self.clock()
+                for _ in flor.loop("marks", range(iterations)):
+                    pass
+                got.append((side, (self.clock() - t0) / iterations))
+        finally:
+            cap.marking = marking
+        self.marks_blocks.append(got)
+
     def dump(self) -> None:
-        Path(self.out).write_text(json.dumps({"acc": self.acc, "calls": self.calls, "blocks": self.blocks}))
+        for thread in threading.enumerate():
+            if thread.name == "flordb-capture":
+                thread.join(2.0)  # it counts its CPU time as it ends
+        Path(self.out).write_text(json.dumps({"acc": self.acc, "calls": self.calls, "blocks": self.blocks,
+                                              "marks": self.marks_blocks}))
 
 
 # -- the parent -----------------------------------------------------------------------------
@@ -264,6 +327,9 @@ def _child(script: Path, work: Path, side: str, home: str | None = None) -> tupl
     """
     env = dict(os.environ, FLORDB_HOME=str(work / (home or f"home{side}")), FLORDB_PROGRESS="0",
                FLORDB_CAPTURE=side, PYTHONPATH=str(REPO), **THREADS)
+    env.pop("PYTHONUNBUFFERED", None)  # Python's own default: stdout to a file is block-buffered
+    if UNBUFFERED:
+        env["PYTHONUNBUFFERED"] = "1"
     t0 = time.perf_counter()
     proc = subprocess.Popen([sys.executable, str(script)], cwd=script.parent, env=env, preexec_fn=_pin,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -283,7 +349,7 @@ def _quartiles(xs: list[float]) -> tuple[float, float, float]:
 
 
 def direct_pairs(script: Path, pairs: int, work: Path) -> dict:
-    """1d: whole runs, capture on and off, in pairs."""
+    """1e: whole runs, capture on and off, in pairs."""
     for side in ("1", "0"):  # warm-up: file caches, bytecode, the private git repository
         _child(script, work, side)
     on: list[tuple[float, float]] = []
@@ -355,7 +421,20 @@ def _interquartile_mean(xs: list[float]) -> tuple[float, float]:
     return statistics.fmean(mid), statistics.stdev(wins) / (len(mid) / n * n ** 0.5)
 
 
-BULK = ("take", "drain", "segment write", "close")
+BULK = ("take", "drain", "segment write", "close", "watcher idle")
+
+
+def _per_iteration(runs: list[dict]) -> dict:
+    """1b: the marks' cost per loop iteration, from the pairs of adjacent empty-loop blocks: on - off."""
+    costs = []
+    for got in runs:
+        for epoch in got["marks"]:
+            for first, second in zip(epoch[0::2], epoch[1::2]):
+                t = dict((first, second))
+                if set(t) == {"on", "off"}:
+                    costs.append(t["on"] - t["off"])
+    iqm, iqm_se = _interquartile_mean(costs)
+    return {"pairs": len(costs), "iqm_ns": 1e9 * iqm, "iqm_se_ns": 1e9 * iqm_se}
 
 
 def figure_capture(epochs: int, steps: int, block: int, block_runs: int, bulk_runs: int, pairs: int,
@@ -367,8 +446,11 @@ def figure_capture(epochs: int, steps: int, block: int, block_runs: int, bulk_ru
     plain.write_text(PRINTING.format(epochs=epochs, steps=steps, at_step="", after_steps=""))
     blocks = work / "tree" / "blocks.py"
     blocks.write_text(PRINTING.format(epochs=epochs, steps=steps, at_step=f"if step % {block} == 0: probe.switch()",
-                                      after_steps="probe.epoch_end()"))
-    line = _per_line([probed(blocks, work, f"blocks{r}") for r in range(block_runs)], block)
+                                      after_steps="probe.epoch_end(); probe.marks()"))
+    block_got = [probed(blocks, work, f"blocks{r}") for r in range(block_runs)]
+    line = _per_line(block_got, block)
+    marks = _per_iteration(block_got)
+    changes = epochs * (steps + 3) + 1  # where the plain script's loop context changes: each step, 3 per epoch, the end
     control = _per_line([probed(blocks, work, "control", control=True)], block)
     bulk = [probed(plain, work, f"bulk{r}") for r in range(bulk_runs)]
     direct = direct_pairs(plain, pairs, work)
@@ -379,15 +461,17 @@ def figure_capture(epochs: int, steps: int, block: int, block_runs: int, bulk_ru
     fixed_s = statistics.median(totals)
     cpu_off = direct["cpu_off_s"]
     print_path_s = 1e-9 * line["iqm_ns"] * lines
-    overhead = 100.0 * (print_path_s + fixed_s) / cpu_off
+    marks_s = 1e-9 * marks["iqm_ns"] * changes
+    overhead = 100.0 * (print_path_s + marks_s + fixed_s) / cpu_off
     lo, hi = direct["cpu_pct_quartiles"][0], direct["cpu_pct_quartiles"][2]
     return {
         "lines": lines, "block": block, "block_runs": block_runs, "per_line": line, "control": control,
-        "print_path_ms": 1e3 * print_path_s, "bulk_runs": bulk_runs,
+        "print_path_ms": 1e3 * print_path_s, "marks": marks, "changes": changes, "marks_ms": 1e3 * marks_s,
+        "bulk_runs": bulk_runs,
         "bulk_ms": 1e3 * (fixed_s - parts["install"]), "bulk_range_ms": (1e3 * totals[0], 1e3 * totals[-1]),
         "parts_ms": {k: 1e3 * v for k, v in parts.items()}, "calls": calls, "install_ms": 1e3 * parts["install"],
         "cpu_off_s": cpu_off, "overhead_pct": overhead,
-        "overhead_se_pct": 100.0 * 1e-9 * line["iqm_se_ns"] * lines / cpu_off,
+        "overhead_se_pct": 100.0 * 1e-9 * (line["iqm_se_ns"] * lines + marks["iqm_se_ns"] * changes) / cpu_off,
         "direct": direct, "inside_direct_iqr": lo <= overhead <= hi,
     }
 
@@ -401,20 +485,25 @@ def print_capture(cap: dict) -> None:
           f" {cap['print_path_ms']:.2f} ms; control (stdout switched between the same stream, {ctl['pairs']}"
           f" pairs): {ctl['iqm_ns']:.0f} +- {ctl['iqm_se_ns']:.0f} ns per line (mean {ctl['mean_ns']:.0f})",
           flush=True)
-    print(f"   b. bulk (median of {cap['bulk_runs']} runs): take {p['take']:.2f} ms ({cap['calls']['take']:.0f} calls)"
-          f" + drain {p['drain']:.2f} ({cap['calls']['drain']:.0f}) + console rows in segment writes"
-          f" {p['segment write']:.2f} ({cap['calls']['segment write']:.0f}; converting them {p['console columns']:.2f})"
-          f" + close {p['close']:.2f} = {cap['bulk_ms']:.2f} ms; install {cap['install_ms']:.2f} ms; together"
+    m = cap["marks"]
+    print(f"   b. marks where the loop context changes: {m['iqm_ns']:.0f} +- {m['iqm_se_ns']:.0f} ns per change"
+          f" (interquartile mean over {m['pairs']} pairs of empty-loop blocks) x {cap['changes']} changes ="
+          f" {cap['marks_ms']:.2f} ms", flush=True)
+    print(f"   c. bulk (median of {cap['bulk_runs']} runs): take {p['take']:.2f} ms ({cap['calls']['take']:.0f} calls;"
+          f" sending the text out included) + drain {p['drain']:.2f} ({cap['calls']['drain']:.0f}) + console rows in"
+          f" segment writes {p['segment write']:.2f} ({cap['calls']['segment write']:.0f}; converting them"
+          f" {p['console columns']:.2f}) + close {p['close']:.2f} + the watcher thread's idle turns"
+          f" {p['watcher idle']:.2f} = {cap['bulk_ms']:.2f} ms; install {cap['install_ms']:.2f} ms; together"
           f" {cap['bulk_ms'] + cap['install_ms']:.2f} ms (runs: {cap['bulk_range_ms'][0]:.2f} .."
           f" {cap['bulk_range_ms'][1]:.2f})", flush=True)
-    print(f"   c. CPU of the script with FLORDB_CAPTURE=0: {cap['cpu_off_s']:.3f} s (median of {d['pairs']} runs);"
-          f" overhead ({cap['print_path_ms']:.2f} + {cap['bulk_ms']:.2f} + {cap['install_ms']:.2f} ms)"
-          f" / {cap['cpu_off_s']:.3f} s = {cap['overhead_pct']:+.3f} % +- {cap['overhead_se_pct']:.3f}"
-          f" (the print path's standard error)   <- judged", flush=True)
+    print(f"   d. CPU of the script with FLORDB_CAPTURE=0: {cap['cpu_off_s']:.3f} s (median of {d['pairs']} runs);"
+          f" overhead (a {cap['print_path_ms']:.2f} + b {cap['marks_ms']:.2f} + c {cap['bulk_ms']:.2f} + install"
+          f" {cap['install_ms']:.2f} ms) / {cap['cpu_off_s']:.3f} s = {cap['overhead_pct']:+.3f} %"
+          f" +- {cap['overhead_se_pct']:.3f} (the standard errors of a and b)   <- judged", flush=True)
     c, w = d["cpu_pct_quartiles"], d["wall_pct_quartiles"]
-    print(f"   d. cross-check, whole runs, {d['pairs']} pairs: CPU on {d['cpu_on_s']:.3f} s"
+    print(f"   e. cross-check, whole runs, {d['pairs']} pairs: CPU on {d['cpu_on_s']:.3f} s"
           f" off {d['cpu_off_s']:.3f} s, median of pair ratios {c[1]:+.2f} %, interquartile range"
-          f" {c[0]:+.2f} .. {c[2]:+.2f} %; wall {w[1]:+.2f} % ({w[0]:+.2f} .. {w[2]:+.2f} %); the figure of c is"
+          f" {c[0]:+.2f} .. {c[2]:+.2f} %; wall {w[1]:+.2f} % ({w[0]:+.2f} .. {w[2]:+.2f} %); the figure of d is"
           f" {'inside' if cap['inside_direct_iqr'] else 'OUTSIDE'} the CPU interquartile range", flush=True)
 
 
@@ -470,18 +559,22 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke test")
     ap.add_argument("--pairs", type=int, help="pairs of whole runs for the cross-check (default 11, --quick 2)")
+    ap.add_argument("--unbuffered", action="store_true", help="the children run as python -u would")
     a = ap.parse_args()
+    global UNBUFFERED
+    UNBUFFERED = a.unbuffered
     epochs, steps, block = (2, 1000, 10) if a.quick else (5, 4000, 10)
     block_runs, bulk_runs = (1, 1) if a.quick else (5, 3)
     pairs = a.pairs or (2 if a.quick else 11)
     runs, lines = (20, 200) if a.quick else (100, 1000)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        print(f"1. capture: a script printing {epochs * steps} lines, one per step; threads: 1 per run"
-              " (OMP/OPENBLAS/MKL_NUM_THREADS=1), capture adds none; runs one at a time, each pinned to core"
-              f" {CORE}; {block_runs} runs switching stdout every {block} steps and one control run (a), {bulk_runs}"
-              f" runs timing the bulk work (b), {pairs} pairs of whole runs, capture on and off, after one warm-up"
-              " run per side (d)",
+        mode = "unbuffered (PYTHONUNBUFFERED=1)" if UNBUFFERED else "block-buffered (Python's default for a file)"
+        print(f"1. capture: a script printing {epochs * steps} lines, one per step, to a {mode} stdout; threads: 1"
+              " per run (OMP/OPENBLAS/MKL_NUM_THREADS=1), capture adds one that wakes every 0.5 s; runs one at a"
+              f" time, each pinned to core {CORE}; {block_runs} runs switching stdout every {block} steps and one"
+              f" control run (a, b), {bulk_runs} runs timing the bulk work (c), {pairs} pairs of whole runs, capture"
+              " on and off, after one warm-up run per side (e)",
               flush=True)
         cap = figure_capture(epochs, steps, block, block_runs, bulk_runs, pairs, work)
         print_capture(cap)
@@ -490,7 +583,8 @@ def main() -> int:
         ext = figure_extract(runs, lines, work)
         print(f"   {ext['values']} values from {ext['lines']} lines of {ext['runs']} runs in {ext['seconds']:.3f} s",
               flush=True)
-    rows = [("capture overhead, print per step (parts, CPU)", cap["overhead_pct"], "%", 1.0),
+    rows = [(f"capture overhead, print per step, {'unbuffered' if UNBUFFERED else 'block-buffered'} stdout"
+             " (parts, CPU)", cap["overhead_pct"], "%", 1.0),
             (f"extract 1 metric, {runs} runs x {lines} lines", ext["seconds"], "s", 1.0)]
     print("\n| figure | measured | target | verdict |\n|---|---|---|---|")
     failed = False
@@ -499,7 +593,7 @@ def main() -> int:
         failed |= not ok
         print(f"| {name} | {value:.3f} {unit} | <= {target:g} {unit} | {'pass' if ok else 'FAIL'} |")
     if a.quick:
-        print("(--quick: smaller sizes, one run each for a and b, 2 pairs; not the figures)")
+        print("(--quick: smaller sizes, one run each for a, b and c, 2 pairs; not the figures)")
     print(json.dumps({"capture": cap, "extract": ext}))
     return 1 if failed else 0
 

@@ -10,10 +10,11 @@ import sys
 
 import pytest
 
-from conftest import base_env, q, readme_block, record
+from conftest import base_env, q, readme_block, record, spawn
 
-from flordb.record.capture import Capture, _Tee, raw
-from flordb.record.context import Blocks
+from flordb.record import capture
+from flordb.record.capture import Capture, _BlockTee, _Tee, raw
+from flordb.record.context import MARK, Blocks
 
 PRINTS = """
 import logging, sys
@@ -43,8 +44,13 @@ def truth(lr=0.5):
     return out
 
 
-def test_console_table_has_lines_with_coordinates(project):
-    proc = record(project, PRINTS, check=True)
+# Python's own default (stdout to a pipe or file is block-buffered), and ``python -u``: each takes its own path.
+STDOUT_MODES = pytest.mark.parametrize("unbuffered", ["", "1"], ids=["block-buffered", "unbuffered"])
+
+
+@STDOUT_MODES
+def test_console_table_has_lines_with_coordinates(project, unbuffered):
+    proc = record(project, PRINTS, env={"PYTHONUNBUFFERED": unbuffered}, check=True)
     # The terminal still shows everything.
     assert proc.stdout.count("| epoch") == 12 and "training finished" in proc.stdout
     assert "epoch 2 done" in proc.stderr and "val_loss" in proc.stderr
@@ -64,6 +70,59 @@ def test_console_table_has_lines_with_coordinates(project):
     last = df[df.text == "training finished"]
     assert list(last.coord.iloc[0]) == [] and last.channel.iloc[0] == "stdout"
     assert not df.text.str.startswith("flordb:").any()
+
+
+def test_block_buffered_output_goes_out_while_the_run_runs(project):
+    """A job's log file or pipe gets a printed line within a fraction of a second, not at the end."""
+    import select
+    import time
+
+    script = """
+import sys, time
+import flordb as flor
+for epoch in flor.loop("epoch", range(2)):
+    print(f"epoch {epoch} started")
+    time.sleep(8 if epoch == 0 else 0)
+print("done")
+"""
+    proc = spawn(project, script, env={"PYTHONUNBUFFERED": ""})
+    try:
+        ready, _, _ = select.select([proc.stdout], [], [], 6.0)
+        assert ready and proc.poll() is None, "the line waited for the end of the run"
+        assert proc.stdout.readline() == "epoch 0 started\n"
+        t0 = time.time()
+        out, err = proc.communicate(timeout=60)
+        assert out == "epoch 1 started\ndone\n" and time.time() - t0 > 0.5, err
+    finally:
+        proc.kill()
+    df = q(project, "SELECT coord, text FROM console ORDER BY seq")
+    assert list(df.text) == ["epoch 0 started", "epoch 1 started", "done"]
+    assert [list(c) for c in df.coord] == [[0], [1], []]
+
+
+@STDOUT_MODES
+def test_a_forked_child_prints_through_and_nothing_twice(project, unbuffered):
+    """A DataLoader worker (a forked child) prints as before; the parent's held text is the parent's alone."""
+    script = """
+import os, sys
+import flordb as flor
+for epoch in flor.loop("epoch", range(2)):
+    print(f"parent {epoch}")
+    pid = os.fork()
+    if pid == 0:
+        print(f"child {epoch}")
+        sys.stdout.flush()
+        os._exit(0)
+    os.waitpid(pid, 0)
+    print(f"parent {epoch} again")
+"""
+    proc = record(project, script, env={"PYTHONUNBUFFERED": unbuffered}, check=True)
+    # Each line once, in order. (Without capture, a child that flushes the block-buffered stdout
+    # it inherited writes the parent's buffered lines once more; capture sends them out before a fork.)
+    assert proc.stdout.splitlines() == ["parent 0", "child 0", "parent 0 again", "parent 1", "child 1",
+                                        "parent 1 again"]
+    df = q(project, "SELECT coord, text FROM console WHERE run_id = (SELECT max(run_id) FROM runs) ORDER BY seq")
+    assert list(df.text) == ["parent 0", "parent 0 again", "parent 1", "parent 1 again"]
 
 
 def test_capture_off(project):
@@ -140,41 +199,109 @@ def test_logging_record_written_through_the_tee_is_one_row():
     assert cap.lines == [0, "stderr", "flordb-test-capture", logging.WARNING, "WARNING acc=0.93"]
 
 
-def test_sampling_whole_runs_at_once_keeps_what_one_by_one_keeps(monkeypatch):
-    """take() drops runs of plain lines of one loop in bulk; every kept line, count and note is as before."""
-    import flordb.record.capture as capture
+def _block_capture(cur, blocks, **kw):
+    """A capture whose stdout is block-buffered (a file, as in a training job's log), as ``install`` sets it up."""
+    out = io.TextIOWrapper(io.BytesIO(), encoding="utf-8")
+    cap = Capture(cur, blocks, **kw)
+    cap.block = _BlockTee(out, cap)
+    cap.marking = (cap.text.append, cap.marks.append, cap.text.__len__, capture.HOLD, cap.take)
+    cap.batch = capture.BATCH
+    cap.encoding["stderr"] = "utf-8"
+    return cap, cap.block, out
 
-    def feed(cap, blocks, cur):
-        out = io.StringIO()
-        tee = _Tee.over(out, "stdout", cap)
+
+@pytest.mark.parametrize("stdout", ["block-buffered", "line-buffered"])
+def test_sampling_whole_runs_at_once_keeps_what_one_by_one_keeps(monkeypatch, stdout):
+    """take() samples runs of one-line chunks of one loop at once; every kept line, count and note is as before."""
+    def feed(cur, blocks, cap, tee, out):
+        err = _Tee.over(io.StringIO(), "stderr", cap)
+        text, mark, _, _, _ = cap.marking or (lambda _: None,) * 5
         epoch = blocks.open(("epoch",), ())
         for e in range(6):
             step = blocks.open(("epoch", "step"), (e,))
             for i in range(3000):
                 cur[0] = step + i
+                text(MARK)
+                mark(cur[0])
                 if i % 997 == 5:
-                    tee.write(f"two\nlines {i}\n")
+                    print(f"two\nlines {i}", file=tee)
                 elif i % 1499 == 7:
-                    tee.write(f"partial {i} ")  # completed by the next print
+                    print(f"partial {i}", end=" ", file=tee)  # completed by the next print
                 elif i % 1201 == 3:
-                    cap.pending.extend((b"", cur[0], ("logging", f"record {i}", "train", 20)))
+                    cap.note("logging", (f"record {i}", "train", 20), cur[0])
+                elif i % 701 == 9:
+                    print(f"to stderr {i}", file=err)
                 else:
-                    tee.write(f"step {e} {i}\n")
+                    print(f"step {e} {i}", file=tee)
+                if i % 1000 == 999:
+                    cap.take()  # as the watcher does, at any point
             cur[0] = epoch + e
-            tee.write(f"epoch {e} done\n")
+            text(MARK)
+            mark(cur[0])
+            print(f"epoch {e} done", file=tee)
         tee.flush()
         lines, notes = cap.drain(final=True)
-        return lines, notes, (cap.seen, cap.kept, cap.dropped, cap.unkept)
+        return lines, notes, (cap.seen, cap.kept, cap.dropped, cap.unkept), out.buffer.getvalue()
 
     def run():
         blocks, cur = Blocks(), [0]
-        return feed(Capture(cur, blocks, max_lines=2000, line_chars=50), blocks, cur)
+        if stdout == "block-buffered":
+            return feed(cur, blocks, *_block_capture(cur, blocks, max_lines=2000, line_chars=50))
+        cap = Capture(cur, blocks, max_lines=2000, line_chars=50)
+        out = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", line_buffering=True)
+        return feed(cur, blocks, cap, _Tee.over(out, "stdout", cap), out)
 
     bulk = run()
-    monkeypatch.setattr(capture, "_plain_lines", lambda *a: False)
+    monkeypatch.setattr(capture, "_one_line_each", lambda *a: False)
     assert run() == bulk
-    lines, _, (seen, kept, dropped, _) = bulk
+    lines, _, (seen, kept, dropped, _), written = bulk
     assert 0 < kept < seen and dropped > 0 and "epoch 5 done" in lines[4::5]
+    assert "to stderr 9" in lines[4::5] and "record 3" in lines[4::5]
+    # The file got every line, in order, and no mark.
+    expected = []
+    for e in range(6):
+        for i in range(3000):
+            if i % 997 == 5:
+                expected.append(f"two\nlines {i}\n")
+            elif i % 1499 == 7:
+                expected.append(f"partial {i} ")
+            elif i % 1201 == 3 or i % 701 == 9:
+                continue
+            else:
+                expected.append(f"step {e} {i}\n")
+        expected.append(f"epoch {e} done\n")
+    assert written == "".join(expected).encode()
+    # Each kept line is at the coordinates it was printed at.
+    for ctx, text in zip(lines[0::5], lines[4::5]):
+        if text.startswith("step "):
+            e, i = map(int, text.split()[1:])
+            assert (ctx & ((1 << 32) - 1)) == i
+
+
+def test_block_tee_holds_text_back_until_a_flush_and_keeps_the_stream_api():
+    blocks, cur = Blocks(), [0]
+    cap, tee, out = _block_capture(cur, blocks, max_lines=100, line_chars=200)
+    print("one", file=tee)
+    tee.write("two\n")
+    tee.buffer.write("bytes \xe9\n".encode())
+    tee.writelines(["three\n", "four\n"])
+    assert out.buffer.getvalue() == b""  # block-buffered, as the stream itself was
+    tee.flush()
+    assert out.buffer.getvalue() == "one\ntwo\nbytes \xe9\nthree\nfour\n".encode()
+    assert tee.encoding == "utf-8" and not tee.isatty() and tee.writable() and not tee.closed
+    print("not encodable \ud800 in utf-8", file=tee)
+    tee.flush()  # written escaped: the print returned long before; training never fails for it
+    assert out.buffer.getvalue().endswith(b"not encodable \\ud800 in utf-8\n")
+    tee.reconfigure(line_buffering=True)  # as a script may ask for, to see each line at once
+    print("at once", file=tee)
+    assert out.buffer.getvalue().endswith(b"at once\n")
+    tee.stop()
+    print("after the run", file=tee)
+    assert out.buffer.getvalue().endswith(b"after the run\n")
+    lines, _ = cap.drain(final=True)
+    assert lines[4::5][:3] == ["one", "two", "bytes \xe9"] and "at once" in lines[4::5]
+    assert "after the run" not in lines[4::5]
+    assert raw(tee) is out
 
 
 # -- extraction ----------------------------------------------------------------------------------

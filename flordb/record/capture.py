@@ -5,12 +5,20 @@ module are kept per run and flushed into its segments as ``console`` rows
 (queryable as the ``console`` table). The terminal still receives every byte,
 in order. FlorDB's own messages (``flordb: ...``) and progress bars are not kept.
 
-Cheap on the print path: ``sys.stdout`` becomes a line-buffered C
-``io.TextIOWrapper`` over a small sink, so a ``print`` costs two C-level
-writes and one Python call (the sink's, once per completed line), which
-writes the text through to the real stream and appends ``(text, context)``
-to a list. Cutting, sampling and converting lines happen in bulk when the run
-flushes (or every ``BATCH`` chunks), off the per-print path.
+Cheap on the print path. Where ``sys.stdout`` was block-buffered (a file or a
+pipe: a training job's log), it becomes a :class:`_BlockTee` whose ``write``
+is a list's ``append``: a ``print`` runs no Python code at all. The loops of
+the run append a mark (:data:`MARK`) to the same list when their iteration
+changes, and the context to a list of marks, so each piece of text is placed
+at its coordinates later. The text goes out to the real stream in bulk, on
+the script's thread: when a loop has let about 4,096 lines wait, when the run
+flushes, when the script flushes; and from a small thread when none of these
+happened for ``WATCH`` seconds (a line printed outside loops). A block-buffered
+stream only promised its output by the block anyway. A terminal and
+``stderr`` flush every line, so there the stream is a line-buffered C
+``io.TextIOWrapper`` over a sink that writes each line through at once and
+notes it (one Python call per line). Cutting, sampling and converting lines
+happen in bulk, off the print path.
 
 Bounded by design: a line is cut at ``FLORDB_CAPTURE_LINE_CHARS`` characters
 (default 1000) and a run keeps at most ``FLORDB_CAPTURE_MAX_LINES`` lines
@@ -27,15 +35,22 @@ import io
 import logging
 import os
 import sys
-from itertools import repeat
+import threading
+import time
+import weakref
+from itertools import compress, repeat
+from operator import itemgetter
 from typing import Any
 
-from flordb.record.context import SHIFT
+from flordb.record.context import MARK, SHIFT
 
 OWN_PREFIX = "flordb: "  # FlorDB's own messages: never captured
+OWN_BYTES = OWN_PREFIX.encode()
 DEFAULT_MAX_LINES = 20_000
 DEFAULT_LINE_CHARS = 1_000
-BATCH = 3 * 4096  # items (3 per chunk) waiting before they are cut into lines (bounds memory between flushes)
+BATCH = 4096  # marks waiting before a line-buffered stream's writer cuts them into lines
+HOLD = 3 * 4096  # pieces of block-buffered text (about 4,096 printed lines) a loop lets wait before it cuts them
+WATCH = 0.5  # seconds: the longest a block-buffered line waits to go out when no loop or flush sends it
 LOGGING = "logging"
 
 
@@ -51,7 +66,17 @@ def _env_int(name: str, default: int, low: int) -> int:
 
 
 class Capture:
-    """The captured lines of one run, waiting for the next flush."""
+    """The captured output of one run, waiting for the next flush.
+
+    With a block-buffered stdout, everything written is in ``text`` (what
+    stdout was given, as ``str``) with one :data:`MARK` per entry of
+    ``marks``, in the order it happened: an ``int`` is the loop context from
+    that point on; a tuple ``(kind, payload, ctx)`` is a line-buffered
+    stream's chunk (kind: its channel; payload: bytes) or a logging record
+    (kind "logging"; payload: text, logger, level). Tuples of atomic values
+    only, which the garbage collector stops tracking at once. Without one,
+    ``marks`` holds the same entries flat, three items each, and no marks.
+    """
 
     def __init__(self, cur: list, blocks, max_lines: int | None = None, line_chars: int | None = None):
         self.cur = cur  # cur[0]: the current loop context (see record/context.py)
@@ -61,112 +86,263 @@ class Capture:
                            if line_chars is None else line_chars)
         self.per_path = max(1, self.max_lines // 2)  # a path's share; the rest is left for the others
         self.phase = max(min(self.per_path, 16), self.per_path // 16)  # chunks kept at each stride before it doubles
-        # Flat lists, three or five items per entry, so that no container the GC tracks
-        # outlives a print (holding thousands of tuples made every collection scan them).
-        # Chunks as written, in order: bytes, ctx, channel; a logging record's bytes are
-        # empty and its channel is the tuple ("logging", text, logger, level).
-        self.pending: list = []
+        self.text: list = []
+        self.marks: list = []
+        self.ctx = cur[0]  # the context where the text not cut yet starts
+        self.carry = ""  # text after a mark whose entry was not in ``marks`` yet when it was cut
+        self.lock = threading.RLock()  # one cut at a time: the watcher's, a flush's, the run's
         self.partial: dict[str, str] = {}  # channel -> the start of a line not ended yet
         self.encoding: dict[str, str] = {}  # channel -> the encoding of its byte chunks
-        self.lines: list = []  # kept lines: ctx, channel, logger, levelno, text
-        self.paths: dict[int, list[int]] = {}  # block -> [seen, next to keep, stride, kept at stride, kept]
+        self.lines: list = []  # kept lines, flat: ctx, channel, logger, levelno, text
+        self.paths: dict[int, list[int]] = {}  # block -> [seen, last dropped, stride, kept at stride, kept]
         self.by_path: dict[tuple, list[int]] = {}  # blocks of one loop path share its state
         self.kept = 0
         self.seen = 0  # lines printed (their newlines), kept or not
         self.unkept = 0  # lines seen but not kept for another reason (empty, FlorDB's own, a record's copy)
         self.open = True
         self.expect: str | None = None  # a logging record's message its stream handler may print next
-        self.tees: list[_Tee] = []
+        self.tees: list = []
         self.saved: list[tuple[str, Any]] = []  # (sys attribute, the stream it held)
         self.handler: _Handler | None = None
+        self.block: _BlockTee | None = None
+        self.marking: tuple | None = None  # for the loops, with a block tee: see ``install``
+        self.batch = 3 * BATCH  # items of ``marks`` that make a line-buffered writer cut: 3 per entry, flat
+        self.last_take = 0.0  # time.monotonic() of the last cut
+        self._stop_watch: threading.Event | None = None
 
     @property
     def dropped(self) -> int:
         """Lines printed that the ceiling did not keep."""
         return max(0, self.seen - self.kept - self.unkept)
 
-    # -- cutting chunks into lines (in bulk, off the print path) -------------------
+    def note(self, kind: str, payload: Any, ctx: int) -> None:
+        """A line-buffered stream's chunk (``kind`` its channel, ``payload`` bytes) or a logging record
+        (``kind`` "logging", ``payload`` (text, logger, level)), in order with the block-buffered text."""
+        if self.block is not None:
+            self.text.append(MARK)
+            self.marks.append((kind, payload, ctx))
+        else:
+            self.marks.extend((kind, payload, ctx))
+        if len(self.marks) >= self.batch:
+            self.take()
+
+    # -- cutting what was written into lines (in bulk, off the print path) ---------
 
     def take(self) -> None:
-        """Cut the pending chunks into lines and keep those the ceiling allows.
+        """Send the block-buffered text out, then cut everything written so far into lines."""
+        with self.lock:
+            self.last_take = time.monotonic()
+            text, marks = self.text, self.marks
+            if self.block is None:  # line-buffered streams only: flat entries, in order
+                n = len(marks)
+                items = marks[:n]
+                del marks[:n]
+                try:
+                    self._entries(items[0::3], items[1::3], items[2::3])
+                except Exception:  # capture must never break printing or cost the run its records
+                    pass
+                return
+            n = len(text)
+            if not n:
+                return
+            items = text[:n]
+            del text[:n]  # appends made meanwhile are after these: they stay
+            try:
+                s = "".join(items)
+            except TypeError:  # a write of something that is not a str (print never does that)
+                s = "".join(map(_as_text, items))
+            if self.block is not None:
+                self.block.forward(s)
+            self.seen += s.count("\n")
+            if self.carry:
+                s, self.carry = self.carry + s, ""
+            parts = s.split(MARK)
+            k = len(parts) - 1
+            p = min(k, len(marks))
+            entries = marks[:p]
+            del marks[:p]
+            if p < k:  # a mark whose entry another thread is appending now: cut at it, the rest waits
+                self.carry = MARK + MARK.join(parts[p + 1:])
+                del parts[p + 1:]
+            try:
+                self._cut(parts, entries)
+            except Exception:  # capture must never break printing or cost the run its records
+                pass
 
-        A chunk is usually one printed line. Sampling decides on the chunk's
-        loop path alone, before any text work, so a dropped line costs a few
-        operations; only kept chunks, unfinished lines and logging records are
-        decoded and cut.
-        """
-        items = self.pending[:]
-        del self.pending[: len(items)]
-        chunks, ctxs, channels = items[0::3], items[1::3], items[2::3]
-        self.seen += b"".join(chunks).count(b"\n")
-        partial, paths, shift, encoding = self.partial, self.paths, SHIFT, self.encoding
-        lines_extend, limit, max_lines = self.lines.extend, self.line_chars, self.max_lines
-        phase, per_path, kept = self.phase, self.per_path, self.kept
-        last_block, st = -1, None
-        i, n = -1, len(chunks)
+    def _cut(self, parts: list[str], entries: list) -> None:
+        """``parts[0]`` was written at ``self.ctx``, ``parts[j + 1]`` after ``entries[j]``."""
         try:
-            while i + 1 < n:
+            only_contexts = not entries or (type(entries[0]) is int and type(min(entries)) is int)
+        except TypeError:  # contexts mixed with tuples
+            only_contexts = False
+        if only_contexts:
+            ctxs = [self.ctx, *entries]
+            if entries:
+                self.ctx = entries[-1]
+            self.chunks(list(compress(parts, parts)), list(compress(ctxs, parts)), "stdout")
+            return
+        if not any(parts):  # no block-buffered text among them
+            try:
+                kinds = list(map(itemgetter(0), entries))
+            except TypeError:  # a context among them
+                kinds = None
+            if kinds is not None:
+                self._entries(kinds, list(map(itemgetter(1), entries)), list(map(itemgetter(2), entries)))
+                return
+        ctx, chunks, ctxs = self.ctx, [], []
+        if parts[0]:
+            chunks.append(parts[0])
+            ctxs.append(ctx)
+        for entry, part in zip(entries, parts[1:]):
+            if type(entry) is int:
+                ctx = entry
+            else:
+                if chunks:
+                    self.chunks(chunks, ctxs, "stdout")
+                    chunks, ctxs = [], []
+                self._entry(entry)
+            if part:
+                chunks.append(part)
+                ctxs.append(ctx)
+        self.ctx = ctx
+        if chunks:
+            self.chunks(chunks, ctxs, "stdout")
+
+    def _entry(self, entry: tuple) -> None:
+        kind, payload, ctx = entry
+        if kind == LOGGING:
+            self.record(payload[0], ctx, payload[1], payload[2])
+        else:
+            self._written([payload], [ctx], kind)
+
+    def _entries(self, kinds: list[str], payloads: list, ctxs: list[int]) -> None:
+        """Entries in order: runs of one stream's chunks are cut together."""
+        if LOGGING not in kinds and kinds.count(kinds[0] if kinds else None) == len(kinds):
+            if kinds:
+                self._written(payloads, ctxs, kinds[0])
+            return
+        i, n = 0, len(kinds)
+        while i < n:
+            j = i + 1
+            while j < n and kinds[j] == kinds[i] and kinds[i] != LOGGING:
+                j += 1
+            if kinds[i] == LOGGING:
+                self._entry((kinds[i], payloads[i], ctxs[i]))
+            else:
+                self._written(payloads[i:j], ctxs[i:j], kinds[i])
+            i = j
+
+    def _written(self, data: list[bytes], ctxs: list[int], channel: str) -> None:
+        """Chunks a line-buffered stream wrote, as bytes: decoded only where kept, if its encoding allows."""
+        encoding = self.encoding.get(channel, "utf-8")
+        self.seen += b"".join(data).count("\n".encode(encoding))
+        if _ascii_newlines(encoding):
+            self.chunks(data, ctxs, channel, encoding)
+        else:
+            self.chunks(list(map(str, data, repeat(encoding), repeat("replace"))), ctxs, channel)
+
+    def chunks(self, chunks: list, ctxs: list[int], channel: str, encoding: str | None = None) -> None:
+        """Pieces of text (``str``; or ``bytes`` in ``encoding``), each written at a context; most are one line each.
+
+        A chunk that ends a line (and continues none) is one unit of sampling;
+        runs of one-line chunks of one loop are sampled at once, with work
+        only for the lines kept.
+        """
+        partial, nl = self.partial, b"\n" if encoding else "\n"
+        i, n = 0, len(chunks)
+        while i < n:
+            if channel in partial or chunks[i][-1:] != nl:
+                self.cut(_text(chunks[i], encoding), ctxs[i], channel)
                 i += 1
-                chunk, ctx, channel = chunks[i], ctxs[i], channels[i]
-                if chunk[-1:] == b"\n" and channel not in partial:
-                    block = ctx >> shift
-                    if block != last_block:
-                        st, last_block = paths.get(block) or self._path_state(block), block
-                    st[0] += 1
-                    if st[0] <= st[1]:  # not sampled: dropped, without looking at its text
-                        k = st[1] - st[0]  # how many more of this path will be dropped
-                        if k >= 8 and not partial:
-                            k = min(k, n - i - 1)
-                            if k >= 8 and _plain_lines(chunks, ctxs, i + 1, k, block):
-                                st[0] += k  # all at once: whole lines of this block, nothing pending
-                                i += k
-                        continue
-                    st[3] += 1  # sampled: as _sampled, inlined (this runs for every kept line)
-                    if st[3] >= phase:
-                        st[2] *= 2
-                        st[3] = 0
-                    st[1] = st[0] + st[2] - 1
-                    st[4] += 1
-                    if st[4] >= per_path:
-                        st[1] = 1 << 62  # this path's share is full
-                    text = str(chunk, encoding.get(channel, "utf-8"), "replace")[:-1]
-                    if (kept >= max_lines or self.expect is not None or not text or "\n" in text or "\r" in text
-                            or text.startswith(OWN_PREFIX) or text.isspace()):
-                        self.kept = kept
-                        self.cut(chunk, ctx, channel)
-                        kept = self.kept
-                        continue
-                    kept += 1  # the common case: one printed line, kept as it is (see add)
-                    lines_extend((ctx, channel, None, None, text if len(text) <= limit else text[:limit] + "…"))
-                else:
-                    self.kept = kept
-                    if type(channel) is tuple:
-                        self.record(channel[1], ctx, channel[2], channel[3])
+                continue
+            block = ctxs[i] >> SHIFT
+            j = _run_end(ctxs, i, n, block)
+            if j - i > 1 and _one_line_each(chunks, i, j, nl):
+                self._sample(chunks, ctxs, i, j, block, channel, encoding)
+                i = j
+                continue
+            for k in range(i, j):  # one by one: the same decisions, with the text looked at
+                if channel not in partial and chunks[k][-1:] == nl:
+                    if chunks[k].count(nl) == 1:
+                        self._sample(chunks, ctxs, k, k + 1, block, channel, encoding)
                     else:
-                        self.cut(chunk, ctx, channel)
-                    kept = self.kept
-        finally:
-            self.kept = kept
+                        self._sample_whole(_text(chunks[k], encoding), ctxs[k], block, channel)
+                else:
+                    self.cut(_text(chunks[k], encoding), ctxs[k], channel)
+            i = j
 
     def _path_state(self, block: int) -> list[int]:
-        st = self.by_path.setdefault(self.blocks.table[block][0], [0, 0, 1, 0, 0])
-        self.paths[block] = st
+        st = self.paths.get(block)
+        if st is None:
+            st = self.paths[block] = self.by_path.setdefault(self.blocks.table[block][0], [0, 0, 1, 0, 0])
         return st
 
-    def _sampled(self, st: list[int]) -> None:
+    def _advance(self, st: list[int]) -> None:
         """A chunk of this path is kept: the next one kept is ``stride`` chunks on; strides double."""
         st[3] += 1
         if st[3] >= self.phase:
             st[2] *= 2
             st[3] = 0
-        st[1] = st[0] + st[2] - 1
         st[4] += 1
-        if st[4] >= self.per_path:
-            st[1] = 1 << 62  # this path's share is full
+        st[1] = st[0] + st[2] - 1 if st[4] < self.per_path else 1 << 62  # past its share: none more
 
-    def cut(self, chunk: bytes, ctx: int, channel: str) -> None:
+    def _sample(self, chunks: list, ctxs: list[int], i: int, j: int, block: int, channel: str,
+                encoding: str | None = None) -> None:
+        """Chunks ``i .. j-1``, one whole line each, of loop ``block``: keep those the sampling keeps.
+
+        The same decisions as :meth:`_advance` one chunk at a time, with work
+        only for the chunks kept, and their lines checked and added in C.
+        """
+        st = self._path_state(block)
+        seen, last_dropped, stride, at_stride, kept = st
+        end = seen + (j - i)
+        offset = i - seen - 1  # chunk index of this path's line number x: offset + x
+        phase, per_path = self.phase, self.per_path
+        keep = []
+        while last_dropped < end:  # one turn per stride: the kept chunks are evenly spaced
+            x = last_dropped + 1
+            c = min(phase - at_stride, (end - x) // stride + 1, per_path - kept)
+            keep.extend(range(offset + x, offset + x + c * stride, stride))
+            at_stride += c
+            kept += c
+            x += (c - 1) * stride
+            if at_stride >= phase:
+                stride *= 2
+                at_stride = 0
+            last_dropped = x + stride - 1 if kept < per_path else 1 << 62
+        st[:] = end, last_dropped, stride, at_stride, kept
+        if not keep:
+            return
+        texts = list(map(chunks.__getitem__, keep))
+        n = len(texts)
+        if encoding:  # bytes of an encoding whose newline is b"\n"; a line has at most as many characters
+            joined, cr, own, space = b"".join(texts), b"\r", OWN_BYTES, bytes.isspace
+        else:
+            joined, cr, own, space = "".join(texts), "\r", OWN_PREFIX, str.isspace
+        if (self.kept + n <= self.max_lines and self.expect is None and cr not in joined and own not in joined
+                and max(map(len, texts)) <= self.line_chars + 1 and not any(map(space, texts))):
+            rows = [None] * (5 * n)  # the common case: printed lines, kept as they are (see add)
+            rows[0::5] = map(ctxs.__getitem__, keep)
+            rows[1::5] = repeat(channel, n)
+            rows[4::5] = _text(joined, encoding)[:-1].split("\n")
+            if len(rows) == 5 * n:
+                self.lines.extend(rows)
+                self.kept += n
+                return
+        for k in keep:
+            self.cut(_text(chunks[k], encoding), ctxs[k], channel)
+
+    def _sample_whole(self, chunk: str, ctx: int, block: int, channel: str) -> None:
+        """A chunk of several whole lines: kept or dropped as one."""
+        st = self._path_state(block)
+        st[0] += 1
+        if st[0] <= st[1]:
+            return
+        self._advance(st)
+        self.cut(chunk, ctx, channel)
+
+    def cut(self, text: str, ctx: int, channel: str) -> None:
         """Lines of a chunk (with the unfinished line before it), each kept as :meth:`line` allows."""
-        text = str(chunk, self.encoding.get(channel, "utf-8"), "replace")
         start = self.partial.pop(channel, None)
         parts = text.split("\n")
         if start is not None:
@@ -202,12 +378,11 @@ class Capture:
             return
         self.expect = text.splitlines()[-1] if text else None
         self.seen += 1
-        block = ctx >> SHIFT
-        st = self.paths.get(block) or self._path_state(block)
+        st = self._path_state(ctx >> SHIFT)
         st[0] += 1
         if st[0] <= st[1]:
             return
-        self._sampled(st)
+        self._advance(st)
         self.add(LOGGING, logger, level, text, ctx)
 
     def add(self, channel: str, logger: str | None, level: int | None, text: str, ctx: int) -> None:
@@ -224,16 +399,17 @@ class Capture:
         """Captured lines, removed from the buffer: a flat list, five items per line
         (ctx, channel, logger, level, text), for ``SegmentWriter.write(console=...)``;
         and, at the end of the run, a ``console`` event saying how many were not kept."""
-        try:
-            self.take()
-            if final:
-                for channel in list(self.partial):
-                    self.seen += 1
-                    self.line(channel, self.partial.pop(channel).rsplit("\r", 1)[-1], self.cur[0])
-        except Exception:  # capture must never cost the run its records
-            pass
-        lines = self.lines[:]
-        del self.lines[: len(lines)]
+        with self.lock:
+            try:
+                self.take()
+                if final:
+                    for channel in list(self.partial):
+                        self.seen += 1
+                        self.line(channel, self.partial.pop(channel).rsplit("\r", 1)[-1], self.ctx)
+            except Exception:  # capture must never cost the run its records
+                pass
+            lines = self.lines[:]
+            del self.lines[: len(lines)]
         notes = []
         if final and self.dropped:
             notes.append({"kind": "console", "name": "capture", "path": (), "coord": (), "n": None,
@@ -252,52 +428,267 @@ class Capture:
                 stream.flush()  # what was written before goes out first
             except Exception:
                 pass
-            tee = _Tee.over(stream, name, self)
+            if name == "stdout" and _BlockTee.suits(stream):
+                tee = self.block = _BlockTee(stream, self)
+                self.batch = BATCH
+                # A loop appends MARK to the text and its context to the marks where its
+                # context changes, and cuts what waits once it is more than HOLD pieces.
+                self.marking = (self.text.append, self.marks.append, self.text.__len__, HOLD, self.take)
+            else:
+                tee = _Tee.over(stream, name, self)
             self.encoding[name] = tee.encoding
             self.saved.append((name, stream))
             setattr(sys, name, tee)
             self.tees.append(tee)
         self.handler = _Handler(self)
         logging.getLogger().addHandler(self.handler)
+        if self.block is not None:
+            self._stop_watch = _watch(self)
+        ref = weakref.ref(self)
+        os.register_at_fork(before=lambda: (ref() is not None and ref().forking()),
+                            after_in_child=lambda: (ref() is not None and ref().forked()))
 
     def close(self) -> None:
         """Stop capturing; put the streams back where nobody wrapped them after us."""
+        if self._stop_watch is not None:
+            self._stop_watch.set()
         for tee in self.tees:
             try:
                 tee.flush()  # a line not ended yet reaches the terminal and the capture
             except Exception:
                 pass
         self.open = False
+        self.marking = None
         for tee, (name, stream) in zip(self.tees, self.saved):
-            tee.sink.stop()  # a reference kept to the tee writes through, uncaptured
+            tee.stop()  # a reference kept to the tee writes through, uncaptured
             if getattr(sys, name, None) is tee:
                 setattr(sys, name, stream)
+        self.take()  # what was written between the flush and the stop
         if self.handler is not None:
             logging.getLogger().removeHandler(self.handler)
 
+    def forking(self) -> None:
+        """Before a fork: what is held goes out now, so that the child has no copy of it to write again."""
+        if self.open and self.block is not None:
+            try:
+                self.take()
+                self.block.stream.flush()
+            except Exception:
+                pass
 
-def _plain_lines(chunks: list, ctxs: list, i: int, k: int, block: int) -> bool:
-    """Chunks ``i .. i+k-1`` are each one whole line, printed in loop block ``block`` (checked in C, no Python loop).
+    def forked(self) -> None:
+        """In a child process (a DataLoader worker): write through, capture nothing; the parent owns the rest."""
+        if not self.open:
+            return
+        self.lock = threading.RLock()
+        self.open = False
+        self.marking = None
+        self.text.clear()
+        self.marks.clear()
+        self.carry = ""
+        for tee in self.tees:
+            tee.stop()
 
-    Then sampling may drop them as a run: none completes a pending line, none is a
-    logging record (an empty chunk), and all belong to the same loop path.
+
+def _watch(capture: Capture) -> threading.Event:
+    """A daemon thread that sends the block-buffered text out (and cuts it) when nothing else did for ``WATCH`` s.
+
+    Loops and flushes do it on the script's own thread as it runs; this is for
+    text printed outside loops, or in a long iteration of a loop that does not
+    iterate (waiting for data, evaluating).
     """
-    seg = ctxs[i:i + k]
-    low = block << SHIFT
-    if min(seg) < low or max(seg) >= low + (1 << SHIFT):
-        return False
-    part = chunks[i:i + k]
+    stop = threading.Event()
+    ref = weakref.ref(capture)
+
+    def watch() -> None:
+        while not stop.wait(WATCH):
+            cap = ref()
+            if cap is None or not cap.open:
+                return
+            try:
+                if cap.text and time.monotonic() - cap.last_take >= WATCH:
+                    cap.take()
+                if cap.block.unflushed:  # out of the stream's own buffer too: this is about time
+                    cap.block.unflushed = False
+                    cap.block.stream.flush()
+            except Exception:
+                pass
+            del cap
+
+    threading.Thread(target=watch, name="flordb-capture", daemon=True).start()
+    return stop
+
+
+def _run_end(ctxs: list[int], i: int, n: int, block: int) -> int:
+    """The end of the run of contexts of loop ``block`` that starts at ``i`` (C slices, doubling steps)."""
+    low, high = block << SHIFT, (block + 1) << SHIFT
+    j, step = i + 1, 8
+    while j < n:
+        seg = ctxs[j:j + step]
+        if min(seg) >= low and max(seg) < high:
+            j += len(seg)
+            step *= 2
+            continue
+        if step == 1:
+            break
+        step //= 2  # narrow down to where the run ends
+    return j
+
+
+def _one_line_each(chunks: list, i: int, j: int, nl: str | bytes) -> bool:
+    """Chunks ``i .. j-1`` each hold exactly one line, ended (checked in C, no Python loop)."""
+    part = chunks[i:j]
+    return nl[:0].join(part).count(nl) == j - i and all(map(type(nl).endswith, part, repeat(nl)))
+
+
+def _text(chunk: str | bytes, encoding: str | None) -> str:
+    return str(chunk, encoding, "replace") if encoding else chunk
+
+
+def _ascii_newlines(encoding: str) -> bool:
+    """Whether a byte 10 in this encoding's output is always a newline (UTF-8, Latin-1, ...; not UTF-16)."""
     try:
-        return b"".join(part).count(b"\n") == k and all(map(bytes.endswith, part, repeat(b"\n", k)))
-    except TypeError:  # a chunk that is not bytes: the one-by-one path decides
+        return "\n".encode(encoding) == b"\n" and "\u00e9\u4e2d".encode(encoding, "replace").find(b"\n") < 0
+    except LookupError:
         return False
+
+
+def _as_text(item: Any) -> str:
+    if isinstance(item, str):
+        return item
+    if isinstance(item, (bytes, bytearray)):
+        return bytes(item).decode("utf-8", "surrogateescape")
+    return str(item)
 
 
 def raw(stream: Any) -> Any:
     """The terminal stream under a capture tee (for FlorDB's own output, e.g. progress bars)."""
-    while isinstance(stream, _Tee):
-        stream = stream.sink.stream
+    while isinstance(stream, (_Tee, _BlockTee)):
+        stream = stream.sink.stream if isinstance(stream, _Tee) else stream.stream
     return stream
+
+
+class _BlockTee(io.TextIOBase):
+    """``sys.stdout`` while a run captures, where it was block-buffered: ``write`` is ``list.append``.
+
+    The text goes out encoded as the stream would have encoded it, with its
+    error handler; a character it cannot encode is written escaped rather
+    than raising into training, long after the ``print`` returned.
+    """
+
+    @staticmethod
+    def suits(stream: Any) -> bool:
+        return (type(stream) is io.TextIOWrapper and not stream.line_buffering and not stream.write_through
+                and callable(getattr(getattr(stream, "buffer", None), "write", None)))
+
+    def __init__(self, stream: io.TextIOWrapper, capture: Capture):
+        super().__init__()
+        self.stream = stream
+        self.capture = capture
+        self._encoding = stream.encoding or "utf-8"
+        self._errors = stream.errors or "strict"
+        self._bwrite = stream.buffer.write
+        "".encode(self._encoding, self._errors)  # the codec's lookup (an import) here, not on the watcher thread
+        self.mode = getattr(stream, "mode", "w")
+        self.unflushed = False  # text sent to the stream since it was last flushed
+        self.write = capture.text.append  # an instance attribute: what ``print`` finds first
+
+    encoding = property(lambda self: self._encoding)
+    errors = property(lambda self: self._errors)
+    line_buffering = property(lambda self: False)
+    write_through = property(lambda self: False)
+    name = property(lambda self: getattr(self.stream, "name", "<stdout>"))
+    buffer = property(lambda self: _BlockBuffer(self))
+
+    def forward(self, text: str) -> None:
+        """Write what was printed to the real stream's binary layer."""
+        if MARK in text:
+            text = text.replace(MARK, "")
+        if not text:
+            return
+        try:
+            data = text.encode(self._encoding, self._errors)
+        except UnicodeError:
+            try:
+                data = text.encode(self._encoding, "surrogateescape")  # bytes written to our ``buffer``
+            except UnicodeError:
+                data = text.encode(self._encoding, "backslashreplace")
+        self._bwrite(data)
+        self.unflushed = True
+
+    def flush(self) -> None:
+        if self.capture.open:
+            self.capture.take()
+        self.unflushed = False
+        self.stream.flush()
+
+    def stop(self) -> None:
+        """Write through from now on, capturing nothing (the run ended, or this is a forked child)."""
+        def write(s: str) -> int:
+            self.forward(s if isinstance(s, str) else _as_text(s))
+            return len(s)
+
+        self.write = write
+
+    def reconfigure(self, **kwargs: Any) -> None:
+        """The real stream's; asked to flush each line or write, the tee stops holding text back."""
+        self.flush()
+        self.stream.reconfigure(**kwargs)
+        for key in ("encoding", "errors"):
+            setattr(self, f"_{key}", getattr(self.stream, key) or getattr(self, f"_{key}"))
+        if self.stream.line_buffering or self.stream.write_through:
+            append = self.capture.text.append
+
+            def write(s: str) -> int:
+                append(s)
+                if self.stream.write_through or "\n" in s:
+                    self.flush()
+                return len(s)
+
+            self.write = write
+
+    def close(self) -> None:  # never closes the real stream
+        try:
+            self.flush()
+        except Exception:
+            pass
+
+    def fileno(self) -> int:
+        return self.stream.fileno()
+
+    def isatty(self) -> bool:
+        return self.stream.isatty()
+
+    def readable(self) -> bool:
+        return False
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def __getattr__(self, name: str) -> Any:  # only for what is not found above: never on ``print``'s path
+        if name in ("stream", "capture") or name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self.stream, name)
+
+
+class _BlockBuffer:
+    """``sys.stdout.buffer`` under a :class:`_BlockTee`: bytes keep their place among the text."""
+
+    def __init__(self, tee: _BlockTee):
+        self.tee = tee
+
+    def write(self, data) -> int:
+        self.tee.write(bytes(data).decode(self.tee.encoding, "surrogateescape"))
+        return len(data)
+
+    def flush(self) -> None:
+        self.tee.flush()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.tee.stream.buffer, name)
 
 
 class _Sink(io.RawIOBase):
@@ -317,7 +708,7 @@ class _Sink(io.RawIOBase):
         self.capture: Capture | None = capture
         self.encoding = encoding
         self._out = stream.write
-        self._extend = capture.pending.extend
+        self._note = capture.note
         self._cur = capture.cur
 
     def writable(self) -> bool:
@@ -326,9 +717,10 @@ class _Sink(io.RawIOBase):
     def write(self, b) -> int:
         self._out(str(b, self.encoding, "surrogateescape"))
         if self.capture is not None:
-            self._extend((bytes(b), self._cur[0], self.channel))
-            if len(self.capture.pending) >= BATCH:
-                self._take()
+            try:
+                self._note(self.channel, bytes(b), self._cur[0])
+            except Exception:  # capture must never break printing
+                pass
         return len(b)
 
     def stop(self) -> None:
@@ -339,7 +731,7 @@ class _Sink(io.RawIOBase):
         try:
             self.capture.take()
         except Exception:  # capture must never break printing
-            self.capture.pending.clear()
+            pass
 
     def fileno(self) -> int:
         return self.stream.fileno()
@@ -353,7 +745,7 @@ class _Sink(io.RawIOBase):
 
 
 class _BytesSink(_Sink):
-    """The sink for a real ``TextIOWrapper`` (the usual ``sys.stdout``): bytes go to its binary layer.
+    """The sink for a real ``TextIOWrapper`` (a terminal's ``sys.stdout``, ``sys.stderr``): bytes go to its binary layer.
 
     The tee encoded them with the stream's own encoding and error handler, so
     they are the bytes the stream would have produced; writing them to its
@@ -372,23 +764,30 @@ class _BytesSink(_Sink):
 
     def _capturing(self):
         """``write`` as a closure over what it uses: no attribute lookups on the per-print path."""
-        bwrite, bflush, extend, cur, channel = self._bwrite, self._bflush, self._extend, self._cur, self.channel
-        pending, take = self.capture.pending, self._take
-        if self.each_line:
+        bwrite, cur, channel = self._bwrite, self._cur, self.channel
+        flushes = self.each_line and not isinstance(self.stream.buffer, io.RawIOBase)  # a raw file has no buffer
+        bflush = self._bflush if flushes else int  # ``int()``: a C no-op
+        cap = self.capture
+        text, marks, take, batch = cap.text.append, cap.marks, self._take, cap.batch
+        mark, extend = marks.append, marks.extend
+        if cap.block is not None:  # in order with the block-buffered text: a mark there, an entry here
             def write(b) -> int:
                 bwrite(b)
                 bflush()
-                extend((b, cur[0], channel))
-                if len(pending) >= BATCH:
+                text(MARK)
+                mark((channel, b, cur[0]))
+                if len(marks) >= batch:
                     take()
                 return len(b)
         else:
             def write(b) -> int:
                 bwrite(b)
-                extend((b, cur[0], channel))
-                if len(pending) >= BATCH:
+                bflush()
+                extend((channel, b, cur[0]))
+                if len(marks) >= batch:
                     take()
                 return len(b)
+
         return write
 
     def stop(self) -> None:
@@ -405,7 +804,7 @@ class _BytesSink(_Sink):
 
 
 class _Tee(io.TextIOWrapper):
-    """``sys.stdout``/``sys.stderr`` while a run captures: the C text layer over a :class:`_Sink`."""
+    """A line-buffered ``sys.stdout``/``sys.stderr`` while a run captures: the C text layer over a :class:`_Sink`."""
 
     sink: _Sink
 
@@ -423,6 +822,9 @@ class _Tee(io.TextIOWrapper):
     def flush(self) -> None:
         super().flush()
         self.sink.stream.flush()
+
+    def stop(self) -> None:
+        self.sink.stop()
 
     def close(self) -> None:  # never closes the real stream
         try:
@@ -445,7 +847,7 @@ class _Handler(logging.Handler):
         if not cap.open:
             return
         try:
-            cap.pending.extend((b"", cap.cur[0], (LOGGING, record.getMessage(), record.name, record.levelno)))
+            cap.note(LOGGING, (record.getMessage(), record.name, record.levelno), cap.cur[0])
         except Exception:
             pass
 

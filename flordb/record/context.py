@@ -12,8 +12,11 @@ from __future__ import annotations
 
 from flordb.store.segments import MASK, SHIFT  # the segment format owns the encoding
 
-__all__ = ["MASK", "SHIFT", "TOP", "Blocks"]
+__all__ = ["MARK", "MASK", "SHIFT", "TOP", "Blocks"]
 TOP = 0  # block 0: outside any loop
+# Where the context changes in captured text (record/capture.py): a lone surrogate, which no
+# stream with a strict or surrogateescape error handler can print, so it never comes from a script.
+MARK = "\udfff"
 
 
 class Blocks:

@@ -21,7 +21,7 @@ from typing import Any, Iterable, Iterator
 
 from flordb.record.args import ARGV, LABEL_PREFIX, labels
 from flordb.store.layout import Layout
-from flordb.record.context import TOP, Blocks
+from flordb.record.context import MARK, TOP, Blocks
 from flordb.store.segments import IMMUTABLE, SegmentWriter, encode, write_json_atomic
 
 
@@ -334,6 +334,18 @@ class Run:
             self.pending_args.append((name, value))
         return value
 
+    def marking(self) -> tuple:
+        """Where a loop's context changes, what marks captured text with it (record/capture.py); Nones without."""
+        return (self.capture and self.capture.marking) or (None, None, None, 0, None)
+
+    def enter(self, ctx: int) -> None:
+        """The current loop context is now ``ctx`` (off the per-iteration path of ``flor.loop``)."""
+        self.cur[0] = ctx
+        text, mark, _, _, _ = self.marking()
+        if mark is not None:
+            text(MARK)
+            mark(ctx)
+
     def loop(self, name: str, iterable: Iterable) -> Iterator:
         parent = self.cur[0]
         parent_path, parent_coord = self.blocks.decode(parent)
@@ -357,16 +369,20 @@ class Run:
         from flordb.record.carry import user_frame
 
         self.main_frame = user_frame()
+        text, mark, _, _, _ = self.marking()
         try:
             for i, item in enumerate(iterable):
                 cur[0] = base + i
+                if mark is not None:
+                    text(MARK)
+                    mark(base + i)
                 self.nested_exit = None
                 self.checkpointed = None
                 self.ckpt_seconds = None
                 t0 = perf()
                 yield item
                 t1 = perf()
-                cur[0] = TOP
+                self.enter(TOP)
                 events.append({"kind": "iter", "path": path, "coord": (i,), "t0": t0, "t1": t1,
                                "t2": self.nested_exit})
                 self.end_iteration(i, t0, t1)
@@ -378,7 +394,7 @@ class Run:
         finally:
             if i is not None:  # left mid-iteration (a break, an exception): no state is an iteration's end
                 self.ended = None
-            cur[0] = TOP
+            self.enter(TOP)
             self.main_frame = None
             if bar is not None:
                 bar.close()
@@ -397,12 +413,22 @@ class Run:
         before = self.blocks.open(path, coord) - 1  # context of iteration n is before + n + 1
         t0 = time.perf_counter()
         n = 0
+        text, mark, waiting, hold, cut = self.marking()
         try:
-            for n, item in enumerate(iterable, 1):
-                cur[0] = before + n
-                yield item
+            if mark is None:
+                for n, item in enumerate(iterable, 1):
+                    cur[0] = before + n
+                    yield item
+            else:
+                for n, item in enumerate(iterable, 1):
+                    cur[0] = before + n
+                    text(MARK)
+                    mark(before + n)
+                    if waiting() > hold:
+                        cut()
+                    yield item
         finally:
-            cur[0] = parent
+            self.enter(parent)
             t1 = time.perf_counter()
             self.events.append({"kind": "loop", "path": path, "coord": coord, "n": n, "t0": t0, "t1": t1})
             if len(path) == 2 and self.nested_exit is None:
@@ -442,21 +468,21 @@ class Run:
             with self.outer_iteration(path, last[1], i):
                 yield
             return
-        self.cur[0] = last[1] + i
+        self.enter(last[1] + i)
         try:
             yield
         finally:
-            self.cur[0] = parent
+            self.enter(parent)
 
     @contextmanager
     def outer_iteration(self, path: tuple, base: int, i: int) -> Iterator[None]:
-        cur, perf = self.cur, time.perf_counter
+        perf = time.perf_counter
         self.outer_path = path
         from flordb.record.carry import user_frame
 
         self.main_frame = user_frame()
         self.outer_total = None
-        cur[0] = base + i
+        self.enter(base + i)
         self.nested_exit = None
         self.checkpointed = None
         self.ckpt_seconds = None
@@ -464,12 +490,12 @@ class Run:
         try:
             yield
         except BaseException:
-            cur[0] = TOP
+            self.enter(TOP)
             self.ended = None  # the state is no iteration's end state
             self.main_frame = None
             raise
         t1 = perf()
-        cur[0] = TOP
+        self.enter(TOP)
         self.events.append({"kind": "iter", "path": path, "coord": (i,), "t0": t0, "t1": t1, "t2": self.nested_exit})
         self.end_iteration(i, t0, t1)
         self.main_frame = None
