@@ -378,22 +378,20 @@ def probed(script: Path, work: Path, tag: str, control: bool = False) -> dict:
     return json.loads(out.read_text())
 
 
-def block_pairs(runs: list[dict]) -> list[float]:
-    """Per-line cost (seconds) of each pair of adjacent blocks: (on - off) / B."""
+def block_pairs(runs: list[dict], key: str = "blocks", per: int = 1) -> list[float]:
+    """The cost (seconds) per unit of each pair of adjacent blocks, (on - off) / per: lines in 1a, iterations in 1b."""
     costs = []
     for got in runs:
-        for epoch in got["blocks"]:
+        for epoch in got[key]:
             for first, second in zip(epoch[0::2], epoch[1::2]):
                 t = dict((first, second))
                 if set(t) == {"on", "off"}:
-                    costs.append((t["on"] - t["off"]) / got["block"])
+                    costs.append((t["on"] - t["off"]) / per)
     return costs
 
 
 def _per_line(runs: list[dict], block: int) -> dict:
-    for got in runs:
-        got["block"] = block
-    costs = block_pairs(runs)
+    costs = block_pairs(runs, per=block)
     q1, median, q3 = _quartiles(costs)
     iqm, iqm_se = _interquartile_mean(costs)
     return {"pairs": len(costs), "mean_ns": 1e9 * statistics.fmean(costs),
@@ -426,13 +424,7 @@ BULK = ("take", "drain", "segment write", "close", "watcher idle")
 
 def _per_iteration(runs: list[dict]) -> dict:
     """1b: the marks' cost per loop iteration, from the pairs of adjacent empty-loop blocks: on - off."""
-    costs = []
-    for got in runs:
-        for epoch in got["marks"]:
-            for first, second in zip(epoch[0::2], epoch[1::2]):
-                t = dict((first, second))
-                if set(t) == {"on", "off"}:
-                    costs.append(t["on"] - t["off"])
+    costs = block_pairs(runs, key="marks")  # already per iteration
     iqm, iqm_se = _interquartile_mean(costs)
     return {"pairs": len(costs), "iqm_ns": 1e9 * iqm, "iqm_se_ns": 1e9 * iqm_se}
 

@@ -13,7 +13,8 @@ import pytest
 from conftest import base_env, q, readme_block, record, spawn
 
 from flordb.record import capture
-from flordb.record.capture import Capture, _BlockTee, _Tee, raw
+from flordb.record.capture import Capture, _Handler
+from flordb.record.streams import BlockTee, LineTee, raw
 from flordb.record.context import MARK, Blocks
 
 PRINTS = """
@@ -159,7 +160,7 @@ def test_tee_writes_through_and_cuts_lines():
     blocks, cur = Blocks(), [0]
     cap = Capture(cur, blocks, max_lines=10_000, line_chars=30)
     out = io.StringIO()
-    tee = _Tee.over(out, "stdout", cap)
+    tee = LineTee.over(out, "stdout", cap)
     tee.write("partial ")
     assert out.getvalue() == ""  # held until its line ends, as a line-buffered terminal does
     tee.write("line\nsecond\r\n")
@@ -182,12 +183,12 @@ def test_tee_writes_through_and_cuts_lines():
 def test_logging_record_written_through_the_tee_is_one_row():
     cap = Capture([0], Blocks(), max_lines=100, line_chars=200)
     out = io.StringIO()
-    tee = _Tee.over(out, "stderr", cap)
+    tee = LineTee.over(out, "stderr", cap)
     logger = logging.getLogger("flordb-test-capture")
     handler = logging.StreamHandler(tee)
     handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
     logger.addHandler(handler)
-    logger.addHandler(_handler := __import__("flordb.record.capture", fromlist=["_Handler"])._Handler(cap))
+    logger.addHandler(_handler := _Handler(cap))
     logger.propagate = False
     try:
         logger.warning("acc=%.2f", 0.93)
@@ -203,7 +204,7 @@ def _block_capture(cur, blocks, **kw):
     """A capture whose stdout is block-buffered (a file, as in a training job's log), as ``install`` sets it up."""
     out = io.TextIOWrapper(io.BytesIO(), encoding="utf-8")
     cap = Capture(cur, blocks, **kw)
-    cap.block = _BlockTee(out, cap)
+    cap.block = BlockTee(out, cap)
     cap.marking = (cap.text.append, cap.marks.append, cap.text.__len__, capture.HOLD, cap.take)
     cap.batch = capture.BATCH
     cap.encoding["stderr"] = "utf-8"
@@ -214,7 +215,7 @@ def _block_capture(cur, blocks, **kw):
 def test_sampling_whole_runs_at_once_keeps_what_one_by_one_keeps(monkeypatch, stdout):
     """take() samples runs of one-line chunks of one loop at once; every kept line, count and note is as before."""
     def feed(cur, blocks, cap, tee, out):
-        err = _Tee.over(io.StringIO(), "stderr", cap)
+        err = LineTee.over(io.StringIO(), "stderr", cap)
         text, mark, _, _, _ = cap.marking or (lambda _: None,) * 5
         epoch = blocks.open(("epoch",), ())
         for e in range(6):
@@ -249,7 +250,7 @@ def test_sampling_whole_runs_at_once_keeps_what_one_by_one_keeps(monkeypatch, st
             return feed(cur, blocks, *_block_capture(cur, blocks, max_lines=2000, line_chars=50))
         cap = Capture(cur, blocks, max_lines=2000, line_chars=50)
         out = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", line_buffering=True)
-        return feed(cur, blocks, cap, _Tee.over(out, "stdout", cap), out)
+        return feed(cur, blocks, cap, LineTee.over(out, "stdout", cap), out)
 
     bulk = run()
     monkeypatch.setattr(capture, "_one_line_each", lambda *a: False)

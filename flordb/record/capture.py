@@ -6,8 +6,8 @@ module are kept per run and flushed into its segments as ``console`` rows
 in order. FlorDB's own messages (``flordb: ...``) and progress bars are not kept.
 
 Cheap on the print path. Where ``sys.stdout`` was block-buffered (a file or a
-pipe: a training job's log), it becomes a :class:`_BlockTee` whose ``write``
-is a list's ``append``: a ``print`` runs no Python code at all. The loops of
+pipe: a training job's log), it becomes a ``BlockTee`` (record/streams.py)
+whose ``write`` is a list's ``append``: a ``print`` runs no Python code. The loops of
 the run append a mark (:data:`MARK`) to the same list when their iteration
 changes, and the context to a list of marks, so each piece of text is placed
 at its coordinates later. The text goes out to the real stream in bulk, on
@@ -15,10 +15,10 @@ the script's thread: when a loop has let about 4,096 lines wait, when the run
 flushes, when the script flushes; and from a small thread when none of these
 happened for ``WATCH`` seconds (a line printed outside loops). A block-buffered
 stream only promised its output by the block anyway. A terminal and
-``stderr`` flush every line, so there the stream is a line-buffered C
-``io.TextIOWrapper`` over a sink that writes each line through at once and
-notes it (one Python call per line). Cutting, sampling and converting lines
-happen in bulk, off the print path.
+``stderr`` flush every line, so there the stream is a ``LineTee``: a
+line-buffered C ``io.TextIOWrapper`` over a sink that writes each line
+through at once and notes it (one Python call per line). Cutting, sampling
+and converting lines happen in bulk, off the print path.
 
 Bounded by design: a line is cut at ``FLORDB_CAPTURE_LINE_CHARS`` characters
 (default 1000) and a run keeps at most ``FLORDB_CAPTURE_MAX_LINES`` lines
@@ -31,7 +31,6 @@ the whole run; lines over the ceiling are counted and the count is recorded.
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 import sys
@@ -43,6 +42,7 @@ from operator import itemgetter
 from typing import Any
 
 from flordb.record.context import MARK, SHIFT
+from flordb.record.streams import BlockTee, LineTee, as_text
 
 OWN_PREFIX = "flordb: "  # FlorDB's own messages: never captured
 OWN_BYTES = OWN_PREFIX.encode()
@@ -104,7 +104,7 @@ class Capture:
         self.tees: list = []
         self.saved: list[tuple[str, Any]] = []  # (sys attribute, the stream it held)
         self.handler: _Handler | None = None
-        self.block: _BlockTee | None = None
+        self.block: BlockTee | None = None
         self.marking: tuple | None = None  # for the loops, with a block tee: see ``install``
         self.batch = 3 * BATCH  # items of ``marks`` that make a line-buffered writer cut: 3 per entry, flat
         self.last_take = 0.0  # time.monotonic() of the last cut
@@ -150,9 +150,8 @@ class Capture:
             try:
                 s = "".join(items)
             except TypeError:  # a write of something that is not a str (print never does that)
-                s = "".join(map(_as_text, items))
-            if self.block is not None:
-                self.block.forward(s)
+                s = "".join(map(as_text, items))
+            self.block.forward(s)
             self.seen += s.count("\n")
             if self.carry:
                 s, self.carry = self.carry + s, ""
@@ -428,14 +427,14 @@ class Capture:
                 stream.flush()  # what was written before goes out first
             except Exception:
                 pass
-            if name == "stdout" and _BlockTee.suits(stream):
-                tee = self.block = _BlockTee(stream, self)
+            if name == "stdout" and BlockTee.suits(stream):
+                tee = self.block = BlockTee(stream, self)
                 self.batch = BATCH
                 # A loop appends MARK to the text and its context to the marks where its
                 # context changes, and cuts what waits once it is more than HOLD pieces.
                 self.marking = (self.text.append, self.marks.append, self.text.__len__, HOLD, self.take)
             else:
-                tee = _Tee.over(stream, name, self)
+                tee = LineTee.over(stream, name, self)
             self.encoding[name] = tee.encoding
             self.saved.append((name, stream))
             setattr(sys, name, tee)
@@ -551,290 +550,6 @@ def _ascii_newlines(encoding: str) -> bool:
         return "\n".encode(encoding) == b"\n" and "\u00e9\u4e2d".encode(encoding, "replace").find(b"\n") < 0
     except LookupError:
         return False
-
-
-def _as_text(item: Any) -> str:
-    if isinstance(item, str):
-        return item
-    if isinstance(item, (bytes, bytearray)):
-        return bytes(item).decode("utf-8", "surrogateescape")
-    return str(item)
-
-
-def raw(stream: Any) -> Any:
-    """The terminal stream under a capture tee (for FlorDB's own output, e.g. progress bars)."""
-    while isinstance(stream, (_Tee, _BlockTee)):
-        stream = stream.sink.stream if isinstance(stream, _Tee) else stream.stream
-    return stream
-
-
-class _BlockTee(io.TextIOBase):
-    """``sys.stdout`` while a run captures, where it was block-buffered: ``write`` is ``list.append``.
-
-    The text goes out encoded as the stream would have encoded it, with its
-    error handler; a character it cannot encode is written escaped rather
-    than raising into training, long after the ``print`` returned.
-    """
-
-    @staticmethod
-    def suits(stream: Any) -> bool:
-        return (type(stream) is io.TextIOWrapper and not stream.line_buffering and not stream.write_through
-                and callable(getattr(getattr(stream, "buffer", None), "write", None)))
-
-    def __init__(self, stream: io.TextIOWrapper, capture: Capture):
-        super().__init__()
-        self.stream = stream
-        self.capture = capture
-        self._encoding = stream.encoding or "utf-8"
-        self._errors = stream.errors or "strict"
-        self._bwrite = stream.buffer.write
-        "".encode(self._encoding, self._errors)  # the codec's lookup (an import) here, not on the watcher thread
-        self.mode = getattr(stream, "mode", "w")
-        self.unflushed = False  # text sent to the stream since it was last flushed
-        self.write = capture.text.append  # an instance attribute: what ``print`` finds first
-
-    encoding = property(lambda self: self._encoding)
-    errors = property(lambda self: self._errors)
-    line_buffering = property(lambda self: False)
-    write_through = property(lambda self: False)
-    name = property(lambda self: getattr(self.stream, "name", "<stdout>"))
-    buffer = property(lambda self: _BlockBuffer(self))
-
-    def forward(self, text: str) -> None:
-        """Write what was printed to the real stream's binary layer."""
-        if MARK in text:
-            text = text.replace(MARK, "")
-        if not text:
-            return
-        try:
-            data = text.encode(self._encoding, self._errors)
-        except UnicodeError:
-            try:
-                data = text.encode(self._encoding, "surrogateescape")  # bytes written to our ``buffer``
-            except UnicodeError:
-                data = text.encode(self._encoding, "backslashreplace")
-        self._bwrite(data)
-        self.unflushed = True
-
-    def flush(self) -> None:
-        if self.capture.open:
-            self.capture.take()
-        self.unflushed = False
-        self.stream.flush()
-
-    def stop(self) -> None:
-        """Write through from now on, capturing nothing (the run ended, or this is a forked child)."""
-        def write(s: str) -> int:
-            self.forward(s if isinstance(s, str) else _as_text(s))
-            return len(s)
-
-        self.write = write
-
-    def reconfigure(self, **kwargs: Any) -> None:
-        """The real stream's; asked to flush each line or write, the tee stops holding text back."""
-        self.flush()
-        self.stream.reconfigure(**kwargs)
-        for key in ("encoding", "errors"):
-            setattr(self, f"_{key}", getattr(self.stream, key) or getattr(self, f"_{key}"))
-        if self.stream.line_buffering or self.stream.write_through:
-            append = self.capture.text.append
-
-            def write(s: str) -> int:
-                append(s)
-                if self.stream.write_through or "\n" in s:
-                    self.flush()
-                return len(s)
-
-            self.write = write
-
-    def close(self) -> None:  # never closes the real stream
-        try:
-            self.flush()
-        except Exception:
-            pass
-
-    def fileno(self) -> int:
-        return self.stream.fileno()
-
-    def isatty(self) -> bool:
-        return self.stream.isatty()
-
-    def readable(self) -> bool:
-        return False
-
-    def writable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return False
-
-    def __getattr__(self, name: str) -> Any:  # only for what is not found above: never on ``print``'s path
-        if name in ("stream", "capture") or name.startswith("__"):
-            raise AttributeError(name)
-        return getattr(self.stream, name)
-
-
-class _BlockBuffer:
-    """``sys.stdout.buffer`` under a :class:`_BlockTee`: bytes keep their place among the text."""
-
-    def __init__(self, tee: _BlockTee):
-        self.tee = tee
-
-    def write(self, data) -> int:
-        self.tee.write(bytes(data).decode(self.tee.encoding, "surrogateescape"))
-        return len(data)
-
-    def flush(self) -> None:
-        self.tee.flush()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.tee.stream.buffer, name)
-
-
-class _Sink(io.RawIOBase):
-    """Under the tee's C text layer: writes each flushed chunk through, then notes it.
-
-    The text layer is line-buffered, so a chunk is what was written up to a
-    newline (or a ``flush``): one call here per printed line. ``flush`` is
-    ``RawIOBase``'s (C, a no-op), because the text layer calls it after every
-    line; the tee's own ``flush`` flushes the real stream. This sink writes
-    text to streams without a binary layer (a ``StringIO``, a wrapper).
-    """
-
-    def __init__(self, stream: Any, channel: str, capture: Capture, encoding: str):
-        super().__init__()
-        self.stream = stream
-        self.channel = channel
-        self.capture: Capture | None = capture
-        self.encoding = encoding
-        self._out = stream.write
-        self._note = capture.note
-        self._cur = capture.cur
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, b) -> int:
-        self._out(str(b, self.encoding, "surrogateescape"))
-        if self.capture is not None:
-            try:
-                self._note(self.channel, bytes(b), self._cur[0])
-            except Exception:  # capture must never break printing
-                pass
-        return len(b)
-
-    def stop(self) -> None:
-        """Write through from now on, capturing nothing (the run ended; a reference to the tee may remain)."""
-        self.capture = None
-
-    def _take(self) -> None:
-        try:
-            self.capture.take()
-        except Exception:  # capture must never break printing
-            pass
-
-    def fileno(self) -> int:
-        return self.stream.fileno()
-
-    def isatty(self) -> bool:
-        return self.stream.isatty()
-
-    @property
-    def name(self) -> Any:
-        return getattr(self.stream, "name", self.channel)
-
-
-class _BytesSink(_Sink):
-    """The sink for a real ``TextIOWrapper`` (a terminal's ``sys.stdout``, ``sys.stderr``): bytes go to its binary layer.
-
-    The tee encoded them with the stream's own encoding and error handler, so
-    they are the bytes the stream would have produced; writing them to its
-    buffer skips a decode and a second text layer (half the cost of a print).
-    The stream was flushed when the tee was installed, so nothing it held is
-    overtaken; a stream that flushed every line (a terminal, ``stderr``) still
-    does. Chunks are decoded only when the capture cuts them into lines.
-    """
-
-    def __init__(self, stream: Any, channel: str, capture: Capture, encoding: str):
-        super().__init__(stream, channel, capture, encoding)
-        self._bwrite = stream.buffer.write
-        self._bflush = stream.buffer.flush
-        self.each_line = bool(getattr(stream, "line_buffering", False) or getattr(stream, "write_through", False))
-        self.write = self._capturing()  # the text layer looks ``write`` up on the instance first
-
-    def _capturing(self):
-        """``write`` as a closure over what it uses: no attribute lookups on the per-print path."""
-        bwrite, cur, channel = self._bwrite, self._cur, self.channel
-        flushes = self.each_line and not isinstance(self.stream.buffer, io.RawIOBase)  # a raw file has no buffer
-        bflush = self._bflush if flushes else int  # ``int()``: a C no-op
-        cap = self.capture
-        text, marks, take, batch = cap.text.append, cap.marks, self._take, cap.batch
-        mark, extend = marks.append, marks.extend
-        if cap.block is not None:  # in order with the block-buffered text: a mark there, an entry here
-            def write(b) -> int:
-                bwrite(b)
-                bflush()
-                text(MARK)
-                mark((channel, b, cur[0]))
-                if len(marks) >= batch:
-                    take()
-                return len(b)
-        else:
-            def write(b) -> int:
-                bwrite(b)
-                bflush()
-                extend((channel, b, cur[0]))
-                if len(marks) >= batch:
-                    take()
-                return len(b)
-
-        return write
-
-    def stop(self) -> None:
-        super().stop()
-        bwrite, bflush, each_line = self._bwrite, self._bflush, self.each_line
-
-        def write(b) -> int:
-            bwrite(b)
-            if each_line:
-                bflush()
-            return len(b)
-
-        self.write = write
-
-
-class _Tee(io.TextIOWrapper):
-    """A line-buffered ``sys.stdout``/``sys.stderr`` while a run captures: the C text layer over a :class:`_Sink`."""
-
-    sink: _Sink
-
-    @classmethod
-    def over(cls, stream: Any, channel: str, capture: Capture) -> "_Tee":
-        encoding = getattr(stream, "encoding", None) or "utf-8"
-        errors = getattr(stream, "errors", None) or "strict"
-        fast = isinstance(stream, io.TextIOWrapper) and callable(getattr(getattr(stream, "buffer", None), "write", None))
-        sink = (_BytesSink if fast else _Sink)(stream, channel, capture, encoding)
-        tee = cls(sink, encoding=encoding, errors=errors, line_buffering=True)
-        tee.sink = sink
-        tee.mode = getattr(stream, "mode", "w")
-        return tee
-
-    def flush(self) -> None:
-        super().flush()
-        self.sink.stream.flush()
-
-    def stop(self) -> None:
-        self.sink.stop()
-
-    def close(self) -> None:  # never closes the real stream
-        try:
-            self.flush()
-        except Exception:
-            pass
-
-    # No __getattr__ forwarding to the real stream: it would slow every ``print``'s
-    # lookup of ``write``. What callers read is set in ``over`` (``mode``) or reached
-    # through the binary layer (``fileno``, ``isatty``, ``name``).
 
 
 class _Handler(logging.Handler):

@@ -616,7 +616,7 @@ def _progress(name: str, iterable: Iterable):
         from tqdm import tqdm
     except ImportError:
         return None
-    from flordb.record.capture import raw
+    from flordb.record.streams import raw
 
     return tqdm(total=_length(iterable), desc=name, file=raw(sys.stderr), disable=None, leave=False, dynamic_ncols=True)
 
