@@ -55,7 +55,8 @@
       directory just before and after; ``_console_columns``, converting them,
       is printed as a part of it), ``Capture.close``, the watcher thread's
       own CPU time less what it spent in ``take``, and installing capture at
-      start (``capture.start``). Each is wrapped with a thread-time
+      start (importing ``flordb.record.capture``, which a run without capture
+      never imports, and ``capture.start``). Each is wrapped with a thread-time
       accumulator in the child, per thread; they run a few times per run, so
       wrapping costs nothing measurable. Median over the runs of their sum.
    d. The figure: (a x lines printed + b x changes + c) / CPU time (user +
@@ -153,12 +154,17 @@ class Probe:
     """
 
     def __init__(self, out: str, scratch: str, control: bool = False):
-        from flordb.record import capture
+        self.clock = time.thread_time
+        self.acc: dict[str, float] = defaultdict(float)  # category -> seconds, exclusive of nested categories
+        import flordb.record.run  # noqa: F401  (every recording run imports it, with capture or without)
+
+        t0 = self.clock()
+        from flordb.record import capture  # a run without capture never imports it: part of installing it
+
+        self.acc["install"] += self.clock() - t0
         from flordb.store import segments
 
         self.out, self.scratch = out, Path(scratch)
-        self.clock = time.thread_time
-        self.acc: dict[str, float] = defaultdict(float)  # category -> seconds, exclusive of nested categories
         self.calls: dict[str, int] = defaultdict(int)
         self.local = threading.local()  # per thread: the nested time of the wrapped calls in progress
         self.main = threading.get_ident()

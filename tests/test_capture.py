@@ -13,7 +13,7 @@ import pytest
 from conftest import base_env, q, readme_block, record, spawn
 
 from flordb.record import capture
-from flordb.record.capture import Capture, _Handler
+from flordb.record.capture import Capture, _handler
 from flordb.record.streams import BlockTee, LineTee, raw
 from flordb.record.context import MARK, Blocks
 
@@ -126,6 +126,25 @@ for epoch in flor.loop("epoch", range(2)):
     assert list(df.text) == ["parent 0", "parent 0 again", "parent 1", "parent 1 again"]
 
 
+def test_logging_is_listened_to_once_the_script_imported_it(monkeypatch):
+    """Capture never imports ``logging`` itself; once imported, records are captured from the next cut on."""
+    cap = Capture([0], Blocks(), max_lines=100, line_chars=200)
+    module = sys.modules["logging"]
+    monkeypatch.delitem(sys.modules, "logging")
+    cap.listen()
+    assert cap.handler is None
+    monkeypatch.setitem(sys.modules, "logging", module)
+    cap.take()
+    try:
+        assert cap.handler in logging.getLogger().handlers
+        logging.getLogger("late").warning("acc=%.2f", 0.6)
+        cap.take()
+        assert cap.lines == [0, "logging", "late", logging.WARNING, "acc=0.60"]
+    finally:
+        cap.close()
+    assert cap.handler not in logging.getLogger().handlers
+
+
 def test_capture_off(project):
     record(project, PRINTS, env={"FLORDB_CAPTURE": "0"}, check=True)
     assert len(q(project, "SELECT * FROM console")) == 0
@@ -188,13 +207,13 @@ def test_logging_record_written_through_the_tee_is_one_row():
     handler = logging.StreamHandler(tee)
     handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
     logger.addHandler(handler)
-    logger.addHandler(_handler := _Handler(cap))
+    logger.addHandler(handler_of_capture := _handler(cap))
     logger.propagate = False
     try:
         logger.warning("acc=%.2f", 0.93)
     finally:
         logger.removeHandler(handler)
-        logger.removeHandler(_handler)
+        logger.removeHandler(handler_of_capture)
     assert out.getvalue() == "WARNING acc=0.93\n"
     cap.take()
     assert cap.lines == [0, "stderr", "flordb-test-capture", logging.WARNING, "WARNING acc=0.93"]

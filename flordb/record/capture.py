@@ -31,7 +31,6 @@ the whole run; lines over the ceiling are counted and the count is recorded.
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 import threading
@@ -103,7 +102,7 @@ class Capture:
         self.expect: str | None = None  # a logging record's message its stream handler may print next
         self.tees: list = []
         self.saved: list[tuple[str, Any]] = []  # (sys attribute, the stream it held)
-        self.handler: _Handler | None = None
+        self.handler: Any = None  # the ``logging`` handler, once the script imported logging
         self.block: BlockTee | None = None
         self.marking: tuple | None = None  # for the loops, with a block tee: see ``install``
         self.batch = 3 * BATCH  # items of ``marks`` that make a line-buffered writer cut: 3 per entry, flat
@@ -132,6 +131,8 @@ class Capture:
         """Send the block-buffered text out, then cut everything written so far into lines."""
         with self.lock:
             self.last_take = time.monotonic()
+            if self.handler is None:
+                self.listen()
             text, marks = self.text, self.marks
             if self.block is None:  # line-buffered streams only: flat entries, in order
                 n = len(marks)
@@ -439,8 +440,7 @@ class Capture:
             self.saved.append((name, stream))
             setattr(sys, name, tee)
             self.tees.append(tee)
-        self.handler = _Handler(self)
-        logging.getLogger().addHandler(self.handler)
+        self.listen()
         if self.block is not None:
             self._stop_watch = _watch(self)
         ref = weakref.ref(self)
@@ -464,7 +464,19 @@ class Capture:
                 setattr(sys, name, stream)
         self.take()  # what was written between the flush and the stop
         if self.handler is not None:
-            logging.getLogger().removeHandler(self.handler)
+            sys.modules["logging"].getLogger().removeHandler(self.handler)
+
+    def listen(self) -> None:
+        """Capture ``logging`` records from now on, once the script has imported ``logging``.
+
+        Not imported for it: a script that never logs does not pay for the
+        module. Checked at install and at every cut, so a script importing it
+        later is listened to from its next flush; a record before that still
+        reaches the console through the script's own handler, as a line.
+        """
+        if self.handler is None and self.open and "logging" in sys.modules:
+            self.handler = _handler(self)
+            sys.modules["logging"].getLogger().addHandler(self.handler)
 
     def forking(self) -> None:
         """Before a fork: what is held goes out now, so that the child has no copy of it to write again."""
@@ -552,19 +564,20 @@ def _ascii_newlines(encoding: str) -> bool:
         return False
 
 
-class _Handler(logging.Handler):
-    def __init__(self, capture: Capture):
-        super().__init__(logging.NOTSET)
-        self.capture = capture
+def _handler(capture: Capture) -> Any:
+    """A ``logging`` handler that notes each record's message, logger and level (``logging`` already imported)."""
+    logging = sys.modules["logging"]
 
-    def emit(self, record: logging.LogRecord) -> None:
-        cap = self.capture
-        if not cap.open:
-            return
-        try:
-            cap.note(LOGGING, (record.getMessage(), record.name, record.levelno), cap.cur[0])
-        except Exception:
-            pass
+    class Handler(logging.Handler):
+        def emit(self, record: Any) -> None:
+            if not capture.open:
+                return
+            try:
+                capture.note(LOGGING, (record.getMessage(), record.name, record.levelno), capture.cur[0])
+            except Exception:
+                pass
+
+    return Handler(logging.NOTSET)
 
 
 def start(cur: list, blocks) -> Capture | None:
