@@ -91,6 +91,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import importlib
 import json
 import os
 import statistics
@@ -156,7 +157,7 @@ class Probe:
     def __init__(self, out: str, scratch: str, control: bool = False):
         self.clock = time.thread_time
         self.acc: dict[str, float] = defaultdict(float)  # category -> seconds, exclusive of nested categories
-        import flordb.record.run  # noqa: F401  (every recording run imports it, with capture or without)
+        importlib.import_module("flordb.record.run")  # every recording run imports it, with capture or without
 
         t0 = self.clock()
         from flordb.record import capture  # a run without capture never imports it: part of installing it
