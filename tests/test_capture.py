@@ -259,6 +259,14 @@ def test_sampling_whole_runs_at_once_keeps_what_one_by_one_keeps(monkeypatch, st
             text(MARK)
             mark(cur[0])
             print(f"epoch {e} done", file=tee)
+        plain = blocks.open(("plain",), ())
+        for i in range(5000):  # nothing but one line per step: whole cuts of one-line pieces
+            cur[0] = plain + i
+            text(MARK)
+            mark(cur[0])
+            print(f"plain {i}", file=tee)
+            if i % 700 == 699:
+                cap.take()
         tee.flush()
         lines, notes = cap.drain(final=True)
         return lines, notes, (cap.seen, cap.kept, cap.dropped, cap.unkept), out.buffer.getvalue()
@@ -273,6 +281,7 @@ def test_sampling_whole_runs_at_once_keeps_what_one_by_one_keeps(monkeypatch, st
 
     bulk = run()
     monkeypatch.setattr(capture, "_one_line_each", lambda *a: False)
+    monkeypatch.setattr(capture, "_one_line_each_part", lambda *a: False)
     assert run() == bulk
     lines, _, (seen, kept, dropped, _), written = bulk
     assert 0 < kept < seen and dropped > 0 and "epoch 5 done" in lines[4::5]
@@ -290,7 +299,9 @@ def test_sampling_whole_runs_at_once_keeps_what_one_by_one_keeps(monkeypatch, st
             else:
                 expected.append(f"step {e} {i}\n")
         expected.append(f"epoch {e} done\n")
+    expected += [f"plain {i}\n" for i in range(5000)]
     assert written == "".join(expected).encode()
+    assert "plain 4999" not in lines[4::5] and "plain 0" in lines[4::5]  # sampled, at its own path's rate
     # Each kept line is at the coordinates it was printed at.
     for ctx, text in zip(lines[0::5], lines[4::5]):
         if text.startswith("step "):

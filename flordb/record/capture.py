@@ -153,8 +153,10 @@ class Capture:
             except TypeError:  # a write of something that is not a str (print never does that)
                 s = "".join(map(as_text, items))
             self.block.forward(s)
-            self.seen += s.count("\n")
+            lines = s.count("\n")
+            self.seen += lines
             if self.carry:
+                lines += self.carry.count("\n")
                 s, self.carry = self.carry + s, ""
             parts = s.split(MARK)
             k = len(parts) - 1
@@ -165,12 +167,15 @@ class Capture:
                 self.carry = MARK + MARK.join(parts[p + 1:])
                 del parts[p + 1:]
             try:
-                self._cut(parts, entries)
+                self._cut(parts, entries, s if p == k else None, lines)
             except Exception:  # capture must never break printing or cost the run its records
                 pass
 
-    def _cut(self, parts: list[str], entries: list) -> None:
-        """``parts[0]`` was written at ``self.ctx``, ``parts[j + 1]`` after ``entries[j]``."""
+    def _cut(self, parts: list[str], entries: list, text: str | None = None, lines: int = -1) -> None:
+        """``parts[0]`` was written at ``self.ctx``, ``parts[j + 1]`` after ``entries[j]``.
+
+        ``text``: the parts joined with :data:`MARK`, and ``lines`` its newlines, when known.
+        """
         try:
             only_contexts = not entries or (type(entries[0]) is int and type(min(entries)) is int)
         except TypeError:  # contexts mixed with tuples
@@ -179,7 +184,9 @@ class Capture:
             ctxs = [self.ctx, *entries]
             if entries:
                 self.ctx = entries[-1]
-            self.chunks(list(compress(parts, parts)), list(compress(ctxs, parts)), "stdout")
+            chunks = list(compress(parts, parts))
+            one_each = text is not None and _one_line_each_part(text, parts, len(chunks), lines)
+            self.chunks(chunks, list(compress(ctxs, parts)), "stdout", one_each=one_each)
             return
         if not any(parts):  # no block-buffered text among them
             try:
@@ -241,7 +248,8 @@ class Capture:
         else:
             self.chunks(list(map(str, data, repeat(encoding), repeat("replace"))), ctxs, channel)
 
-    def chunks(self, chunks: list, ctxs: list[int], channel: str, encoding: str | None = None) -> None:
+    def chunks(self, chunks: list, ctxs: list[int], channel: str, encoding: str | None = None,
+               one_each: bool = False) -> None:
         """Pieces of text (``str``; or ``bytes`` in ``encoding``), each written at a context; most are one line each.
 
         A chunk that ends a line (and continues none) is one unit of sampling;
@@ -257,7 +265,7 @@ class Capture:
                 continue
             block = ctxs[i] >> SHIFT
             j = _run_end(ctxs, i, n, block)
-            if j - i > 1 and _one_line_each(chunks, i, j, nl):
+            if j - i > 1 and (one_each or _one_line_each(chunks, i, j, nl)):
                 self._sample(chunks, ctxs, i, j, block, channel, encoding)
                 i = j
                 continue
@@ -550,6 +558,17 @@ def _one_line_each(chunks: list, i: int, j: int, nl: str | bytes) -> bool:
     """Chunks ``i .. j-1`` each hold exactly one line, ended (checked in C, no Python loop)."""
     part = chunks[i:j]
     return nl[:0].join(part).count(nl) == j - i and all(map(type(nl).endswith, part, repeat(nl)))
+
+
+def _one_line_each_part(text: str, parts: list[str], pieces: int, lines: int) -> bool:
+    """The same for all the non-empty ``parts`` of ``text`` (split at MARK), from counts over ``text``.
+
+    As many newlines as pieces, and each piece ends with one: a newline just
+    before every MARK that follows a piece, and at the end of the last one.
+    """
+    ended = pieces - (1 if parts[-1] else 0)  # pieces followed by a MARK
+    return (lines == pieces and text.count("\n" + MARK) == ended
+            and (not parts[-1] or parts[-1].endswith("\n")))
 
 
 def _text(chunk: str | bytes, encoding: str | None) -> str:
