@@ -101,6 +101,27 @@ print("done")
     assert [list(c) for c in df.coord] == [[0], [1], []]
 
 
+def test_text_printed_outside_loops_does_not_pile_up(project):
+    """Printed outside any loop (nothing marks or cuts there), block-buffered text is still cut every half second."""
+    script = """
+import sys, time
+import flordb as flor
+from flordb.record import api
+flor.arg("x", 1)  # the run starts
+cap = api.current_run().capture
+t0, printed, most = time.time(), 0, 0
+while time.time() - t0 < 2.0:
+    for _ in range(1000):
+        print("a line outside any loop")
+    printed += 1000
+    most = max(most, len(cap.text))
+print(f"held at most {most} pieces of {2 * printed}", file=sys.stderr)
+assert most < printed / 4, "the text piled up"  # two pieces a print: held less than an eighth of them
+"""
+    proc = record(project, script, env={"PYTHONUNBUFFERED": ""}, check=True)
+    assert proc.stdout.count("a line outside any loop\n") == int(proc.stderr.split(" of ")[1].split()[0]) // 2
+
+
 @STDOUT_MODES
 def test_a_forked_child_prints_through_and_nothing_twice(project, unbuffered):
     """A DataLoader worker (a forked child) prints as before; the parent's held text is the parent's alone."""

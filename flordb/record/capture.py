@@ -50,6 +50,7 @@ DEFAULT_LINE_CHARS = 1_000
 BATCH = 4096  # marks waiting before a line-buffered stream's writer cuts them into lines
 HOLD = 3 * 4096  # pieces of block-buffered text (about 4,096 printed lines) a loop lets wait before it cuts them
 WATCH = 0.5  # seconds: the longest a block-buffered line waits to go out when no loop or flush sends it
+WATCH_STEP = 0.05  # seconds between the watcher's looks: a tight print loop outside loops holds this much
 LOGGING = "logging"
 
 
@@ -510,26 +511,36 @@ class Capture:
 
 
 def _watch(capture: Capture) -> threading.Event:
-    """A daemon thread that sends the block-buffered text out (and cuts it) when nothing else did for ``WATCH`` s.
+    """A daemon thread that sends the block-buffered text out (and cuts it) when nothing else did.
 
     Loops and flushes do it on the script's own thread as it runs; this is for
     text printed outside loops, or in a long iteration of a loop that does not
-    iterate (waiting for data, evaluating).
+    iterate (waiting for data, evaluating): cut when text waited ``WATCH``
+    seconds, and the stream flushed then. Text piling up faster than that
+    (a tight print loop outside loops) makes the printing thread cut its own
+    (``BlockTee.hold_back``) until the backlog is gone: memory stays bounded.
     """
     stop = threading.Event()
     ref = weakref.ref(capture)
 
     def watch() -> None:
-        while not stop.wait(WATCH):
+        flushed = time.monotonic()
+        while not stop.wait(WATCH_STEP):
             cap = ref()
             if cap is None or not cap.open:
                 return
             try:
-                if cap.text and time.monotonic() - cap.last_take >= WATCH:
+                waiting, now = len(cap.text), time.monotonic()
+                if waiting > 2 * HOLD:  # printed faster than cut: the printing thread cuts its own
+                    cap.block.hold_back(HOLD)
+                elif cap.block.state == "held" and now - cap.last_take >= WATCH:  # quiet again
+                    cap.block.hold_back(None)
+                elif waiting and now - cap.last_take >= WATCH:
                     cap.take()
-                if cap.block.unflushed:  # out of the stream's own buffer too: this is about time
+                if cap.block.unflushed and now - flushed >= WATCH:  # out of the stream's own buffer too
                     cap.block.unflushed = False
                     cap.block.stream.flush()
+                    flushed = now
             except Exception:
                 pass
             del cap

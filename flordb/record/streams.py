@@ -58,6 +58,7 @@ class BlockTee(io.TextIOBase):
         self.mode = getattr(stream, "mode", "w")
         self.unflushed = False  # text sent to the stream since it was last flushed
         self.write = capture.text.append  # an instance attribute: what ``print`` finds first
+        self.state = "capture"  # or "held" (see hold_back), "each" (see reconfigure), "stopped"
 
     encoding = property(lambda self: self._encoding)
     errors = property(lambda self: self._errors)
@@ -88,13 +89,35 @@ class BlockTee(io.TextIOBase):
         self.unflushed = False
         self.stream.flush()
 
+    def hold_back(self, limit: int | None) -> None:
+        """Printing faster than the text is cut: each ``write`` cuts once more than ``limit`` pieces wait.
+
+        The watcher sets it when text piles up outside loops, and lifts it
+        (``None``) when the backlog is gone, so memory stays bounded however
+        fast a script prints; ``print`` costs a Python call meanwhile.
+        """
+        if self.state not in ("capture", "held"):
+            return  # stopped, or writing each line at once
+        if limit is None:
+            self.write, self.state = self.capture.text.append, "capture"
+            return
+        text, take = self.capture.text, self.capture.take
+        append = text.append
+
+        def write(s: str) -> None:
+            append(s)
+            if len(text) > limit:
+                take()
+
+        self.write, self.state = write, "held"
+
     def stop(self) -> None:
         """Write through from now on, capturing nothing (the run ended, or this is a forked child)."""
         def write(s: str) -> int:
             self.forward(s if isinstance(s, str) else as_text(s))
             return len(s)
 
-        self.write = write
+        self.write, self.state = write, "stopped"
 
     def reconfigure(self, **kwargs: Any) -> None:
         """The real stream's; asked to flush each line or write, the tee stops holding text back."""
@@ -111,7 +134,7 @@ class BlockTee(io.TextIOBase):
                     self.flush()
                 return len(s)
 
-            self.write = write
+            self.write, self.state = write, "each"
 
     def close(self) -> None:  # never closes the real stream
         try:
