@@ -50,7 +50,7 @@ DEFAULT_LINE_CHARS = 1_000
 BATCH = 4096  # marks waiting before a line-buffered stream's writer cuts them into lines
 HOLD = 3 * 4096  # pieces of block-buffered text (about 4,096 printed lines) a loop lets wait before it cuts them
 WATCH = 0.5  # seconds: the longest a block-buffered line waits to go out when no loop or flush sends it
-WATCH_STEP = 0.05  # seconds between the watcher's looks: a tight print loop outside loops holds this much
+WATCH_STEP = 0.1  # seconds between the watcher's looks: a tight print loop outside loops holds this much
 LOGGING = "logging"
 
 
@@ -108,7 +108,6 @@ class Capture:
         self.marking: tuple | None = None  # for the loops, with a block tee: see ``install``
         self.batch = 3 * BATCH  # items of ``marks`` that make a line-buffered writer cut: 3 per entry, flat
         self.last_take = 0.0  # time.monotonic() of the last cut
-        self._stop_watch: threading.Event | None = None
 
     @property
     def dropped(self) -> int:
@@ -451,15 +450,13 @@ class Capture:
             self.tees.append(tee)
         self.listen()
         if self.block is not None:
-            self._stop_watch = _watch(self)
+            _watch(self)
         ref = weakref.ref(self)
         os.register_at_fork(before=lambda: (ref() is not None and ref().forking()),
                             after_in_child=lambda: (ref() is not None and ref().forked()))
 
     def close(self) -> None:
         """Stop capturing; put the streams back where nobody wrapped them after us."""
-        if self._stop_watch is not None:
-            self._stop_watch.set()
         for tee in self.tees:
             try:
                 tee.flush()  # a line not ended yet reaches the terminal and the capture
@@ -510,7 +507,7 @@ class Capture:
             tee.stop()
 
 
-def _watch(capture: Capture) -> threading.Event:
+def _watch(capture: Capture) -> None:
     """A daemon thread that sends the block-buffered text out (and cuts it) when nothing else did.
 
     Loops and flushes do it on the script's own thread as it runs; this is for
@@ -520,12 +517,12 @@ def _watch(capture: Capture) -> threading.Event:
     (a tight print loop outside loops) makes the printing thread cut its own
     (``BlockTee.hold_back``) until the backlog is gone: memory stays bounded.
     """
-    stop = threading.Event()
     ref = weakref.ref(capture)
 
     def watch() -> None:
         flushed = time.monotonic()
-        while not stop.wait(WATCH_STEP):
+        while True:
+            time.sleep(WATCH_STEP)  # cheaper than waiting on an event; it ends when capture closes
             cap = ref()
             if cap is None or not cap.open:
                 return
@@ -546,7 +543,6 @@ def _watch(capture: Capture) -> threading.Event:
             del cap
 
     threading.Thread(target=watch, name="flordb-capture", daemon=True).start()
-    return stop
 
 
 def _run_end(ctxs: list[int], i: int, n: int, block: int) -> int:
