@@ -152,13 +152,15 @@ class Capture:
                 s = "".join(items)
             except TypeError:  # a write of something that is not a str (print never does that)
                 s = "".join(map(as_text, items))
-            self.block.forward(s)
-            lines = s.count("\n")
+            parts = s.split(MARK)  # pieces narrow to one byte a character again (the MARK widened the text)
+            printed = "".join(parts)
+            self.block.forward(printed)
+            lines = printed.count("\n")
             self.seen += lines
             if self.carry:
                 lines += self.carry.count("\n")
                 s, self.carry = self.carry + s, ""
-            parts = s.split(MARK)
+                parts = s.split(MARK)
             k = len(parts) - 1
             p = min(k, len(marks))
             entries = marks[:p]

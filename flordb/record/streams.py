@@ -68,9 +68,7 @@ class BlockTee(io.TextIOBase):
     buffer = property(lambda self: BlockBuffer(self))
 
     def forward(self, text: str) -> None:
-        """Write what was printed to the real stream's binary layer."""
-        if MARK in text:
-            text = text.replace(MARK, "")
+        """Write what was printed (without marks) to the real stream's binary layer."""
         if not text:
             return
         try:
