@@ -148,6 +148,8 @@ class Capture:
                 return
             items = text[:n]
             del text[:n]  # appends made meanwhile are after these: they stay
+            if not self.carry and "stdout" not in self.partial and self._periodic(items):
+                return
             try:
                 s = "".join(items)
             except TypeError:  # a write of something that is not a str (print never does that)
@@ -172,6 +174,50 @@ class Capture:
                 self._cut(parts, entries, s if p == k else None, lines)
             except Exception:  # capture must never break printing or cost the run its records
                 pass
+
+    def _periodic(self, items: list) -> bool:
+        """The common cut, without joining the marks into the text: a loop that prints one line per iteration.
+
+        ``items`` are marks, then (mark, line, newline) per iteration, then
+        marks, each mark's entry a context, the lines ASCII: checked with a
+        few C passes over the list. The lines are the printed ``str`` objects
+        themselves; False (nothing done) for anything else.
+        """
+        n, i = len(items), 0
+        while i + 1 < n and items[i + 1] is MARK and items[i] is MARK:  # marks with nothing printed after them
+            i += 1
+        j = n
+        while j > i and items[j - 1] is MARK:
+            j -= 1
+        k, rest = divmod(j - i, 3)
+        if rest or not k:
+            return False
+        middle = items[i:j]
+        if middle[0::3].count(MARK) != k or middle[2::3].count("\n") != k:
+            return False
+        lines = middle[1::3]
+        body = "\n".join(lines)
+        if not body.isascii() or body.count("\n") != k - 1:  # ASCII: no mark in a line, one byte a character
+            return False
+        count = n - 2 * k  # the marks: one per iteration, and those before and after
+        entries = self.marks[:count]
+        try:
+            if len(entries) < count or type(min(entries)) is not int:
+                return False
+        except TypeError:  # a line-buffered chunk or a logging record among them
+            return False
+        del self.marks[:count]
+        self.block.forward(body + "\n")
+        self.seen += k
+        self.ctx = entries[-1]
+        ctxs = entries[i:i + k]  # line t was printed after the mark of iteration t
+        t = 0
+        while t < k:
+            block = ctxs[t] >> SHIFT
+            u = _run_end(ctxs, t, k, block)
+            self._sample(lines, ctxs, t, u, block, "stdout", bare=True)
+            t = u
+        return True
 
     def _cut(self, parts: list[str], entries: list, text: str | None = None, lines: int = -1) -> None:
         """``parts[0]`` was written at ``self.ctx``, ``parts[j + 1]`` after ``entries[j]``.
@@ -297,11 +343,12 @@ class Capture:
         st[1] = st[0] + st[2] - 1 if st[4] < self.per_path else 1 << 62  # past its share: none more
 
     def _sample(self, chunks: list, ctxs: list[int], i: int, j: int, block: int, channel: str,
-                encoding: str | None = None) -> None:
+                encoding: str | None = None, bare: bool = False) -> None:
         """Chunks ``i .. j-1``, one whole line each, of loop ``block``: keep those the sampling keeps.
 
         The same decisions as :meth:`_advance` one chunk at a time, with work
         only for the chunks kept, and their lines checked and added in C.
+        ``bare``: the chunks are lines without their newline.
         """
         st = self._path_state(block)
         seen, last_dropped, stride, at_stride, kept = st
@@ -330,17 +377,19 @@ class Capture:
         else:
             joined, cr, own, space = "".join(texts), "\r", OWN_PREFIX, str.isspace
         if (self.kept + n <= self.max_lines and self.expect is None and cr not in joined and own not in joined
-                and max(map(len, texts)) <= self.line_chars + 1 and not any(map(space, texts))):
-            rows = [None] * (5 * n)  # the common case: printed lines, kept as they are (see add)
-            rows[0::5] = map(ctxs.__getitem__, keep)
-            rows[1::5] = repeat(channel, n)
-            rows[4::5] = _text(joined, encoding)[:-1].split("\n")
-            if len(rows) == 5 * n:
+                and max(map(len, texts)) <= self.line_chars + (0 if bare else 1)
+                and not any(map(space, texts)) and (not bare or all(texts))):
+            lines = texts if bare else _text(joined, encoding)[:-1].split("\n")
+            if len(lines) == n:
+                rows = [None] * (5 * n)  # the common case: printed lines, kept as they are (see add)
+                rows[0::5] = map(ctxs.__getitem__, keep)
+                rows[1::5] = repeat(channel, n)
+                rows[4::5] = lines
                 self.lines.extend(rows)
                 self.kept += n
                 return
         for k in keep:
-            self.cut(_text(chunks[k], encoding), ctxs[k], channel)
+            self.cut(chunks[k] + "\n" if bare else _text(chunks[k], encoding), ctxs[k], channel)
 
     def _sample_whole(self, chunk: str, ctx: int, block: int, channel: str) -> None:
         """A chunk of several whole lines: kept or dropped as one."""
