@@ -10,8 +10,8 @@
    (``/dev/null``) and ``PYTHONUNBUFFERED`` is unset, so stdout is
    block-buffered, as in a training job whose output goes to a log
    (``--unbuffered``: as ``python -u`` runs it). Capture adds one thread, which
-   wakes every half second and works only when nothing else sent the text out
-   for that long (never here: the loop and the run's flushes do, on the
+   looks every tenth of a second and cuts the text only when nothing else did
+   for half a second (the run's flush at the end of each epoch does it, on the
    script's thread); its CPU time is counted in (c). The overhead is tens of
    ms in a run of a few s of CPU, and the CPU time of whole runs of it varies
    by several % from run to run on a shared machine (at times far more), so
@@ -32,9 +32,9 @@
       mean: now and then something outside the script slows one block of a
       pair by tens of percent, which moves the mean by more than the effect
       (the control shows it; mean and median are printed next to it). Work of
-      the capture inside a block that is not the print path (cutting what
-      waits, every 4,096 lines) is timed and taken out of that block: it is
-      counted in (c). Where stdout is block-buffered, a print appends to a
+      the capture inside a block that is not the print path (a cut, on the
+      script's thread) is timed and taken out of that block: it is counted in
+      (c). Where stdout is block-buffered, a print appends to a
       list and the stream's own encoding and writing move to (c), so this
       part can be below 0. A control run switches between the replaced stream
       and itself: its figure is the method's own bias, which should be 0
@@ -570,7 +570,7 @@ def main() -> int:
         work = Path(tmp)
         mode = "unbuffered (PYTHONUNBUFFERED=1)" if UNBUFFERED else "block-buffered (Python's default for a file)"
         print(f"1. capture: a script printing {epochs * steps} lines, one per step, to a {mode} stdout; threads: 1"
-              " per run (OMP/OPENBLAS/MKL_NUM_THREADS=1), capture adds one that wakes every 0.5 s; runs one at a"
+              " per run (OMP/OPENBLAS/MKL_NUM_THREADS=1), capture adds one that looks every 0.1 s; runs one at a"
               f" time, each pinned to core {CORE}; {block_runs} runs switching stdout every {block} steps and one"
               f" control run (a, b), {bulk_runs} runs timing the bulk work (c), {pairs} pairs of whole runs, capture"
               " on and off, after one warm-up run per side (e)",

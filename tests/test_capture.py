@@ -245,7 +245,7 @@ def _block_capture(cur, blocks, **kw):
     out = io.TextIOWrapper(io.BytesIO(), encoding="utf-8")
     cap = Capture(cur, blocks, **kw)
     cap.block = BlockTee(out, cap)
-    cap.marking = (cap.text.append, cap.marks.append, cap.text.__len__, capture.HOLD, cap.take)
+    cap.marking = (cap.text.append, cap.marks.append)
     cap.batch = capture.BATCH
     cap.encoding["stderr"] = "utf-8"
     return cap, cap.block, out
@@ -256,7 +256,7 @@ def test_sampling_whole_runs_at_once_keeps_what_one_by_one_keeps(monkeypatch, st
     """take() samples runs of one-line chunks of one loop at once; every kept line, count and note is as before."""
     def feed(cur, blocks, cap, tee, out):
         err = LineTee.over(io.StringIO(), "stderr", cap)
-        text, mark, _, _, _ = cap.marking or (lambda _: None,) * 5
+        text, mark = cap.marking or (lambda _: None,) * 2
         epoch = blocks.open(("epoch",), ())
         for e in range(6):
             step = blocks.open(("epoch", "step"), (e,))

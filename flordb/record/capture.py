@@ -10,10 +10,10 @@ pipe: a training job's log), it becomes a ``BlockTee`` (record/streams.py)
 whose ``write`` is a list's ``append``: a ``print`` runs no Python code. The loops of
 the run append a mark (:data:`MARK`) to the same list when their iteration
 changes, and the context to a list of marks, so each piece of text is placed
-at its coordinates later. The text goes out to the real stream in bulk, on
-the script's thread: when a loop has let about 4,096 lines wait, when the run
-flushes, when the script flushes; and from a small thread when none of these
-happened for ``WATCH`` seconds (a line printed outside loops). A block-buffered
+at its coordinates later. The text goes out to the real stream in bulk: when
+the run flushes (each main-loop iteration), when the script flushes, before a
+fork; and from a small thread when none of these happened for ``WATCH``
+seconds (a long iteration, a line printed outside loops). A block-buffered
 stream only promised its output by the block anyway. A terminal and
 ``stderr`` flush every line, so there the stream is a ``LineTee``: a
 line-buffered C ``io.TextIOWrapper`` over a sink that writes each line
@@ -48,7 +48,7 @@ OWN_BYTES = OWN_PREFIX.encode()
 DEFAULT_MAX_LINES = 20_000
 DEFAULT_LINE_CHARS = 1_000
 BATCH = 4096  # marks waiting before a line-buffered stream's writer cuts them into lines
-HOLD = 3 * 4096  # pieces of block-buffered text (about 4,096 printed lines) a loop lets wait before it cuts them
+HOLD = 3 * 4096  # pieces of block-buffered text (about 4,096 printed lines) the printing thread cuts, if they pile up
 WATCH = 0.5  # seconds: the longest a block-buffered line waits to go out when no loop or flush sends it
 WATCH_STEP = 0.1  # seconds between the watcher's looks: a tight print loop outside loops holds this much
 LOGGING = "logging"
@@ -490,9 +490,8 @@ class Capture:
             if name == "stdout" and BlockTee.suits(stream):
                 tee = self.block = BlockTee(stream, self)
                 self.batch = BATCH
-                # A loop appends MARK to the text and its context to the marks where its
-                # context changes, and cuts what waits once it is more than HOLD pieces.
-                self.marking = (self.text.append, self.marks.append, self.text.__len__, HOLD, self.take)
+                # Where its context changes, a loop appends MARK to the text and the context to the marks.
+                self.marking = (self.text.append, self.marks.append)
             else:
                 tee = LineTee.over(stream, name, self)
             self.encoding[name] = tee.encoding

@@ -336,12 +336,12 @@ class Run:
 
     def marking(self) -> tuple:
         """Where a loop's context changes, what marks captured text with it (record/capture.py); Nones without."""
-        return (self.capture and self.capture.marking) or (None, None, None, 0, None)
+        return (self.capture and self.capture.marking) or (None, None)
 
     def enter(self, ctx: int) -> None:
         """The current loop context is now ``ctx`` (off the per-iteration path of ``flor.loop``)."""
         self.cur[0] = ctx
-        text, mark, _, _, _ = self.marking()
+        text, mark = self.marking()
         if mark is not None:
             text(MARK)
             mark(ctx)
@@ -369,7 +369,7 @@ class Run:
         from flordb.record.carry import user_frame
 
         self.main_frame = user_frame()
-        text, mark, _, _, _ = self.marking()
+        text, mark = self.marking()
         try:
             for i, item in enumerate(iterable):
                 cur[0] = base + i
@@ -413,7 +413,7 @@ class Run:
         before = self.blocks.open(path, coord) - 1  # context of iteration n is before + n + 1
         t0 = time.perf_counter()
         n = 0
-        text, mark, waiting, hold, cut = self.marking()
+        text, mark = self.marking()
         try:
             if mark is None:
                 for n, item in enumerate(iterable, 1):
@@ -424,8 +424,6 @@ class Run:
                     cur[0] = before + n
                     text(MARK)
                     mark(before + n)
-                    if waiting() > hold:
-                        cut()
                     yield item
         finally:
             self.enter(parent)
