@@ -518,7 +518,10 @@ class Capture:
             tee.stop()  # a reference kept to the tee writes through, uncaptured
             if getattr(sys, name, None) is tee:
                 setattr(sys, name, stream)
-        self.take()  # what was written between the flush and the stop
+        try:
+            self.take()  # what was written between the flush and the stop
+        except Exception:  # a closed or broken stream must not keep the run from ending
+            pass
         if self.handler is not None:
             sys.modules["logging"].getLogger().removeHandler(self.handler)
 

@@ -356,7 +356,7 @@ class Run:
 
     def outer_loop(self, path: tuple, iterable: Iterable) -> Iterator:
         """A top-level loop: timed per iteration, flushed per iteration, with a progress bar."""
-        cur, events, perf = self.cur, self.events, time.perf_counter
+        events, perf = self.events, time.perf_counter
         self.end_loop()  # the previous main loop is over
         bar = _progress(path[0], iterable)
         self.outer_path = path
@@ -369,13 +369,9 @@ class Run:
         from flordb.record.carry import user_frame
 
         self.main_frame = user_frame()
-        text, mark = self.marking()
         try:
             for i, item in enumerate(iterable):
-                cur[0] = base + i
-                if mark is not None:
-                    text(MARK)
-                    mark(base + i)
+                self.enter(base + i)
                 self.nested_exit = None
                 self.checkpointed = None
                 self.ckpt_seconds = None
