@@ -119,6 +119,17 @@ def test_take_overrides_unit():
     assert take_overrides(argv) == {} and argv == ["t.py", "pos"]
 
 
+def test_run_ids_sort_by_start_time_within_one_second(monkeypatch):
+    """Runs started in the same second still sort by start (ORDER BY run_id is start order)."""
+    from flordb.record import run as run_mod
+    clock = iter([1700000000.004, 1700000000.250, 1700000000.999, 1700000001.0])
+    monkeypatch.setattr(run_mod.time, "time", lambda: next(clock))
+    ids = [run_mod.new_run_id() for _ in range(4)]
+    assert len({i[:15] for i in ids[:3]}) == 1  # the same second
+    assert ids == sorted(ids), ids
+    assert all(len(i) == 22 for i in ids), ids
+
+
 def test_cast_unit():
     assert cast("0.01", 1e-3) == 0.01 and isinstance(cast("1", 1.0), float)
     assert cast("7", 3) == 7 and isinstance(cast("7", 3), int)

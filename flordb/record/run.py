@@ -63,8 +63,10 @@ def normalize_name(name: Any) -> str | None:
 
 
 def new_run_id() -> str:
-    """Sortable by start time, unique across processes and hosts."""
-    return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
+    """Sortable by start time to the millisecond (the suffix starts with it), unique across processes and hosts."""
+    now = time.time()
+    millis = int(now * 1000) % 1000
+    return time.strftime("%Y%m%d-%H%M%S", time.localtime(now)) + f"-{millis:03x}{secrets.randbelow(4096):03x}"
 
 
 def flush_interval() -> float:
