@@ -438,6 +438,52 @@ def test_extract_cli_preview_pattern_and_comparison(printed):
     assert wrong.returncode == 1 and "disagree" in wrong.stderr
 
 
+def test_the_first_printed_line_with_a_number_wins(project):
+    record(project, """
+import flordb as flor
+for epoch in flor.loop("epoch", range(2)):
+    print("loss: n/a (warming up)")
+    print(f"loss: {0.5 + epoch}")
+    print(f"loss: {9.5 + epoch}")
+""", check=True)
+    from flordb.hindsight.extract import rows, scan
+    from flordb.store.catalog import Catalog
+    from flordb.store.layout import locate
+
+    with Catalog(locate(project)) as cat:
+        cat.ingest()
+        ex = scan(cat, "loss", r"loss: (\S+)")  # also matches "n/a": not a number, so the next line counts
+        found = [(c, v, line) for _, _, c, v, line in rows(cat)]
+    assert found == [((0,), "0.5", "loss: 0.5"), ((1,), "1.5", "loss: 1.5")]
+    assert ex.values == 2 and ex.duplicates == 2  # two lines with a number at each coordinate
+
+
+def test_a_failed_segment_write_leaves_nothing_half_done(printed, monkeypatch):
+    import pyarrow.parquet as pq
+
+    from flordb.hindsight.extract import extract
+    from flordb.store.catalog import Catalog
+    from flordb.store.layout import locate
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    layout = locate(printed)
+    with Catalog(layout) as cat:
+        cat.ingest()
+        with monkeypatch.context() as m:
+            m.setattr(pq, "write_table", full)
+            with pytest.raises(OSError, match="No space left"):
+                extract(cat, "loss")
+        # the catalog has none of it, and no directory is left behind
+        assert cat.execute("SELECT count(*) FROM records WHERE name = 'loss'").fetchone()[0] == 0
+        assert cat.execute("SELECT count(*) FROM replays WHERE strategy = 'extract'").fetchone()[0] == 0
+        assert not [d for d in (layout.home / "segments").iterdir() if d.name.startswith("extract-")]
+        done = extract(cat, "loss")  # the disk has room again
+        assert len(done.written) == 2
+    assert len(q(printed, "SELECT loss FROM logs WHERE loss IS NOT NULL")) == 24
+
+
 def test_tolerance_follows_printed_digits():
     from flordb.hindsight.extract import default_pattern, tolerance
     import re

@@ -171,6 +171,13 @@ class Catalog:
         assert self.con is not None, "catalog is not open"
         return self.con.execute(sql, params) if params is not None else self.con.execute(sql)
 
+    def arrow(self, sql: str):
+        """The result of ``sql`` on this (writing) connection, as an Arrow table: sees its temp tables."""
+        if self.tracer is not None:
+            self.tracer(sql, None)
+        assert self.con is not None, "catalog is not open"
+        return self.con.sql(sql).to_arrow_table()
+
     def executemany(self, sql: str, rows: list) -> None:
         if self.tracer is not None:
             self.tracer(sql, rows)
@@ -545,15 +552,16 @@ class Catalog:
             " JOIN (SELECT DISTINCT target FROM seg_new WHERE replay_id IS NOT NULL) t ON l.run_id = t.target"
             " WHERE NOT l.replayed"
         )
-        self.execute(
-            "INSERT INTO fidelity SELECT s.target, s.replay_id, s.name, s.path, s.coord, s.vtype, s.num, s.txt"
-            " FROM seg_new s JOIN seg_recorded r ON r.run_id = s.target AND r.name = s.name"
-            " WHERE s.kind = 'log' AND s.replay_id IS NOT NULL"
-        )
-        self.execute(
-            "DELETE FROM seg_new s USING seg_recorded r WHERE r.run_id = s.target AND r.name = s.name"
-            " AND s.kind = 'log' AND s.replay_id IS NOT NULL"
-        )
+        if self.execute("SELECT count(*) FROM seg_recorded").fetchone()[0]:  # none when seg_new is a view
+            self.execute(
+                "INSERT INTO fidelity SELECT s.target, s.replay_id, s.name, s.path, s.coord, s.vtype, s.num, s.txt"
+                " FROM seg_new s JOIN seg_recorded r ON r.run_id = s.target AND r.name = s.name"
+                " WHERE s.kind = 'log' AND s.replay_id IS NOT NULL"
+            )
+            self.execute(
+                "DELETE FROM seg_new s USING seg_recorded r WHERE r.run_id = s.target AND r.name = s.name"
+                " AND s.kind = 'log' AND s.replay_id IS NOT NULL"
+            )
         # Extracted values (replay ids extract-..., hindsight/extract.py) yield to replayed ones and to
         # later extractions at the same coordinates, as they did when each was ingested on its own:
         # a rebuild loads them all in one batch.
@@ -634,34 +642,61 @@ class Catalog:
             " WHERE runs.run_id = l.run_id AND runs.parent_run IS NULL"
         )
 
-    def _load_segments(self, files: list[str], owners: list[tuple]) -> int:
+    def ingest_written(self, meta: dict, end: dict, segment: Path, rows: str) -> None:
+        """Ingest the run directory of ``segment``, its one segment, from ``rows``: a SELECT giving
+        that segment's rows, each routed (with ``target`` and ``replay_id``), in this connection.
+
+        What :meth:`ingest` would do for the directory once complete (``meta``: its ``run.json``,
+        ``end``: its ``end.json``), without reading back or copying what is being written
+        (hindsight/extract.py): ``rows`` is read in place, so it must hold no value of a name its
+        run recorded itself (those would go to ``fidelity``), and at most one value per coordinate.
+        Runs inside the caller's transaction.
+        """
+        try:
+            self._upsert_runs([self._run_row(meta, end, done=True)])
+            self._bump()
+            self._load_segments([str(segment)], [(str(segment), meta["run_id"], meta["run_id"],
+                                                  meta.get("replay_id"), segment.name)], rows)
+        finally:
+            self._generation = None
+
+    def _load_segments(self, files: list[str], owners: list[tuple], rows: str | None = None) -> int:
         self.execute("CREATE OR REPLACE TEMP TABLE seg_owner (filename VARCHAR, run_id VARCHAR,"
                      " target VARCHAR, replay_id VARCHAR, segment VARCHAR)")
         self.executemany("INSERT INTO seg_owner VALUES (?, ?, ?, ?, ?)", owners)
-        self.execute(
-            "CREATE OR REPLACE TEMP TABLE seg_new AS SELECT s.*, o.target, o.replay_id"
-            " FROM read_parquet(?, filename = true, union_by_name = true) s JOIN seg_owner o USING (filename)",
-            [files],
-        )
-        # An extraction's segment (hindsight/extract.py) holds values of many runs: each row names its
-        # run in aux and its replay id in txt.
-        self.execute(
-            "UPDATE seg_new SET target = aux, replay_id = txt, aux = NULL, txt = NULL"
-            " WHERE kind = 'log' AND starts_with(replay_id, 'extract-') AND aux IS NOT NULL"
-        )
+        if rows is not None:  # the rows of the one file, already in this connection: read in place
+            self.execute(f"CREATE OR REPLACE TEMP VIEW seg_new AS SELECT *, {_quote(files[0])} AS filename"
+                         f" FROM ({rows})")
+        else:
+            self.execute(
+                "CREATE OR REPLACE TEMP TABLE seg_new AS SELECT s.*, o.target, o.replay_id"
+                " FROM read_parquet(?, filename = true, union_by_name = true) s JOIN seg_owner o USING (filename)",
+                [files],
+            )
+            # An extraction's segment (hindsight/extract.py) holds values of many runs: each row names its
+            # run in aux and its replay id in txt.
+            self.execute(
+                "UPDATE seg_new SET target = aux, replay_id = txt, aux = NULL, txt = NULL"
+                " WHERE kind = 'log' AND starts_with(replay_id, 'extract-') AND aux IS NOT NULL"
+            )
         self._new_ids("run_keys", "run_id", "seg_new", "target")  # loops without records have a run key too
         self._load_replayed()
         self.insert_records(
             "SELECT target, seq, name, path, coord, vtype, num, txt, replay_id FROM seg_new WHERE kind = 'log'"
         )
-        self.execute(
-            """INSERT INTO log_names (run_id, name, path, vtype, n, replayed, dups)
-               SELECT a.target, a.name, a.path, a.vtype, a.n, a.replayed, d.dups
-               FROM (SELECT target, name, path, vtype, replay_id IS NOT NULL AS replayed, count(*) AS n
-                     FROM seg_new WHERE kind = 'log' GROUP BY ALL) a
-               JOIN (SELECT target, name, path, count(*) - count(DISTINCT hash(coord)) AS dups
-                     FROM seg_new WHERE kind = 'log' GROUP BY ALL) d USING (target, name, path)"""
-        )
+        names = ("""SELECT target, name, path, vtype, replay_id IS NOT NULL AS replayed, count(*) AS n
+                    FROM seg_new WHERE kind = 'log' GROUP BY ALL""")
+        if rows is not None:  # one value per coordinate: no duplicates to count
+            self.execute(f"INSERT INTO log_names (run_id, name, path, vtype, n, replayed, dups)"
+                         f" SELECT target, name, path, vtype, n, replayed, 0 FROM ({names})")
+        else:
+            self.execute(
+                f"""INSERT INTO log_names (run_id, name, path, vtype, n, replayed, dups)
+                    SELECT a.target, a.name, a.path, a.vtype, a.n, a.replayed, d.dups
+                    FROM ({names}) a
+                    JOIN (SELECT target, name, path, count(*) - count(DISTINCT hash(coord)) AS dups
+                          FROM seg_new WHERE kind = 'log' GROUP BY ALL) d USING (target, name, path)"""
+            )
         # A top-level loop entered again reuses its coordinates: every name of the run may repeat.
         self.execute(
             "UPDATE log_names SET dups = coalesce(dups, 0) + 1 WHERE run_id IN"
@@ -689,10 +724,10 @@ class Catalog:
             "INSERT INTO segments (run_id, segment, nrows) SELECT o.run_id, o.segment, count(s.filename)"
             " FROM seg_owner o LEFT JOIN seg_new s USING (filename) GROUP BY ALL"
         )
-        rows = self.execute("SELECT count(*) FROM seg_new").fetchone()[0]
-        self.execute("DROP TABLE seg_new")
+        count = self.execute("SELECT count(*) FROM seg_new").fetchone()[0]
+        self.execute(f"DROP {'VIEW' if rows is not None else 'TABLE'} seg_new")
         self.execute("DROP TABLE seg_owner")
-        return rows
+        return count
 
 
 def _load_console_sql() -> str:
