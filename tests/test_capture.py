@@ -458,6 +458,32 @@ for epoch in flor.loop("epoch", range(2)):
     assert ex.values == 2 and ex.duplicates == 2  # two lines with a number at each coordinate
 
 
+def test_extraction_beside_logged_names(project):
+    """A run that logs some names and prints others: the printed one is extracted, a logged one never is."""
+    record(project, """
+import flordb as flor
+for epoch in flor.loop("epoch", range(3)):
+    loss = 1.0 / (1 + epoch)
+    flor.log("loss", loss)
+    print(f"epoch {epoch} loss {loss:.3f} ppl {2 ** loss:.3f}")
+""", check=True)
+    from flordb.hindsight.extract import extract
+    from flordb.store.catalog import Catalog
+    from flordb.store.layout import locate
+
+    with Catalog(locate(project)) as cat:
+        cat.ingest()
+        ppl = extract(cat, "ppl")
+        loss = extract(cat, "loss")
+    assert len(ppl.written) == 1 and not ppl.skipped
+    assert not loss.written and list(loss.skipped.values()) == ["the run logged it itself"]
+    assert loss.comparison.compared == 3 and not loss.comparison.disagree
+    df = q(project, 'SELECT epoch, loss, ppl, "replay.ppl" AS pp FROM logs ORDER BY epoch')
+    assert df.ppl.tolist() == [2.0, 1.414, 1.26] and df.loss.tolist() == [1.0, 0.5, 1 / 3]
+    assert all(p.startswith("extract-") for p in df.pp)
+    assert len(q(project, "SELECT * FROM fidelity")) == 0
+
+
 def test_a_failed_segment_write_leaves_nothing_half_done(printed, monkeypatch):
     import pyarrow.parquet as pq
 

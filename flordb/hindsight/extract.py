@@ -299,8 +299,8 @@ class SegmentWrite:
                      "extract": {"name": name, "pattern": pattern}}
         self.end = {"status": "finished", "ended": now, "error": None}
         self.error: BaseException | None = None
-        self.run_dir.mkdir(parents=True, exist_ok=True)
         table = cat.arrow(_segment_rows(name))
+        self.run_dir.mkdir(parents=True, exist_ok=True)
         self.thread = threading.Thread(target=self._write, args=(table,), name="flordb-extract-segment")
         self.thread.start()
 

@@ -547,10 +547,10 @@ class Catalog:
         to ``fidelity``. A hindsight value replaces any earlier replay's value
         at the same coordinates, so replaying twice never duplicates rows.
         """
-        self.execute(
+        self.execute(  # the names replayed that their run recorded itself
             "CREATE OR REPLACE TEMP TABLE seg_recorded AS SELECT DISTINCT l.run_id, l.name FROM log_names l"
-            " JOIN (SELECT DISTINCT target FROM seg_new WHERE replay_id IS NOT NULL) t ON l.run_id = t.target"
-            " WHERE NOT l.replayed"
+            " JOIN (SELECT DISTINCT target, name FROM seg_new WHERE kind = 'log' AND replay_id IS NOT NULL) t"
+            " ON l.run_id = t.target AND l.name = t.name WHERE NOT l.replayed"
         )
         if self.execute("SELECT count(*) FROM seg_recorded").fetchone()[0]:  # none when seg_new is a view
             self.execute(
