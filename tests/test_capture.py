@@ -484,6 +484,19 @@ for epoch in flor.loop("epoch", range(3)):
     assert len(q(project, "SELECT * FROM fidelity")) == 0
 
 
+def test_default_pattern_names_with_like_wildcards(printed):
+    """``_`` and ``%`` in a name are literal in the scan's cheap prefilter, as in the regex."""
+    from flordb.hindsight.extract import scan
+    from flordb.store.catalog import Catalog
+    from flordb.store.layout import locate
+
+    with Catalog(locate(printed)) as cat:
+        cat.ingest()
+        assert scan(cat, "val_loss").values == 6  # printed as {'val_loss': ...} on stderr
+        assert scan(cat, "val%loss").values == 0 and scan(cat, "valXloss").values == 0
+        assert scan(cat, "it's\\").values == 0  # a quote and a backslash in the SQL literal
+
+
 def test_a_failed_segment_write_leaves_nothing_half_done(printed, monkeypatch):
     import pyarrow.parquet as pq
 
