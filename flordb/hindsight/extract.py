@@ -367,9 +367,8 @@ def offer(cat: Catalog, names: list[str], mode: str) -> set[str]:
     if not go:
         return set()
     done = set()
-    # ext_scan holds the scan of the last name: extract that one first, the others scan again
-    for n in sorted(printed, key=lambda n: n != names[-1]):
-        ex = extract(cat, n, ex=printed[n] if n == names[-1] else None)
+    for n in printed:  # ext_scan still holds the last name's scan until the first extraction
+        ex = extract(cat, n, ex=printed[n] if n == names[-1] and not done else None)
         done.add(n)
         say(f"{n}: {ex.values} values extracted from {len(ex.written)} run(s) (provenance: {PREFIX}...).")
         if ex.comparison and ex.comparison.compared:
